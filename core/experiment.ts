@@ -1,0 +1,152 @@
+// The one schema for experiment files. Every type the runner, aggregator and
+// datasets use for an experiment is inferred from here.
+import { readFileSync } from 'node:fs';
+import { z } from 'zod';
+
+export const partitionSchema = z.discriminatedUnion('kind', [
+  z.object({ kind: z.literal('iid') }).strict(),
+  z
+    .object({
+      kind: z.literal('dirichlet'),
+      alpha: z.number().positive().describe('concentration of the per-node label distribution; small = skewed'),
+    })
+    .strict(),
+  z
+    .object({
+      kind: z.literal('shards'),
+      shards_per_node: z.number().int().positive().default(2),
+    })
+    .strict(),
+  z
+    .object({
+      kind: z.literal('quantity'),
+      alpha: z.number().positive().describe('Dirichlet concentration over node sizes; small = very unequal sizes'),
+    })
+    .strict(),
+  // Synthetic data is generated per node, so its partition is the generator's own.
+  z.object({ kind: z.literal('natural') }).strict(),
+]);
+export type PartitionSpec = z.infer<typeof partitionSchema>;
+
+export const datasetSchema = z.discriminatedUnion('name', [
+  z.object({ name: z.literal('fashion-mnist'), partition: partitionSchema.default({ kind: 'iid' }) }).strict(),
+  z.object({ name: z.literal('mnist'), partition: partitionSchema.default({ kind: 'iid' }) }).strict(),
+  z
+    .object({
+      name: z.literal('synthetic'),
+      alpha: z.number().nonnegative().describe('how much the nodes\' models differ'),
+      beta: z.number().nonnegative().describe('how much the nodes\' inputs differ'),
+      dimensions: z.number().int().positive().default(60),
+      classes: z.number().int().min(2).default(10),
+      partition: z.object({ kind: z.literal('natural') }).strict().default({ kind: 'natural' }),
+    })
+    .strict(),
+]);
+export type DatasetSpec = z.infer<typeof datasetSchema>;
+export type DatasetName = DatasetSpec['name'];
+
+export const modelNameSchema = z.enum(['2nn', 'cnn', 'logreg']);
+export type ModelName = z.infer<typeof modelNameSchema>;
+
+export const backendPreferenceSchema = z.enum(['auto', 'tensorflow', 'tensorflow-gpu', 'wasm', 'cpu']);
+export type BackendPreference = z.infer<typeof backendPreferenceSchema>;
+
+export const trainingSchema = z
+  .object({
+    epochs: z.number().int().positive().max(1000),
+    batch_size: z.number().int().positive().max(65536),
+    learning_rate: z.number().positive().max(100),
+  })
+  .strict();
+export type TrainingSpec = z.infer<typeof trainingSchema>;
+
+export const strategySchema = z.discriminatedUnion('name', [
+  z.object({ name: z.literal('fedavg') }).strict(),
+]);
+export type StrategySpec = z.infer<typeof strategySchema>;
+
+export const selectionSchema = z
+  .object({
+    nodes_per_round: z.number().int().positive().describe('how many nodes are asked to train each round'),
+    min_updates: z.number().int().positive().describe('quorum: fewer updates than this by the deadline abandons the round'),
+    deadline_seconds: z.number().positive().max(86400),
+  })
+  .strict()
+  .refine((s) => s.min_updates <= s.nodes_per_round, {
+    message: 'min_updates cannot exceed nodes_per_round',
+    path: ['min_updates'],
+  });
+export type SelectionSpec = z.infer<typeof selectionSchema>;
+
+export const experimentSchema = z
+  .object({
+    name: z.string().regex(/^[a-z0-9][a-z0-9._-]*$/i, 'use letters, digits, ".", "_" or "-"'),
+    description: z.string().optional(),
+    seed: z.number().int().nonnegative().max(2 ** 31 - 1),
+    dataset: datasetSchema,
+    model: modelNameSchema,
+    nodes: z.number().int().positive().max(10000).describe('how many nodes the simulation starts'),
+    rounds: z.number().int().positive().max(100000),
+    strategy: strategySchema.default({ name: 'fedavg' }),
+    selection: selectionSchema,
+    training: trainingSchema,
+    backend: backendPreferenceSchema.default('auto'),
+    target: z
+      .object({ accuracy: z.number().min(0).max(1), within_rounds: z.number().int().positive() })
+      .strict()
+      .optional(),
+  })
+  .strict()
+  .refine((e) => e.selection.nodes_per_round <= e.nodes, {
+    message: 'selection.nodes_per_round cannot exceed nodes',
+    path: ['selection', 'nodes_per_round'],
+  })
+  .refine((e) => e.dataset.name !== 'synthetic' || e.model !== 'cnn', {
+    message: 'the cnn model needs 28x28 images (fashion-mnist or mnist), not synthetic vectors',
+    path: ['model'],
+  })
+  .refine((e) => (e.dataset.name === 'synthetic') === (e.dataset.partition.kind === 'natural'), {
+    message: 'the "natural" partition belongs to synthetic data only, and synthetic data has no other',
+    path: ['dataset', 'partition', 'kind'],
+  });
+export type Experiment = z.infer<typeof experimentSchema>;
+/** What an experiment file may omit (defaults fill it in). */
+export type ExperimentInput = z.input<typeof experimentSchema>;
+
+export class ExperimentError extends Error {}
+
+/** Formats zod issues as `field.path: message` lines, one per problem. */
+export function describeIssues(error: z.ZodError): string {
+  return error.issues
+    .map((issue) => `  ${issue.path.length ? issue.path.join('.') : '(top level)'}: ${issue.message}`)
+    .join('\n');
+}
+
+export function parseExperiment(value: unknown, source = 'experiment'): Experiment {
+  const result = experimentSchema.safeParse(value);
+  if (!result.success) {
+    throw new ExperimentError(`${source} is not a valid experiment:\n${describeIssues(result.error)}`);
+  }
+  return result.data;
+}
+
+export function loadExperimentFile(path: string): { experiment: Experiment; text: string } {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new ExperimentError(
+      code === 'ENOENT'
+        ? `experiment file ${path} does not exist; pass the path of a JSON file such as experiments/default.json`
+        : `cannot read experiment file ${path}: ${(err as Error).message}`,
+    );
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    throw new ExperimentError(`experiment file ${path} is not valid JSON: ${(err as Error).message}`);
+  }
+  return { experiment: parseExperiment(json, `experiment file ${path}`), text };
+}
