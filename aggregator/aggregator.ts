@@ -1,0 +1,166 @@
+// Puts the aggregator together for one run: database, model, strategy, round
+// engine and gRPC server, and writes the run's summary when it ends.
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { initBackend } from '../core/backend.js';
+import { evaluate } from '../core/evaluate.js';
+import type { Experiment } from '../core/experiment.js';
+import { initialWeights, weightManifest } from '../core/model.js';
+import { modelSpec } from '../core/model-zoo.js';
+import { softwareVersions } from '../core/version.js';
+import type { Dataset } from '../datasets/types.js';
+import { RoundEngine, type EngineEvent, type RoundRecord } from './rounds.js';
+import { startAggregatorServer } from './server.js';
+import { Sessions } from './sessions.js';
+import { openDatabase } from './store/db.js';
+import { RunStore } from './store/run-store.js';
+import { strategyFor } from './strategies/index.js';
+
+export interface RunSummary {
+  run_id: string;
+  experiment: Experiment;
+  backend: string;
+  seed: number;
+  software: Record<string, string>;
+  rounds: (RoundRecord & { cumulative_seconds: number })[];
+  final_accuracy: number | null;
+  best_accuracy: number | null;
+  target: { accuracy: number; within_rounds: number; reached_at_round: number | null; met: boolean } | null;
+  wall_seconds: number;
+  mean_overhead_fraction: number | null;
+  checkpoints: string;
+  database: string;
+}
+
+export interface AggregatorOptions {
+  experiment: Experiment;
+  runDir: string;
+  runId: string;
+  test: Dataset;
+  host?: string;
+  port?: number;
+  heartbeatIntervalMs?: number;
+  log?: (msg: string) => void;
+  onEvent?: (event: EngineEvent) => void;
+}
+
+export interface RunningAggregator {
+  port: number;
+  backend: string;
+  /** Resolves with the summary once the last round is committed (or the run is stopped). */
+  done: Promise<RunSummary>;
+  stop(): Promise<void>;
+}
+
+export async function startAggregator(o: AggregatorOptions): Promise<RunningAggregator> {
+  const { experiment, runDir, runId, test } = o;
+  const log = o.log ?? (() => {});
+  const started = Date.now();
+  mkdirSync(runDir, { recursive: true });
+  const backend = await initBackend(experiment.backend, { log });
+  const spec = modelSpec(experiment.model, { featureShape: test.featureShape, numClasses: test.numClasses });
+  const manifest = weightManifest(spec);
+  const databasePath = join(runDir, 'crowdfl.db');
+  const { db, close: closeDb } = openDatabase(databasePath);
+  const store = new RunStore(db);
+  store.createRun({
+    id: runId,
+    experimentName: experiment.name,
+    experimentJson: JSON.stringify(experiment),
+    seed: experiment.seed,
+    backend,
+    software: JSON.stringify(softwareVersions()),
+    status: 'running',
+    startedAt: started,
+  });
+  const heartbeatIntervalMs = o.heartbeatIntervalMs ?? 5000;
+  const sessions = new Sessions(heartbeatIntervalMs * 4, () => 1000 + Math.floor(Math.random() * 1000));
+  const checkpointsDir = join(runDir, 'checkpoints');
+  const engine = new RoundEngine({
+    experiment,
+    runId,
+    topology: spec.topology,
+    manifest,
+    initialWeights: initialWeights(spec, experiment.seed),
+    strategy: strategyFor(experiment),
+    store,
+    sessions,
+    checkpointsDir,
+    evaluate: (weights) => evaluate(spec, weights, test),
+    onEvent: o.onEvent,
+  });
+  const server = await startAggregatorServer({
+    engine,
+    sessions,
+    store,
+    experimentId: runId,
+    host: o.host,
+    port: o.port,
+    heartbeatIntervalMs,
+    log,
+  });
+  log(`aggregator for ${experiment.name} (run ${runId}) listening on ${o.host ?? '127.0.0.1'}:${server.port}, backend ${backend}`);
+
+  let stopped = false;
+  const done = (async () => {
+    let records: RoundRecord[] = [];
+    try {
+      records = await engine.run();
+      store.finishRun(runId, stopped ? 'failed' : 'finished');
+    } catch (err) {
+      store.finishRun(runId, 'failed');
+      throw err;
+    } finally {
+      // Give polling nodes a moment to hear that the experiment is over.
+      await new Promise((r) => setTimeout(r, 300));
+      await server.close();
+      closeDb();
+    }
+    const summary = summarise(runId, experiment, backend, records, (Date.now() - started) / 1000, runDir);
+    writeFileSync(join(runDir, 'summary.json'), JSON.stringify(summary, null, 2) + '\n');
+    return summary;
+  })();
+  return {
+    port: server.port,
+    backend,
+    done,
+    stop: async () => {
+      stopped = true;
+      engine.stop();
+      await done.catch(() => {});
+    },
+  };
+}
+
+export function summarise(
+  runId: string,
+  experiment: Experiment,
+  backend: string,
+  records: RoundRecord[],
+  wallSeconds: number,
+  runDir: string,
+): RunSummary {
+  let cumulative = 0;
+  const rounds = records.map((r) => ({ ...r, cumulative_seconds: (cumulative += r.seconds) }));
+  const last = records.at(-1);
+  const target = experiment.target;
+  const reached = target ? records.find((r) => r.accuracy >= target.accuracy)?.round ?? null : null;
+  const fractions = records.filter((r) => r.seconds > 0).map((r) => r.overhead_seconds / r.seconds);
+  return {
+    run_id: runId,
+    experiment,
+    backend,
+    seed: experiment.seed,
+    software: softwareVersions(),
+    rounds,
+    final_accuracy: last?.accuracy ?? null,
+    best_accuracy: records.length ? Math.max(...records.map((r) => r.accuracy)) : null,
+    target: target
+      ? { ...target, reached_at_round: reached, met: reached !== null && reached <= target.within_rounds }
+      : null,
+    wall_seconds: wallSeconds,
+    mean_overhead_fraction: fractions.length ? fractions.reduce((a, b) => a + b, 0) / fractions.length : null,
+    checkpoints: join(runDir, 'checkpoints'),
+    database: join(runDir, 'crowdfl.db'),
+  };
+}

@@ -1,0 +1,490 @@
+// The round state machine: select → training → aggregating → committed |
+// abandoned. Every decision (who was asked, who answered, each verdict and
+// why) is recorded, because evaluators replay runs later.
+import { randomUUID } from 'node:crypto';
+import type { Experiment } from '../core/experiment.js';
+import {
+  firstNonFinite,
+  float32ToBytes,
+  manifestBytes,
+  manifestMismatch,
+  sha256Hex,
+  type TensorEntry,
+} from '../core/tensor-codec.js';
+import { Rng } from '../datasets/random.js';
+import type { Task } from '../proto/generated/crowdfl/v1/Task.js';
+import type { TensorSpec } from '../proto/generated/crowdfl/v1/TensorSpec.js';
+import type { UpdateMeta__Output } from '../proto/generated/crowdfl/v1/UpdateMeta.js';
+import type { Verdict } from './robust/verdict.js';
+import { alreadyExists, invalid, notFound, precondition, RpcError } from './rpc-error.js';
+import type { Session, Sessions } from './sessions.js';
+import { checkpointDirName, writeCheckpoint } from './store/checkpoints.js';
+import type { RunStore } from './store/run-store.js';
+import type { UpdateRow } from './store/schema.js';
+import type { ReceivedUpdate, Strategy } from './strategies/strategy.js';
+import { status } from '@grpc/grpc-js';
+
+export interface RoundRecord {
+  round: number;
+  accuracy: number;
+  loss: number;
+  participants: number;
+  selected: number;
+  rejected: number;
+  examples: number;
+  seconds: number;
+  overhead_seconds: number;
+  model_sha256: string;
+}
+
+export type EngineEvent =
+  | { type: 'waiting-for-nodes'; connected: number; needed: number }
+  | { type: 'round-started'; round: number; attempt: number; selected: number; deadline: number }
+  | { type: 'update'; round: number; nodeId: string; accepted: boolean; reason: string; received: number; selected: number }
+  | { type: 'round-committed'; record: RoundRecord }
+  | { type: 'round-abandoned'; round: number; attempt: number; reason: string };
+
+export interface EngineOptions {
+  experiment: Experiment;
+  runId: string;
+  topology: object;
+  manifest: readonly TensorEntry[];
+  initialWeights: Float32Array;
+  strategy: Strategy;
+  store: RunStore;
+  sessions: Sessions;
+  checkpointsDir: string;
+  evaluate: (weights: Float32Array) => Promise<{ accuracy: number; loss: number }>;
+  onEvent?: (event: EngineEvent) => void;
+  /** How long to wait for a full selection before starting with a quorum. */
+  selectionGraceMs?: number;
+  maxAttemptsPerRound?: number;
+}
+
+type TaskState = 'assigned' | 'receiving' | 'accepted' | 'rejected' | 'dropped';
+
+interface OpenTask {
+  task: Task;
+  sessionId: string;
+  nodeId: string;
+  state: TaskState;
+}
+
+interface OpenRound {
+  round: number;
+  attempt: number;
+  startedAt: number;
+  deadline: number;
+  tasks: Map<string, OpenTask>;
+  accepted: (ReceivedUpdate & { meta: UpdateMeta__Output; receivedAt: number })[];
+  rejected: UpdateRow[];
+  wake: () => void;
+}
+
+export class RoundEngine {
+  private global: { weights: Float32Array; sha256: string };
+  /** Models nodes may still be downloading: the current one and the one before. */
+  private readonly served = new Map<string, Buffer>();
+  private open: OpenRound | undefined;
+  private readonly closedTasks = new Map<string, number>();
+  private readonly expectedBytes: number;
+  private stopped = false;
+  private stopWaiting: () => void = () => {};
+
+  constructor(private readonly o: EngineOptions) {
+    this.expectedBytes = manifestBytes(o.manifest);
+    if (o.initialWeights.length * 4 !== this.expectedBytes) {
+      throw new Error(`initial weights have ${o.initialWeights.length} values, manifest needs ${this.expectedBytes / 4}`);
+    }
+    this.global = { weights: o.initialWeights, sha256: '' };
+    this.publish(o.initialWeights);
+  }
+
+  get globalSha256(): string {
+    return this.global.sha256;
+  }
+
+  get modelJson(): string {
+    return JSON.stringify(this.o.topology);
+  }
+
+  modelBytes(sha256: string): Buffer {
+    const bytes = this.served.get(sha256);
+    if (!bytes) throw notFound(`model ${sha256} is not served (it is neither the current nor the previous global model)`);
+    return bytes;
+  }
+
+  manifestForWire(): TensorSpec[] {
+    return this.o.manifest.map((t) => ({ name: t.name, dtype: 'FLOAT32', shape: [...t.shape] }));
+  }
+
+  /** When an upload for this task must have finished: the round deadline, plus slack for the transfer. */
+  uploadDeadline(taskId: string): number {
+    const open = this.open;
+    return (open?.tasks.has(taskId) ? open.deadline : Date.now()) + 10_000;
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.open?.wake();
+    this.stopWaiting();
+  }
+
+  private publish(weights: Float32Array): string {
+    const bytes = float32ToBytes(weights);
+    const sha256 = sha256Hex(bytes);
+    const previous = this.global.sha256;
+    for (const key of this.served.keys()) if (key !== previous) this.served.delete(key);
+    this.served.set(sha256, bytes);
+    this.global = { weights, sha256 };
+    return sha256;
+  }
+
+  async run(): Promise<RoundRecord[]> {
+    const { experiment, checkpointsDir, topology, manifest } = this.o;
+    writeCheckpoint(checkpointsDir, checkpointDirName(0), topology, manifest, this.global.weights);
+    const records: RoundRecord[] = [];
+    const maxAttempts = this.o.maxAttemptsPerRound ?? 20;
+    for (let round = 1; round <= experiment.rounds && !this.stopped; round++) {
+      let record: RoundRecord | undefined;
+      for (let attempt = 0; !record && !this.stopped; attempt++) {
+        if (attempt >= maxAttempts) {
+          throw new Error(`round ${round} was abandoned ${maxAttempts} times in a row; giving up`);
+        }
+        await this.waitForNodes();
+        if (this.stopped) break;
+        record = await this.runAttempt(round, attempt);
+      }
+      if (record) records.push(record);
+    }
+    this.o.sessions.finish();
+    return records;
+  }
+
+  private async waitForNodes(): Promise<void> {
+    const { selection } = this.o.experiment;
+    const grace = this.o.selectionGraceMs ?? 10_000;
+    const since = Date.now();
+    for (;;) {
+      this.o.sessions.expire();
+      const idle = this.o.sessions.idle().length;
+      if (idle >= selection.nodes_per_round) return;
+      if (idle >= selection.min_updates && Date.now() - since >= grace) return;
+      if (this.stopped) return;
+      this.o.onEvent?.({ type: 'waiting-for-nodes', connected: idle, needed: selection.nodes_per_round });
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, 250);
+        this.stopWaiting = () => {
+          clearTimeout(t);
+          resolve();
+        };
+      });
+    }
+  }
+
+  private select(round: number, attempt: number): Session[] {
+    const idle = this.o.sessions.idle().sort((a, b) => (a.nodeId < b.nodeId ? -1 : a.nodeId > b.nodeId ? 1 : 0));
+    const rng = new Rng((this.o.experiment.seed * 1_000_003 + round * 101 + attempt) >>> 0);
+    rng.shuffle(idle);
+    return idle.slice(0, this.o.experiment.selection.nodes_per_round);
+  }
+
+  private async runAttempt(round: number, attempt: number): Promise<RoundRecord | undefined> {
+    const { experiment, sessions, store, runId } = this.o;
+    const selected = this.select(round, attempt);
+    const startedAt = Date.now();
+    const deadline = startedAt + experiment.selection.deadline_seconds * 1000;
+    const training = this.o.strategy.configureTraining(round);
+    let wake: () => void = () => {};
+    const open: OpenRound = {
+      round,
+      attempt,
+      startedAt,
+      deadline,
+      tasks: new Map(),
+      accepted: [],
+      rejected: [],
+      wake: () => wake(),
+    };
+    this.open = open;
+    for (const session of selected) {
+      const task: Task = {
+        task_id: randomUUID(),
+        experiment_id: runId,
+        round,
+        model_json: this.modelJson,
+        base_model_sha256: this.global.sha256,
+        training: {
+          epochs: training.epochs,
+          batch_size: training.batch_size,
+          learning_rate: training.learning_rate,
+          // Each node and round gets its own shuffling seed, reproducible from the experiment's.
+          seed: (experiment.seed * 7919 + round * 131 + open.tasks.size) >>> 0,
+        },
+        deadline_unix_ms: deadline,
+      };
+      open.tasks.set(task.task_id!, { task, sessionId: session.id, nodeId: session.nodeId, state: 'assigned' });
+      store.recordTask({ taskId: task.task_id!, runId, round, nodeId: session.nodeId, issuedAt: startedAt, deadline });
+      sessions.assign(session, task);
+    }
+    this.o.onEvent?.({ type: 'round-started', round, attempt, selected: selected.length, deadline });
+
+    // Wait until every task is answered, or the deadline passes.
+    const leaseCheck = setInterval(() => this.dropDeadNodes(), 1000);
+    try {
+      while (!this.stopped && Date.now() < deadline && this.pending(open) > 0) {
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(resolve, Math.max(0, deadline - Date.now()));
+          wake = () => {
+            clearTimeout(t);
+            resolve();
+          };
+        });
+      }
+    } finally {
+      clearInterval(leaseCheck);
+    }
+    // Closed: later uploads for this round get "round closed".
+    this.open = undefined;
+    for (const [taskId, t] of open.tasks) {
+      this.closedTasks.set(taskId, round);
+      sessions.release(taskId);
+      if (t.state === 'assigned' || t.state === 'receiving') t.state = 'dropped';
+    }
+    if (this.stopped) return undefined;
+    return open.accepted.length >= experiment.selection.min_updates
+      ? this.commit(open, selected.length)
+      : this.abandon(open, selected.length);
+  }
+
+  private pending(open: OpenRound): number {
+    let n = 0;
+    for (const t of open.tasks.values()) if (t.state === 'assigned' || t.state === 'receiving') n++;
+    return n;
+  }
+
+  private dropDeadNodes(): void {
+    const dead = new Set(this.o.sessions.expire().map((s) => s.id));
+    const open = this.open;
+    if (!open || dead.size === 0) return;
+    for (const t of open.tasks.values()) {
+      if (t.state === 'assigned' && dead.has(t.sessionId)) t.state = 'dropped';
+    }
+    open.wake();
+  }
+
+  /** Is the node still wanted on this task (heartbeats ask)? */
+  taskStillWanted(taskId: string): boolean {
+    const t = this.open?.tasks.get(taskId);
+    return t !== undefined && (t.state === 'assigned' || t.state === 'receiving');
+  }
+
+  /**
+   * Checks an upload's metadata before any bytes are accepted, so a wrong or
+   * late upload costs the aggregator nothing. Returns the bytes to expect.
+   */
+  beginSubmission(session: Session, meta: UpdateMeta__Output): number {
+    if (meta.experiment_id !== this.o.runId) {
+      throw notFound(`unknown experiment ${JSON.stringify(meta.experiment_id)}; this aggregator runs ${this.o.runId}`);
+    }
+    const open = this.open;
+    const t = open?.tasks.get(meta.task_id);
+    if (!open || !t) {
+      const closedRound = this.closedTasks.get(meta.task_id);
+      if (closedRound !== undefined) throw precondition(`round ${closedRound} closed; the update came too late`);
+      throw notFound(`unknown task ${JSON.stringify(meta.task_id)}`);
+    }
+    if (t.nodeId !== session.nodeId) {
+      throw new RpcError(status.PERMISSION_DENIED, `task ${meta.task_id} was not assigned to this node`);
+    }
+    if (meta.round !== open.round) throw precondition(`task ${meta.task_id} belongs to round ${open.round}, not ${meta.round}`);
+    if (t.state !== 'assigned') throw alreadyExists(`task ${meta.task_id} was already answered (${t.state})`);
+    if (meta.base_model_sha256 !== this.global.sha256) {
+      throw precondition(`stale base model ${meta.base_model_sha256}; round ${open.round} trains ${this.global.sha256}`);
+    }
+    const mismatch = manifestMismatch(this.o.manifest, (meta.manifest?.tensors ?? []).map((s) => ({ ...s, dtype: dtypeName(s.dtype) })));
+    if (mismatch) throw this.reject(open, t, meta, invalid(`update does not fit the model: ${mismatch}`));
+    if (meta.manifest?.total_bytes !== this.expectedBytes) {
+      throw this.reject(open, t, meta, invalid(`manifest announces ${meta.manifest?.total_bytes} bytes, the model has ${this.expectedBytes}`));
+    }
+    if (!(meta.num_examples > 0) || !Number.isSafeInteger(meta.num_examples)) {
+      throw this.reject(open, t, meta, invalid(`num_examples must be a positive integer, got ${meta.num_examples}`));
+    }
+    t.state = 'receiving';
+    return this.expectedBytes;
+  }
+
+  /** The upload's stream broke before it finished: the node may try again. */
+  abortSubmission(meta: UpdateMeta__Output): void {
+    const t = this.open?.tasks.get(meta.task_id);
+    if (t?.state === 'receiving') t.state = 'assigned';
+  }
+
+  completeSubmission(session: Session, meta: UpdateMeta__Output, delta: Float32Array, bytes: Uint8Array): void {
+    const open = this.open;
+    const t = open?.tasks.get(meta.task_id);
+    if (!open || !t || t.state !== 'receiving') {
+      throw precondition(`round ${meta.round} closed while the update was uploading`);
+    }
+    const sha = sha256Hex(bytes);
+    if (meta.update_sha256 && meta.update_sha256 !== sha) {
+      throw this.reject(open, t, meta, invalid(`update bytes hash to ${sha}, the metadata says ${meta.update_sha256}`));
+    }
+    const bad = firstNonFinite(delta);
+    if (bad >= 0) {
+      throw this.reject(open, t, meta, invalid(`update value ${bad} is ${delta[bad]}; only finite numbers are accepted`), sha);
+    }
+    t.state = 'accepted';
+    open.accepted.push({
+      nodeId: session.nodeId,
+      taskId: meta.task_id,
+      numExamples: meta.num_examples,
+      // The assembler's buffer belongs to this upload alone, so no copy is needed.
+      delta,
+      meta: { ...meta, update_sha256: sha },
+      receivedAt: Date.now(),
+    });
+    this.o.sessions.release(meta.task_id);
+    this.o.onEvent?.({
+      type: 'update',
+      round: open.round,
+      nodeId: session.nodeId,
+      accepted: true,
+      reason: '',
+      received: open.accepted.length,
+      selected: open.tasks.size,
+    });
+    open.wake();
+  }
+
+  /** Records a refused upload as a rejected verdict of this round and returns the error to send. */
+  private reject(open: OpenRound, t: OpenTask, meta: UpdateMeta__Output, error: RpcError, updateSha = ''): RpcError {
+    t.state = 'rejected';
+    open.rejected.push({
+      runId: this.o.runId,
+      round: open.round,
+      taskId: t.task.task_id!,
+      nodeId: t.nodeId,
+      numExamples: Number.isSafeInteger(meta.num_examples) ? meta.num_examples : 0,
+      baseModelSha256: meta.base_model_sha256,
+      updateSha256: updateSha || meta.update_sha256,
+      metrics: JSON.stringify(meta.metrics ?? {}),
+      verdict: 'rejected',
+      weight: 0,
+      reason: error.message,
+      receivedAt: Date.now(),
+    });
+    this.o.sessions.release(t.task.task_id!);
+    this.o.onEvent?.({
+      type: 'update',
+      round: open.round,
+      nodeId: t.nodeId,
+      accepted: false,
+      reason: error.message,
+      received: open.accepted.length,
+      selected: open.tasks.size,
+    });
+    open.wake();
+    return error;
+  }
+
+  private async commit(open: OpenRound, selected: number): Promise<RoundRecord> {
+    const { strategy, store, runId, checkpointsDir, topology, manifest } = this.o;
+    // Sorted by node so the aggregate does not depend on arrival order.
+    const updates = [...open.accepted].sort((a, b) => (a.nodeId < b.nodeId ? -1 : a.nodeId > b.nodeId ? 1 : 0));
+    const step = strategy.aggregate(this.global.weights, updates);
+    const { accuracy, loss } = await this.o.evaluate(step.weights);
+    const checkpoint = writeCheckpoint(checkpointsDir, checkpointDirName(open.round), topology, manifest, step.weights);
+    const closedAt = Date.now();
+    const seconds = (closedAt - open.startedAt) / 1000;
+    const longestTraining = Math.max(0, ...updates.map((u) => u.meta.metrics?.train_seconds ?? 0));
+    const kept = step.verdicts.filter((v) => v.verdict !== 'rejected').length;
+    const examples = updates.reduce((sum, u) => sum + u.numExamples, 0);
+    const record: RoundRecord = {
+      round: open.round,
+      accuracy,
+      loss,
+      participants: kept,
+      selected,
+      rejected: updates.length - kept + open.rejected.length,
+      examples,
+      seconds,
+      overhead_seconds: Math.max(0, seconds - longestTraining),
+      model_sha256: checkpoint.sha256,
+    };
+    store.commitRound({
+      round: {
+        runId,
+        round: open.round,
+        attempt: open.attempt,
+        status: 'committed',
+        selected,
+        participants: kept,
+        examples,
+        accuracy,
+        loss,
+        modelSha256: checkpoint.sha256,
+        startedAt: open.startedAt,
+        closedAt,
+        seconds,
+        overheadSeconds: record.overhead_seconds,
+      },
+      updates: [...updates.map((u, i) => this.updateRow(open.round, u, step.verdicts[i]!)), ...open.rejected],
+    });
+    this.publish(step.weights);
+    this.o.onEvent?.({ type: 'round-committed', record });
+    return record;
+  }
+
+  private abandon(open: OpenRound, selected: number): undefined {
+    const { store, runId, experiment } = this.o;
+    const reason = `${open.accepted.length} of ${selected} updates by the deadline; quorum is ${experiment.selection.min_updates}`;
+    const closedAt = Date.now();
+    store.commitRound({
+      round: {
+        runId,
+        round: open.round,
+        attempt: open.attempt,
+        status: 'abandoned',
+        reason,
+        selected,
+        participants: 0,
+        examples: 0,
+        modelSha256: this.global.sha256,
+        startedAt: open.startedAt,
+        closedAt,
+        seconds: (closedAt - open.startedAt) / 1000,
+        overheadSeconds: 0,
+      },
+      updates: [
+        ...open.accepted.map((u) =>
+          this.updateRow(open.round, u, { verdict: 'rejected', weight: 0, reason: 'round abandoned for lack of quorum' }),
+        ),
+        ...open.rejected,
+      ],
+    });
+    this.o.onEvent?.({ type: 'round-abandoned', round: open.round, attempt: open.attempt, reason });
+    return undefined;
+  }
+
+  private updateRow(round: number, u: OpenRound['accepted'][number], v: Verdict): UpdateRow {
+    return {
+      runId: this.o.runId,
+      round,
+      taskId: u.taskId,
+      nodeId: u.nodeId,
+      numExamples: u.numExamples,
+      baseModelSha256: u.meta.base_model_sha256,
+      updateSha256: u.meta.update_sha256,
+      metrics: JSON.stringify(u.meta.metrics ?? {}),
+      verdict: v.verdict,
+      weight: v.weight,
+      reason: v.reason,
+      receivedAt: u.receivedAt,
+    };
+  }
+}
+
+export function dtypeName(dtype: string | number | undefined): string {
+  return dtype === 'FLOAT32' ? 'float32' : String(dtype ?? 'unspecified').toLowerCase();
+}

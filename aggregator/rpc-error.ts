@@ -1,0 +1,17 @@
+import { status } from '@grpc/grpc-js';
+
+/** An error that reaches the caller as this gRPC status and message. */
+export class RpcError extends Error {
+  constructor(
+    readonly code: status,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export const invalid = (msg: string) => new RpcError(status.INVALID_ARGUMENT, msg);
+export const notFound = (msg: string) => new RpcError(status.NOT_FOUND, msg);
+export const precondition = (msg: string) => new RpcError(status.FAILED_PRECONDITION, msg);
+export const tooLarge = (msg: string) => new RpcError(status.RESOURCE_EXHAUSTED, msg);
+export const alreadyExists = (msg: string) => new RpcError(status.ALREADY_EXISTS, msg);

@@ -1,0 +1,200 @@
+// gRPC handlers only: decode, check the session, hand to the round engine.
+// Any failure becomes a status with a message for the caller; nothing a node
+// sends can throw past a handler.
+import * as grpc from '@grpc/grpc-js';
+import { loadProto, PROTOCOL_VERSION } from '../core/proto.js';
+import { ChunkAssembler, chunks, CodecError, DEFAULT_CHUNK_BYTES } from '../core/tensor-codec.js';
+import type { AggregatorHandlers } from '../proto/generated/crowdfl/v1/Aggregator.js';
+import type { ModelChunk } from '../proto/generated/crowdfl/v1/ModelChunk.js';
+import type { UpdateMeta__Output } from '../proto/generated/crowdfl/v1/UpdateMeta.js';
+import type { RoundEngine } from './rounds.js';
+import { invalid, precondition, RpcError } from './rpc-error.js';
+import type { Session, Sessions } from './sessions.js';
+import type { RunStore } from './store/run-store.js';
+
+export interface ServerOptions {
+  engine: RoundEngine;
+  sessions: Sessions;
+  store: RunStore;
+  experimentId: string;
+  host?: string;
+  port?: number;
+  heartbeatIntervalMs?: number;
+  maxChunkBytes?: number;
+  maxPollMs?: number;
+  log?: (msg: string) => void;
+}
+
+export interface RunningServer {
+  port: number;
+  close(): Promise<void>;
+}
+
+const NODE_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+function toServiceError(err: unknown, log?: (msg: string) => void): Partial<grpc.StatusObject> {
+  if (err instanceof RpcError) return { code: err.code, details: err.message };
+  if (err instanceof CodecError) return { code: grpc.status.INVALID_ARGUMENT, details: err.message };
+  log?.(`internal error: ${(err as Error)?.stack ?? String(err)}`);
+  return { code: grpc.status.INTERNAL, details: `internal error: ${(err as Error)?.message ?? String(err)}` };
+}
+
+export async function startAggregatorServer(o: ServerOptions): Promise<RunningServer> {
+  const maxChunk = o.maxChunkBytes ?? DEFAULT_CHUNK_BYTES;
+  const heartbeatMs = o.heartbeatIntervalMs ?? 5000;
+  const maxPollMs = o.maxPollMs ?? 20_000;
+  const { engine, sessions, store } = o;
+
+  const handlers: AggregatorHandlers = {
+    Hello(call, callback) {
+      try {
+        const req = call.request;
+        if (req.protocol_version !== PROTOCOL_VERSION) {
+          throw precondition(
+            `protocol version ${req.protocol_version} is not supported; this aggregator speaks ${PROTOCOL_VERSION}: install the same crowdfl version as the aggregator`,
+          );
+        }
+        if (!NODE_ID.test(req.node_id)) throw invalid('node_id must be 1-128 characters of A-Z a-z 0-9 . _ : -');
+        if (!req.capabilities) throw invalid('capabilities are missing');
+        const session = sessions.open(req.node_id, req.capabilities);
+        store.touchNode(req.node_id, JSON.stringify(req.capabilities), req.software.slice(0, 200));
+        callback(null, {
+          protocol_version: PROTOCOL_VERSION,
+          session_id: session.id,
+          experiment_id: o.experimentId,
+          heartbeat_interval_ms: heartbeatMs,
+          max_chunk_bytes: maxChunk,
+        });
+      } catch (err) {
+        callback(toServiceError(err, o.log));
+      }
+    },
+
+    PollTask(call, callback) {
+      let session: Session;
+      try {
+        session = sessions.get(call.request.session_id);
+      } catch (err) {
+        callback(toServiceError(err, o.log));
+        return;
+      }
+      const waitMs = Math.min(Math.max(call.request.wait_ms || maxPollMs, 0), maxPollMs);
+      sessions.poll(session, waitMs).then(
+        (reply) => callback(null, reply),
+        (err: unknown) => callback(toServiceError(err, o.log)),
+      );
+    },
+
+    DownloadModel(call) {
+      void (async () => {
+        try {
+          sessions.get(call.request.session_id);
+          const bytes = engine.modelBytes(call.request.model_sha256);
+          const manifest = { tensors: engine.manifestForWire(), total_bytes: bytes.byteLength };
+          const send = (msg: ModelChunk) =>
+            call.write(msg) ? Promise.resolve() : new Promise<void>((r) => call.once('drain', () => r()));
+          await send({ manifest });
+          for (const data of chunks(bytes, maxChunk)) {
+            if (call.cancelled) return;
+            await send({ data });
+          }
+          call.end();
+        } catch (err) {
+          call.destroy(Object.assign(new Error(toServiceError(err, o.log).details), toServiceError(err)));
+        }
+      })();
+    },
+
+    SubmitUpdate(call, callback) {
+      let session: Session | undefined;
+      let meta: UpdateMeta__Output | undefined;
+      let assembler: ChunkAssembler | undefined;
+      let done = false;
+      const finish = (err: unknown, ok?: string) => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        if (err) {
+          if (meta && assembler && !assembler.complete) engine.abortSubmission(meta);
+          callback(toServiceError(err, o.log));
+        } else callback(null, { accepted: true, message: ok ?? '' });
+      };
+      // An upload may not outlive its task by much: a stalled stream is cut off.
+      let timer = setTimeout(() => finish(new RpcError(grpc.status.DEADLINE_EXCEEDED, 'no metadata received')), 30_000);
+      call.on('data', (msg: { meta?: UpdateMeta__Output | null; data?: Buffer; part?: string }) => {
+        if (done) return;
+        try {
+          if (!meta) {
+            if (msg.part !== 'meta' || !msg.meta) throw invalid('the first message of SubmitUpdate must carry meta');
+            meta = msg.meta;
+            session = sessions.get(meta.session_id);
+            const expected = engine.beginSubmission(session, meta);
+            assembler = new ChunkAssembler(expected, maxChunk);
+            clearTimeout(timer);
+            const deadline = engine.uploadDeadline(meta.task_id);
+            timer = setTimeout(
+              () => finish(new RpcError(grpc.status.DEADLINE_EXCEEDED, 'upload did not finish before the round deadline')),
+              Math.max(1000, deadline - Date.now()),
+            );
+            return;
+          }
+          if (msg.part !== 'data' || !msg.data) throw invalid('after meta, SubmitUpdate takes only data messages');
+          assembler!.push(msg.data);
+          session!.lastSeen = Date.now();
+        } catch (err) {
+          finish(err);
+        }
+      });
+      call.on('end', () => {
+        if (done) return;
+        try {
+          if (!meta || !assembler || !session) throw invalid('stream ended before any metadata');
+          const delta = assembler.finish();
+          engine.completeSubmission(session, meta, delta, new Uint8Array(delta.buffer, delta.byteOffset, delta.byteLength));
+          finish(null, `accepted into round ${meta.round}`);
+        } catch (err) {
+          finish(err);
+        }
+      });
+      call.on('error', (err) => finish(err));
+    },
+
+    Heartbeat(call, callback) {
+      try {
+        const session = sessions.get(call.request.session_id);
+        store.seeNode(session.nodeId);
+        const wanted = call.request.task_id ? engine.taskStillWanted(call.request.task_id) : false;
+        callback(null, { task_still_wanted: wanted });
+      } catch (err) {
+        callback(toServiceError(err, o.log));
+      }
+    },
+  };
+
+  const proto = loadProto();
+  const server = new grpc.Server({
+    // Chunks are ≤ maxChunk; anything larger is refused by grpc-js itself.
+    'grpc.max_receive_message_length': maxChunk + 64 * 1024,
+    'grpc.max_send_message_length': maxChunk + 64 * 1024,
+  });
+  server.addService(proto.crowdfl.v1.Aggregator.service, handlers);
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync(`${o.host ?? '127.0.0.1'}:${o.port ?? 0}`, grpc.ServerCredentials.createInsecure(), (err, p) =>
+      err ? reject(err) : resolve(p),
+    ),
+  );
+  return {
+    port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        const force = setTimeout(() => {
+          server.forceShutdown();
+          resolve();
+        }, 2000);
+        server.tryShutdown(() => {
+          clearTimeout(force);
+          resolve();
+        });
+      }),
+  };
+}

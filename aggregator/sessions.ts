@@ -1,0 +1,130 @@
+// Who is connected right now. A session lives while its node keeps calling
+// (polls, heartbeats, uploads); one silent for longer than the lease is gone,
+// and whatever task it held stops holding its round up.
+import { randomUUID } from 'node:crypto';
+import type { NodeCapabilities__Output } from '../proto/generated/crowdfl/v1/NodeCapabilities.js';
+import type { PollTaskReply } from '../proto/generated/crowdfl/v1/PollTaskReply.js';
+import type { Task } from '../proto/generated/crowdfl/v1/Task.js';
+import { notFound } from './rpc-error.js';
+
+export interface Session {
+  readonly id: string;
+  readonly nodeId: string;
+  readonly capabilities: NodeCapabilities__Output;
+  lastSeen: number;
+  /** A long poll waiting for work. */
+  waiting?: { resolve: (reply: PollTaskReply) => void; timer: NodeJS.Timeout };
+  /** A task handed out but not yet fetched by a poll. */
+  queued?: Task;
+  /** The task the node is working on, until it submits or its round closes. */
+  busyWith?: string;
+}
+
+export class Sessions {
+  private readonly byId = new Map<string, Session>();
+  private finished = false;
+
+  constructor(
+    readonly leaseMs: number,
+    private readonly retryAfterMs: () => number,
+  ) {}
+
+  open(nodeId: string, capabilities: NodeCapabilities__Output): Session {
+    // A node that restarts says hello again: its old session is dead.
+    for (const s of this.byId.values()) if (s.nodeId === nodeId) this.close(s.id);
+    const session: Session = { id: randomUUID(), nodeId, capabilities, lastSeen: Date.now() };
+    this.byId.set(session.id, session);
+    return session;
+  }
+
+  get(sessionId: string): Session {
+    const s = this.byId.get(sessionId);
+    if (!s) throw notFound(`unknown or expired session ${JSON.stringify(sessionId)}; call Hello again`);
+    s.lastSeen = Date.now();
+    return s;
+  }
+
+  close(sessionId: string): void {
+    const s = this.byId.get(sessionId);
+    if (!s) return;
+    if (s.waiting) {
+      clearTimeout(s.waiting.timer);
+      s.waiting.resolve({ retry_after_ms: this.retryAfterMs() });
+    }
+    this.byId.delete(sessionId);
+  }
+
+  /** Alive and not working on anything: can be selected. */
+  idle(): Session[] {
+    return [...this.byId.values()].filter((s) => !s.busyWith && !s.queued);
+  }
+
+  all(): Session[] {
+    return [...this.byId.values()];
+  }
+
+  /** Removes sessions silent for longer than the lease; returns them. */
+  expire(now = Date.now()): Session[] {
+    const dead = [...this.byId.values()].filter((s) => !s.waiting && now - s.lastSeen > this.leaseMs);
+    for (const s of dead) this.close(s.id);
+    return dead;
+  }
+
+  /** Long poll: resolves with a task as soon as one is assigned, or empty after `waitMs`. */
+  poll(session: Session, waitMs: number): Promise<PollTaskReply> {
+    if (this.finished) return Promise.resolve({ experiment_finished: true, retry_after_ms: 0 });
+    if (session.queued) {
+      const task = session.queued;
+      session.queued = undefined;
+      return Promise.resolve({ task });
+    }
+    if (session.waiting) {
+      // A second poll from the same session replaces the first (the first's caller is gone).
+      clearTimeout(session.waiting.timer);
+      session.waiting.resolve({ retry_after_ms: 0 });
+    }
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        session.waiting = undefined;
+        session.lastSeen = Date.now();
+        resolve({ retry_after_ms: this.retryAfterMs() });
+      }, waitMs);
+      session.waiting = { resolve, timer };
+    });
+  }
+
+  assign(session: Session, task: Task): void {
+    session.busyWith = task.task_id ?? undefined;
+    if (session.waiting) {
+      const { resolve, timer } = session.waiting;
+      clearTimeout(timer);
+      session.waiting = undefined;
+      resolve({ task });
+    } else {
+      session.queued = task;
+    }
+  }
+
+  /** The task is over for this node (submitted, or its round closed). */
+  release(taskId: string): void {
+    for (const s of this.byId.values()) {
+      if (s.busyWith === taskId) s.busyWith = undefined;
+      if (s.queued?.task_id === taskId) s.queued = undefined;
+    }
+  }
+
+  finish(): void {
+    this.finished = true;
+    for (const s of this.byId.values()) {
+      if (s.waiting) {
+        clearTimeout(s.waiting.timer);
+        s.waiting.resolve({ experiment_finished: true, retry_after_ms: 0 });
+        s.waiting = undefined;
+      }
+    }
+  }
+
+  get isFinished(): boolean {
+    return this.finished;
+  }
+}

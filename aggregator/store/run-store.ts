@@ -1,0 +1,80 @@
+// The queries the aggregator makes. A round's outcome (its row, every
+// update's verdict, the nodes' counters) is written in ONE transaction, so a
+// crash leaves either the whole round or none of it.
+import { and, asc, eq, sql } from 'drizzle-orm';
+import type { Db } from './db.js';
+import { nodes, rounds, runs, tasks, updates, type RoundRow, type RunRow, type UpdateRow } from './schema.js';
+
+export interface RoundOutcome {
+  round: typeof rounds.$inferInsert;
+  updates: UpdateRow[];
+}
+
+export class RunStore {
+  constructor(private readonly db: Db) {}
+
+  createRun(row: typeof runs.$inferInsert): void {
+    this.db.insert(runs).values(row).run();
+  }
+
+  finishRun(id: string, status: 'finished' | 'failed'): void {
+    this.db.update(runs).set({ status, finishedAt: Date.now() }).where(eq(runs.id, id)).run();
+  }
+
+  getRun(id: string): RunRow | undefined {
+    return this.db.select().from(runs).where(eq(runs.id, id)).get();
+  }
+
+  touchNode(nodeId: string, capabilities: string, software: string): void {
+    const now = Date.now();
+    this.db
+      .insert(nodes)
+      .values({ nodeId, firstSeen: now, lastSeen: now, capabilities, software })
+      .onConflictDoUpdate({ target: nodes.nodeId, set: { lastSeen: now, capabilities, software } })
+      .run();
+  }
+
+  seeNode(nodeId: string): void {
+    this.db.update(nodes).set({ lastSeen: Date.now() }).where(eq(nodes.nodeId, nodeId)).run();
+  }
+
+  recordTask(row: typeof tasks.$inferInsert): void {
+    this.db.insert(tasks).values(row).run();
+  }
+
+  commitRound(outcome: RoundOutcome): void {
+    this.db.transaction((tx) => {
+      tx.insert(rounds).values(outcome.round).run();
+      for (const u of outcome.updates) {
+        tx.insert(updates).values(u).run();
+        const kept = u.verdict !== 'rejected';
+        tx.update(nodes)
+          .set(kept ? { accepted: sql`${nodes.accepted} + 1` } : { rejected: sql`${nodes.rejected} + 1` })
+          .where(eq(nodes.nodeId, u.nodeId))
+          .run();
+      }
+    });
+  }
+
+  committedRounds(runId: string): RoundRow[] {
+    return this.db
+      .select()
+      .from(rounds)
+      .where(and(eq(rounds.runId, runId), eq(rounds.status, 'committed')))
+      .orderBy(asc(rounds.round))
+      .all();
+  }
+
+  updatesOfRound(runId: string, round: number): (typeof updates.$inferSelect)[] {
+    return this.db
+      .select()
+      .from(updates)
+      .where(and(eq(updates.runId, runId), eq(updates.round, round)))
+      .orderBy(asc(updates.id))
+      .all();
+  }
+
+  nodeRows(): (typeof nodes.$inferSelect)[] {
+    return this.db.select().from(nodes).orderBy(asc(nodes.nodeId)).all();
+  }
+}

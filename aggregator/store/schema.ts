@@ -1,0 +1,84 @@
+// The one schema of the aggregator's stored state. Migrations in ./migrations
+// are generated from it by `npm run db:generate`; never edit them by hand.
+import { sql } from 'drizzle-orm';
+import { integer, primaryKey, real, sqliteTable, text, uniqueIndex } from 'drizzle-orm/sqlite-core';
+
+export const runs = sqliteTable('runs', {
+  id: text('id').primaryKey(),
+  experimentName: text('experiment_name').notNull(),
+  experimentJson: text('experiment_json').notNull(),
+  seed: integer('seed').notNull(),
+  backend: text('backend').notNull(),
+  software: text('software').notNull(),
+  status: text('status', { enum: ['running', 'finished', 'failed'] }).notNull(),
+  startedAt: integer('started_at').notNull(),
+  finishedAt: integer('finished_at'),
+});
+
+export const nodes = sqliteTable('nodes', {
+  nodeId: text('node_id').primaryKey(),
+  firstSeen: integer('first_seen').notNull(),
+  lastSeen: integer('last_seen').notNull(),
+  capabilities: text('capabilities').notNull(),
+  software: text('software').notNull().default(''),
+  accepted: integer('accepted').notNull().default(0),
+  rejected: integer('rejected').notNull().default(0),
+});
+
+export const rounds = sqliteTable(
+  'rounds',
+  {
+    runId: text('run_id').notNull().references(() => runs.id),
+    round: integer('round').notNull(),
+    // A round abandoned for lack of quorum is retried under the same number.
+    attempt: integer('attempt').notNull(),
+    status: text('status', { enum: ['committed', 'abandoned'] }).notNull(),
+    reason: text('reason').notNull().default(''),
+    selected: integer('selected').notNull(),
+    participants: integer('participants').notNull(),
+    examples: integer('examples').notNull(),
+    accuracy: real('accuracy'),
+    loss: real('loss'),
+    modelSha256: text('model_sha256').notNull(),
+    startedAt: integer('started_at').notNull(),
+    closedAt: integer('closed_at').notNull(),
+    seconds: real('seconds').notNull(),
+    // Everything but the nodes' local training: transfers, decode, aggregate, evaluate, persist.
+    overheadSeconds: real('overhead_seconds').notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.runId, t.round, t.attempt] })],
+);
+
+export const tasks = sqliteTable('tasks', {
+  taskId: text('task_id').primaryKey(),
+  runId: text('run_id').notNull().references(() => runs.id),
+  round: integer('round').notNull(),
+  nodeId: text('node_id').notNull(),
+  issuedAt: integer('issued_at').notNull(),
+  deadline: integer('deadline').notNull(),
+});
+
+export const updates = sqliteTable(
+  'updates',
+  {
+    id: integer('id').primaryKey({ autoIncrement: true }),
+    runId: text('run_id').notNull().references(() => runs.id),
+    round: integer('round').notNull(),
+    taskId: text('task_id').notNull(),
+    nodeId: text('node_id').notNull(),
+    numExamples: integer('num_examples').notNull(),
+    baseModelSha256: text('base_model_sha256').notNull(),
+    updateSha256: text('update_sha256').notNull(),
+    metrics: text('metrics').notNull(),
+    verdict: text('verdict', { enum: ['kept', 'down-weighted', 'rejected'] }).notNull(),
+    weight: real('weight').notNull(),
+    reason: text('reason').notNull().default(''),
+    receivedAt: integer('received_at').notNull(),
+    createdAt: integer('created_at').notNull().default(sql`(unixepoch() * 1000)`),
+  },
+  (t) => [uniqueIndex('updates_task_unique').on(t.taskId)],
+);
+
+export type RunRow = typeof runs.$inferSelect;
+export type RoundRow = typeof rounds.$inferSelect;
+export type UpdateRow = typeof updates.$inferInsert;

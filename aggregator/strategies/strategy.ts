@@ -1,0 +1,26 @@
+// A strategy owns the round lifecycle (what to ask of nodes, how to turn
+// their updates into the next global model); the math lives in ../robust as
+// pure functions over Float32Arrays.
+import type { TrainingSpec } from '../../core/experiment.js';
+import type { Verdict } from '../robust/verdict.js';
+
+export interface ReceivedUpdate {
+  readonly nodeId: string;
+  readonly taskId: string;
+  readonly numExamples: number;
+  /** trained − base weights, flat. */
+  readonly delta: Float32Array;
+}
+
+export interface StrategyStep {
+  readonly weights: Float32Array;
+  readonly verdicts: readonly Verdict[];
+}
+
+export interface Strategy {
+  readonly name: string;
+  /** The training hyperparameters sent with this round's tasks. */
+  configureTraining(round: number): TrainingSpec;
+  /** The next global model from the current one and the round's updates. */
+  aggregate(global: Float32Array, updates: readonly ReceivedUpdate[]): StrategyStep;
+}

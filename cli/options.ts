@@ -1,0 +1,24 @@
+import { InvalidArgumentError } from 'commander';
+import type { z } from 'zod';
+
+/** A commander parser that accepts only the schema's values and names them when refusing. */
+export function parseChoice<T extends string>(schema: z.ZodEnum<{ [K in T]: K }>): (value: string) => T {
+  return (value: string) => {
+    const result = schema.safeParse(value);
+    if (!result.success) throw new InvalidArgumentError(`choose one of ${schema.options.join(', ')}`);
+    return result.data as T;
+  };
+}
+
+export function parsePort(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError('a port is a whole number from 0 to 65535');
+  return n;
+}
+
+export function parseAddress(value: string): string {
+  if (!/^[^\s:]+:\d{1,5}$/.test(value) && !/^\[[0-9a-fA-F:]+\]:\d{1,5}$/.test(value)) {
+    throw new InvalidArgumentError('expected HOST:PORT, e.g. 127.0.0.1:7070');
+  }
+  return value;
+}

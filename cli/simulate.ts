@@ -1,0 +1,36 @@
+import type { Command } from 'commander';
+import { backendPreferenceSchema, loadExperimentFile } from '../core/experiment.js';
+import { simulate } from '../experiments/simulate.js';
+import { printSummary } from './summary.js';
+import { action } from './errors.js';
+import { parseChoice } from './options.js';
+
+export function register(program: Command): void {
+  program
+    .command('simulate')
+    .description('run an experiment on this machine: the aggregator and one process per node, over gRPC on loopback')
+    .argument('<experiment>', 'experiment file (JSON), e.g. experiments/default.json')
+    .option('--runs-dir <dir>', 'where runs/<run-id>/ is written', 'runs')
+    .option('--run-id <id>', 'name of the run directory (default: <experiment>-<time>-<random>)')
+    .option('--backend <name>', 'override the experiment\'s backend: auto|tensorflow|tensorflow-gpu|wasm|cpu', parseChoice(backendPreferenceSchema))
+    .option('--no-progress', 'print no progress lines')
+    .addHelpText(
+      'after',
+      '\nWrites runs/<run-id>/summary.json (per-round accuracy, loss, participants, seconds, model_sha256),\n' +
+        'checkpoints/round-NNNN/{model.json,weights.bin}, crowdfl.db (rounds, updates, nodes) and each node\'s log.',
+    )
+    .action(
+      action(async (file: string, opts: { runsDir: string; runId?: string; backend?: 'auto'; progress: boolean }) => {
+        const { experiment, text } = loadExperimentFile(file);
+        const summary = await simulate({
+          experiment,
+          experimentText: text,
+          runsDir: opts.runsDir,
+          runId: opts.runId,
+          backend: opts.backend,
+          progress: opts.progress,
+        });
+        printSummary(summary, summary.run_dir);
+      }),
+    );
+}

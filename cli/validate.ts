@@ -1,0 +1,16 @@
+import type { Command } from 'commander';
+import { loadExperimentFile } from '../core/experiment.js';
+import { action } from './errors.js';
+
+export function register(program: Command): void {
+  program
+    .command('validate')
+    .description('check an experiment file against the schema and print it with defaults filled in')
+    .argument('<experiment>', 'experiment file (JSON)')
+    .action(
+      action((file: string) => {
+        const { experiment } = loadExperimentFile(file);
+        process.stdout.write(`${JSON.stringify(experiment, null, 2)}\n`);
+      }),
+    );
+}

@@ -1,0 +1,31 @@
+// Loads proto/crowdfl.proto at run time. The TypeScript types come from the
+// same file (proto/generated, written by `npm run proto:gen`), so the wire
+// format is declared exactly once.
+import { fileURLToPath } from 'node:url';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import type { ProtoGrpcType } from '../proto/generated/crowdfl.js';
+
+export const PROTOCOL_VERSION = 1;
+
+export const PROTO_PATH = fileURLToPath(new URL('../../proto/crowdfl.proto', import.meta.url));
+
+// Must match the flags of `npm run proto:gen`, or the generated types lie.
+const LOADER_OPTIONS: protoLoader.Options = {
+  keepCase: true,
+  longs: Number,
+  enums: String,
+  defaults: true,
+  oneofs: true,
+};
+
+let cached: ProtoGrpcType | undefined;
+
+export function loadProto(): ProtoGrpcType {
+  if (!cached) {
+    const definition = protoLoader.loadSync(PROTO_PATH, LOADER_OPTIONS);
+    cached = grpc.loadPackageDefinition(definition) as unknown as ProtoGrpcType;
+  }
+  return cached;
+}
+

@@ -1,0 +1,108 @@
+// A simulation is a real deployment on one machine: the aggregator's gRPC
+// server on loopback and one OS process per node, each reading its own
+// partition from disk. Nothing is shortcut: the nodes use the same command an
+// operator runs.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { createWriteStream, mkdirSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { startAggregator, type RunSummary } from '../aggregator/aggregator.js';
+import type { BackendPreference, Experiment } from '../core/experiment.js';
+import { federatedData } from '../datasets/index.js';
+import { writeLocalData } from '../datasets/local-dir.js';
+import { RunProgress } from './progress.js';
+
+const CLI = fileURLToPath(new URL('../cli/index.js', import.meta.url));
+
+export interface SimulateOptions {
+  experiment: Experiment;
+  experimentText?: string;
+  runsDir?: string;
+  runId?: string;
+  backend?: BackendPreference;
+  /** Seconds between node heartbeats; shorter in tests. */
+  heartbeatIntervalMs?: number;
+  log?: (msg: string) => void;
+  progress?: boolean;
+}
+
+export function newRunId(name: string): string {
+  const stamp = new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
+  return `${name}-${stamp}-${randomBytes(2).toString('hex')}`;
+}
+
+export async function simulate(o: SimulateOptions): Promise<RunSummary & { run_dir: string }> {
+  const experiment = o.backend ? { ...o.experiment, backend: o.backend } : o.experiment;
+  const log = o.log ?? ((msg: string) => process.stderr.write(`${msg}\n`));
+  const runId = o.runId ?? newRunId(experiment.name);
+  const runDir = resolve(o.runsDir ?? 'runs', runId);
+  mkdirSync(runDir, { recursive: true });
+  writeFileSync(join(runDir, 'experiment.json'), o.experimentText ?? JSON.stringify(experiment, null, 2));
+
+  log(`preparing ${experiment.dataset.name} for ${experiment.nodes} nodes (${experiment.dataset.partition.kind} partition)…`);
+  const data = await federatedData(experiment.dataset, experiment.nodes, experiment.seed, { log });
+  const nodeDirs = data.partitions.map((partition, i) => {
+    const dir = join(runDir, 'nodes', `node-${String(i).padStart(3, '0')}`);
+    writeLocalData(join(dir, 'data'), partition);
+    return dir;
+  });
+  const sizes = data.partitions.map((p) => p.numExamples);
+  log(`node data: ${sizes.length} partitions, ${Math.min(...sizes)}–${Math.max(...sizes)} examples each; test set ${data.test.numExamples}`);
+
+  const progress = o.progress === false ? undefined : new RunProgress(experiment.rounds);
+  const aggregator = await startAggregator({
+    experiment,
+    runDir,
+    runId,
+    test: data.test,
+    heartbeatIntervalMs: o.heartbeatIntervalMs,
+    log,
+    onEvent: progress?.handle,
+  });
+
+  const nodes: ChildProcess[] = nodeDirs.map((dir, i) => {
+    const logFile = createWriteStream(join(dir, 'node.log'));
+    const child = spawn(
+      process.execPath,
+      [
+        CLI,
+        'node',
+        '--aggregator',
+        `127.0.0.1:${aggregator.port}`,
+        '--data',
+        join(dir, 'data'),
+        '--node-id',
+        `sim-${String(i).padStart(3, '0')}`,
+        '--backend',
+        experiment.backend,
+        '--exit-when-finished',
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    child.stdout!.pipe(logFile);
+    child.stderr!.pipe(logFile);
+    return child;
+  });
+  log(`started ${nodes.length} node processes (logs in ${join(runDir, 'nodes', '*', 'node.log')})`);
+
+  const stopNodes = () => {
+    for (const child of nodes) if (child.exitCode === null) child.kill('SIGTERM');
+  };
+  process.once('SIGINT', () => {
+    log('interrupted: stopping nodes and the aggregator');
+    stopNodes();
+    void aggregator.stop();
+  });
+  try {
+    const summary = await aggregator.done;
+    return { ...summary, run_dir: runDir };
+  } finally {
+    progress?.close();
+    // Nodes exit by themselves when told the experiment finished; make sure of it.
+    const exits = nodes.map((c) => (c.exitCode !== null ? Promise.resolve() : new Promise((r) => c.once('exit', r))));
+    const grace = setTimeout(stopNodes, 5000);
+    await Promise.all(exits);
+    clearTimeout(grace);
+  }
+}

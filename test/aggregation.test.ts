@@ -1,0 +1,37 @@
+import test from 'ava';
+import { weightedMean } from '../aggregator/robust/mean.js';
+import { FedAvg } from '../aggregator/strategies/fedavg.js';
+
+test('weightedMean weights each update by its examples and explains every verdict', (t) => {
+  const a = Float32Array.from([1, 0, -2]);
+  const b = Float32Array.from([3, 4, 2]);
+  const { aggregate, verdicts } = weightedMean([a, b], [1, 3]);
+  t.deepEqual(Array.from(aggregate), [2.5, 3, 1]);
+  t.deepEqual(
+    verdicts.map((v) => [v.verdict, v.weight]),
+    [
+      ['kept', 0.25],
+      ['kept', 0.75],
+    ],
+  );
+  t.true(verdicts.every((v) => v.reason.length > 0));
+});
+
+test('weightedMean refuses empty input, ragged updates and non-positive weights', (t) => {
+  t.throws(() => weightedMean([], []), { message: /no updates/ });
+  t.throws(() => weightedMean([new Float32Array(2), new Float32Array(3)], [1, 1]), { message: /update 1 has 3 values/ });
+  t.throws(() => weightedMean([new Float32Array(2)], [0]), { message: /weight 0 is 0/ });
+  t.throws(() => weightedMean([new Float32Array(2)], [1, 2]), { message: /1 updates but 2 weights/ });
+});
+
+test('FedAvg adds the weighted mean delta to the global model', (t) => {
+  const strategy = new FedAvg({ epochs: 1, batch_size: 10, learning_rate: 0.1 });
+  const global = Float32Array.from([10, 20]);
+  const step = strategy.aggregate(global, [
+    { nodeId: 'a', taskId: '1', numExamples: 100, delta: Float32Array.from([1, -1]) },
+    { nodeId: 'b', taskId: '2', numExamples: 300, delta: Float32Array.from([-1, 3]) },
+  ]);
+  t.deepEqual(Array.from(step.weights), [9.5, 22]);
+  t.is(step.verdicts.length, 2);
+  t.deepEqual(Array.from(global), [10, 20], 'the previous global model is not modified');
+});

@@ -1,0 +1,42 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import test from 'ava';
+import { ExperimentError, loadExperimentFile, parseExperiment } from '../core/experiment.js';
+
+const root = new URL('../../', import.meta.url);
+
+test('the shipped experiment files are valid', (t) => {
+  for (const name of ['default', 'fmnist-dirichlet']) {
+    const { experiment } = loadExperimentFile(new URL(`experiments/${name}.json`, root).pathname);
+    t.is(experiment.name, name);
+    t.is(experiment.dataset.name, 'fashion-mnist');
+  }
+});
+
+test('a wrong field is named in the error', (t) => {
+  const { experiment } = loadExperimentFile(new URL('experiments/default.json', root).pathname);
+  const bad = { ...experiment, training: { ...experiment.training, learning_rate: -1 } };
+  const err = t.throws(() => parseExperiment(bad, 'test file'), { instanceOf: ExperimentError });
+  t.regex(err!.message, /training\.learning_rate/);
+
+  const unknown = { ...experiment, dataset: { name: 'cifar10' } };
+  t.regex(t.throws(() => parseExperiment(unknown))!.message, /dataset\.name/);
+
+  const quorum = { ...experiment, selection: { ...experiment.selection, min_updates: 11 } };
+  t.regex(t.throws(() => parseExperiment(quorum))!.message, /selection\.min_updates: min_updates cannot exceed nodes_per_round/);
+
+  const extra = { ...experiment, epochs: 3 };
+  t.regex(t.throws(() => parseExperiment(extra))!.message, /epochs/);
+
+  const cnnOnSynthetic = { ...experiment, model: 'cnn', dataset: { name: 'synthetic', alpha: 1, beta: 1 } };
+  t.regex(t.throws(() => parseExperiment(cnnOnSynthetic))!.message, /model: the cnn model needs 28x28 images/);
+});
+
+test('a missing or malformed file gets a message saying what to do', (t) => {
+  t.regex(t.throws(() => loadExperimentFile('/nonexistent/exp.json'))!.message, /does not exist; pass the path of a JSON file/);
+  const dir = mkdtempSync(join(tmpdir(), 'crowdfl-exp-'));
+  const file = join(dir, 'broken.json');
+  writeFileSync(file, '{ "name": ');
+  t.regex(t.throws(() => loadExperimentFile(file))!.message, /is not valid JSON/);
+});

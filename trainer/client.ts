@@ -1,0 +1,173 @@
+// The node's side of the wire: promise-returning calls over the generated
+// gRPC client, with model download and update upload done in chunks.
+import * as grpc from '@grpc/grpc-js';
+import { loadProto, PROTOCOL_VERSION } from '../core/proto.js';
+import {
+  ChunkAssembler,
+  chunks,
+  float32ToBytes,
+  manifestBytes,
+  sha256Hex,
+  type TensorEntry,
+} from '../core/tensor-codec.js';
+import type { AggregatorClient } from '../proto/generated/crowdfl/v1/Aggregator.js';
+import type { HelloReply__Output } from '../proto/generated/crowdfl/v1/HelloReply.js';
+import type { ModelChunk__Output } from '../proto/generated/crowdfl/v1/ModelChunk.js';
+import type { NodeCapabilities } from '../proto/generated/crowdfl/v1/NodeCapabilities.js';
+import type { PollTaskReply__Output } from '../proto/generated/crowdfl/v1/PollTaskReply.js';
+import type { TrainingMetrics } from '../proto/generated/crowdfl/v1/TrainingMetrics.js';
+
+export class ProtocolError extends Error {}
+
+export interface UpdateSubmission {
+  taskId: string;
+  experimentId: string;
+  round: number;
+  baseModelSha256: string;
+  numExamples: number;
+  metrics: TrainingMetrics;
+  manifest: readonly TensorEntry[];
+  delta: Float32Array;
+}
+
+export class AggregatorConnection {
+  private readonly client: AggregatorClient;
+  session: HelloReply__Output | undefined;
+
+  constructor(readonly address: string) {
+    const proto = loadProto();
+    this.client = new proto.crowdfl.v1.Aggregator(address, grpc.credentials.createInsecure(), {
+      'grpc.max_receive_message_length': 8 * 1024 * 1024,
+      // Reconnect attempts are paced by the node's own backoff, not grpc's.
+      'grpc.initial_reconnect_backoff_ms': 500,
+      'grpc.max_reconnect_backoff_ms': 5000,
+    });
+  }
+
+  close(): void {
+    this.client.close();
+  }
+
+  private get sessionId(): string {
+    if (!this.session) throw new ProtocolError('no session: call hello() first');
+    return this.session.session_id;
+  }
+
+  private deadline(ms: number): grpc.CallOptions {
+    return { deadline: new Date(Date.now() + ms) };
+  }
+
+  async hello(nodeId: string, capabilities: NodeCapabilities, software: string): Promise<HelloReply__Output> {
+    this.session = await new Promise<HelloReply__Output>((resolve, reject) =>
+      this.client.Hello({ protocol_version: PROTOCOL_VERSION, node_id: nodeId, capabilities, software }, this.deadline(10_000), (err, reply) =>
+        err ? reject(err) : resolve(reply!),
+      ),
+    );
+    return this.session;
+  }
+
+  pollTask(waitMs: number): Promise<PollTaskReply__Output> {
+    return new Promise((resolve, reject) =>
+      this.client.PollTask({ session_id: this.sessionId, wait_ms: waitMs }, this.deadline(waitMs + 10_000), (err, reply) =>
+        err ? reject(err) : resolve(reply!),
+      ),
+    );
+  }
+
+  heartbeat(taskId: string, progress: number): Promise<boolean> {
+    return new Promise((resolve, reject) =>
+      this.client.Heartbeat({ session_id: this.sessionId, task_id: taskId, progress }, this.deadline(10_000), (err, reply) =>
+        err ? reject(err) : resolve(reply!.task_still_wanted),
+      ),
+    );
+  }
+
+  /** Downloads a model and checks it against its content address and the expected manifest. */
+  downloadModel(sha256: string, expected: readonly TensorEntry[]): Promise<Float32Array> {
+    const maxChunk = this.session?.max_chunk_bytes || 1 << 20;
+    return new Promise((resolve, reject) => {
+      const call = this.client.DownloadModel({ session_id: this.sessionId, model_sha256: sha256 }, this.deadline(120_000));
+      let assembler: ChunkAssembler | undefined;
+      let failed = false;
+      const fail = (err: Error) => {
+        if (failed) return;
+        failed = true;
+        call.cancel();
+        reject(err);
+      };
+      call.on('data', (chunk: ModelChunk__Output) => {
+        try {
+          if (!assembler) {
+            if (!chunk.manifest) throw new ProtocolError('model stream did not start with a manifest');
+            const total = Number(chunk.manifest.total_bytes);
+            if (total !== manifestBytes(expected)) {
+              throw new ProtocolError(`model has ${total} bytes, the task's architecture needs ${manifestBytes(expected)}`);
+            }
+            assembler = new ChunkAssembler(total, maxChunk);
+          } else if (chunk.data) {
+            assembler.push(chunk.data);
+          }
+        } catch (err) {
+          fail(err as Error);
+        }
+      });
+      call.on('error', (err) => fail(err));
+      call.on('end', () => {
+        if (failed) return;
+        try {
+          if (!assembler) throw new ProtocolError('model stream was empty');
+          const weights = assembler.finish();
+          const actual = sha256Hex(float32ToBytes(weights));
+          if (actual !== sha256) throw new ProtocolError(`downloaded model hashes to ${actual}, expected ${sha256}`);
+          resolve(weights);
+        } catch (err) {
+          fail(err as Error);
+        }
+      });
+    });
+  }
+
+  submitUpdate(u: UpdateSubmission): Promise<string> {
+    const maxChunk = this.session?.max_chunk_bytes || 1 << 20;
+    const bytes = float32ToBytes(u.delta);
+    return new Promise((resolve, reject) => {
+      const call = this.client.SubmitUpdate(this.deadline(120_000), (err, reply) =>
+        err ? reject(err) : resolve(reply!.message),
+      );
+      void (async () => {
+        const write = (msg: object) =>
+          call.write(msg) ? Promise.resolve() : new Promise<void>((r) => call.once('drain', () => r()));
+        await write({
+          meta: {
+            session_id: this.sessionId,
+            task_id: u.taskId,
+            experiment_id: u.experimentId,
+            round: u.round,
+            base_model_sha256: u.baseModelSha256,
+            num_examples: u.numExamples,
+            metrics: u.metrics,
+            manifest: {
+              tensors: u.manifest.map((t) => ({ name: t.name, dtype: 'FLOAT32', shape: [...t.shape] })),
+              total_bytes: bytes.byteLength,
+            },
+            update_sha256: sha256Hex(bytes),
+          },
+        });
+        for (const data of chunks(bytes, maxChunk)) await write({ data });
+        call.end();
+      })().catch((err: unknown) => reject(err));
+    });
+  }
+}
+
+export function isTransient(err: unknown): boolean {
+  const code = (err as { code?: number }).code;
+  return (
+    code === grpc.status.UNAVAILABLE ||
+    code === grpc.status.DEADLINE_EXCEEDED ||
+    code === grpc.status.CANCELLED ||
+    code === grpc.status.NOT_FOUND || // session expired: say hello again
+    code === grpc.status.INTERNAL ||
+    code === grpc.status.UNKNOWN
+  );
+}

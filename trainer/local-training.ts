@@ -1,0 +1,203 @@
+// Local SGD on a node's own data: a hand-written loop instead of model.fit, so
+// the example order comes from our seeded Rng (same seed → same weights on a
+// given backend), batches are assembled in one reused buffer, and the loop can
+// stop at a deadline with the work done so far.
+import * as tf from '@tensorflow/tfjs';
+import { countCorrect, crossEntropy, inputShape, numOutputs, outputsProbabilities, setFlatWeights, getFlatWeights, withModel } from '../core/model.js';
+import type { ModelSpec } from '../core/model-zoo.js';
+import { Rng } from '../datasets/random.js';
+import { featureSize, type Dataset } from '../datasets/types.js';
+
+export interface TrainingProgress {
+  /** 0-based epoch the batch belongs to. */
+  epoch: number;
+  /** Batches done in this epoch (1-based after the first batch). */
+  batch: number;
+  batches: number;
+  /** Examples processed since training started, over all epochs. */
+  examplesSeen: number;
+}
+
+export interface TrainLocallyOptions {
+  spec: ModelSpec;
+  baseWeights: Float32Array;
+  data: Dataset;
+  epochs: number;
+  batchSize: number;
+  learningRate: number;
+  seed: number;
+  /** Epoch milliseconds: stop before starting a batch after this time and report the partial work. */
+  deadline?: number;
+  /** Checked between batches like the deadline, e.g. when the aggregator no longer wants the update. */
+  shouldStop?: () => boolean;
+  onProgress?: (p: TrainingProgress) => void;
+}
+
+export interface TrainingMetricsResult {
+  /** Mean training cross-entropy over the last (possibly partial) epoch; NaN if no batch ran. */
+  loss: number;
+  /** Training accuracy over the same batches; NaN if no batch ran. */
+  accuracy: number;
+  seconds: number;
+  examples_per_second: number;
+}
+
+export interface TrainLocallyResult {
+  weights: Float32Array;
+  /** Example-gradients computed: examples × epochs, counting a cut-short epoch's batches. */
+  examplesTrained: number;
+  epochsCompleted: number;
+  /** Stopped early by the deadline or shouldStop. */
+  partial: boolean;
+  metrics: TrainingMetricsResult;
+}
+
+// Between yields the loop holds the event loop; 20 ms keeps gRPC heartbeats
+// and timers prompt without measurable cost to throughput.
+const YIELD_EVERY_MS = 20;
+
+const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+function checkOptions(o: TrainLocallyOptions): void {
+  if (!Number.isInteger(o.epochs) || o.epochs < 0) throw new RangeError(`epochs must be a non-negative integer, got ${o.epochs}`);
+  if (!Number.isInteger(o.batchSize) || o.batchSize < 1) throw new RangeError(`batchSize must be a positive integer, got ${o.batchSize}`);
+  if (!(o.learningRate > 0) || !Number.isFinite(o.learningRate)) throw new RangeError(`learningRate must be positive, got ${o.learningRate}`);
+  const expected = inputShape(o.spec);
+  if (expected.join(',') !== o.data.featureShape.join(',')) {
+    throw new RangeError(
+      `model ${o.spec.name} takes inputs of shape [${expected.join(', ')}] but dataset ${o.data.name} has [${o.data.featureShape.join(', ')}]`,
+    );
+  }
+  const outputs = numOutputs(o.spec);
+  if (outputs !== o.data.numClasses) {
+    throw new RangeError(`model ${o.spec.name} outputs ${outputs} classes but dataset ${o.data.name} has ${o.data.numClasses}`);
+  }
+  const d = featureSize(o.data);
+  if (o.data.features.length !== o.data.numExamples * d || o.data.labels.length !== o.data.numExamples) {
+    throw new RangeError(`dataset ${o.data.name}: features/labels lengths do not match ${o.data.numExamples} examples`);
+  }
+  for (let i = 0; i < o.data.labels.length; i++) {
+    if (o.data.labels[i] >= outputs) throw new RangeError(`dataset ${o.data.name}: example ${i} has label ${o.data.labels[i]}, beyond ${outputs} classes`);
+  }
+}
+
+/** Trains `spec` from `baseWeights` on `data` with plain SGD; see TrainLocallyOptions. */
+export async function trainLocally(o: TrainLocallyOptions): Promise<TrainLocallyResult> {
+  checkOptions(o);
+  const { data, spec } = o;
+  const n = data.numExamples;
+  const d = featureSize(data);
+  const classes = data.numClasses;
+  const batchSize = Math.min(o.batchSize, Math.max(n, 1));
+  const batches = Math.ceil(n / batchSize);
+  const probabilities = outputsProbabilities(spec);
+  const rng = Rng.derive(o.seed, 'local-training-order');
+  const order = new Uint32Array(n);
+  for (let i = 0; i < n; i++) order[i] = i;
+
+  const xBuffer = new Float32Array(batchSize * d);
+  const yBuffer = new Float32Array(batchSize * classes);
+
+  return withModel(spec, async (model) => {
+    const started = performance.now();
+    setFlatWeights(model, o.baseWeights);
+    const variables = model.trainableWeights.map((w) => w.read() as tf.Variable);
+    const optimizer = tf.train.sgd(o.learningRate);
+
+    let examplesTrained = 0;
+    let epochsCompleted = 0;
+    let partial = false;
+    let loss = Number.NaN;
+    let accuracy = Number.NaN;
+    // Sums over the current epoch, kept on the backend so no batch waits on a
+    // device read; they are read once when the epoch ends.
+    let lossSum: tf.Scalar | undefined;
+    let correctSum: tf.Scalar | undefined;
+    let epochExamples = 0;
+    let lastYield = performance.now();
+
+    const stopRequested = () => (o.deadline !== undefined && Date.now() >= o.deadline) || (o.shouldStop?.() ?? false);
+
+    const readEpochMetrics = async () => {
+      if (!lossSum || !correctSum || epochExamples === 0) return;
+      const [l, c] = await Promise.all([lossSum.data(), correctSum.data()]);
+      loss = l[0] / epochExamples;
+      accuracy = c[0] / epochExamples;
+    };
+    const resetEpochSums = () => {
+      tf.dispose([lossSum, correctSum].filter((t): t is tf.Scalar => t !== undefined));
+      lossSum = undefined;
+      correctSum = undefined;
+      epochExamples = 0;
+    };
+
+    try {
+      epochs: for (let epoch = 0; epoch < o.epochs; epoch++) {
+        rng.shuffle(order);
+        for (let b = 0; b < batches; b++) {
+          if (stopRequested()) {
+            partial = true;
+            break epochs;
+          }
+          const start = b * batchSize;
+          const size = Math.min(batchSize, n - start);
+          yBuffer.fill(0, 0, size * classes);
+          for (let i = 0; i < size; i++) {
+            const row = order[start + i];
+            xBuffer.set(data.features.subarray(row * d, row * d + d), i * d);
+            yBuffer[i * classes + data.labels[row]] = 1;
+          }
+          // The cpu backend keeps the array it is handed rather than copying, so
+          // these tensors view the shared buffers: they must be gone before the
+          // next batch overwrites them, which the dispose below guarantees.
+          const x = tf.tensor(xBuffer.subarray(0, size * d), [size, ...data.featureShape], 'float32');
+          const y = tf.tensor2d(yBuffer.subarray(0, size * classes), [size, classes], 'float32');
+          let correct: tf.Scalar | undefined;
+          const cost = optimizer.minimize(
+            () => {
+              const output = model.apply(x, { training: true }) as tf.Tensor2D;
+              correct = tf.keep(countCorrect(output, y));
+              return crossEntropy(output, y, probabilities, 'mean');
+            },
+            true,
+            variables,
+          );
+          const prevLoss = lossSum;
+          const prevCorrect = correctSum;
+          lossSum = tf.tidy(() => {
+            const batchLoss = tf.mul(cost as tf.Scalar, size);
+            return prevLoss ? tf.add(prevLoss, batchLoss) : batchLoss;
+          }) as tf.Scalar;
+          correctSum = tf.tidy(() => (prevCorrect ? tf.add(prevCorrect, correct as tf.Scalar) : tf.clone(correct as tf.Scalar))) as tf.Scalar;
+          tf.dispose([x, y, cost as tf.Scalar, correct as tf.Scalar]);
+          tf.dispose([prevLoss, prevCorrect].filter((t): t is tf.Scalar => t !== undefined));
+
+          examplesTrained += size;
+          epochExamples += size;
+          o.onProgress?.({ epoch, batch: b + 1, batches, examplesSeen: examplesTrained });
+          if (performance.now() - lastYield >= YIELD_EVERY_MS) {
+            await yieldToEventLoop();
+            lastYield = performance.now();
+          }
+        }
+        await readEpochMetrics();
+        resetEpochSums();
+        epochsCompleted++;
+      }
+      // A cut-short epoch reports its own batches; with none, the last full epoch stands.
+      await readEpochMetrics();
+      const weights = getFlatWeights(model);
+      const seconds = (performance.now() - started) / 1000;
+      return {
+        weights,
+        examplesTrained,
+        epochsCompleted,
+        partial,
+        metrics: { loss, accuracy, seconds, examples_per_second: seconds > 0 ? examplesTrained / seconds : 0 },
+      };
+    } finally {
+      resetEpochSums();
+      optimizer.dispose();
+    }
+  });
+}

@@ -1,0 +1,193 @@
+// The node loop: say hello, wait for a task, fetch the base model, train on
+// local data, submit the delta, repeat. Any network failure sends the node
+// back to hello after an exponential, jittered backoff, so a restarted
+// aggregator finds its nodes again without anyone touching them.
+import { cpus, totalmem } from 'node:os';
+import * as grpc from '@grpc/grpc-js';
+import { ensureBackendFor, initBackend } from '../core/backend.js';
+import type { BackendPreference } from '../core/experiment.js';
+import { weightManifest } from '../core/model.js';
+import { parseModelJson } from '../core/model-zoo.js';
+import type { ModelSpec } from '../core/model-zoo.js';
+import type { Dataset } from '../datasets/types.js';
+import type { Task__Output } from '../proto/generated/crowdfl/v1/Task.js';
+import { AggregatorConnection, isTransient } from './client.js';
+import { trainLocally } from './local-training.js';
+import { SOFTWARE } from '../core/version.js';
+
+export interface NodeOptions {
+  aggregator: string;
+  nodeId: string;
+  data: Dataset;
+  backend: BackendPreference;
+  /** Exit once the aggregator says the experiment is over (simulations); operators keep polling. */
+  exitWhenFinished?: boolean;
+  log?: (msg: string) => void;
+  signal?: AbortSignal;
+}
+
+export class Backoff {
+  private attempt = 0;
+  constructor(
+    private readonly baseMs = 500,
+    private readonly maxMs = 30_000,
+  ) {}
+  /** Full jitter (random in [0, base·2ⁿ]), so restarting nodes do not reconnect in lockstep. */
+  next(): number {
+    const ceiling = Math.min(this.maxMs, this.baseMs * 2 ** this.attempt++);
+    return Math.round(ceiling / 2 + (Math.random() * ceiling) / 2);
+  }
+  reset(): void {
+    this.attempt = 0;
+  }
+}
+
+const sleep = (ms: number, signal?: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    const t = setTimeout(resolve, ms);
+    signal?.addEventListener('abort', () => {
+      clearTimeout(t);
+      resolve();
+    });
+  });
+
+export async function runNode(o: NodeOptions): Promise<{ tasksDone: number }> {
+  const log = o.log ?? (() => {});
+  const backendName = await initBackend(o.backend, { log });
+  const capabilities = {
+    backends: [backendName],
+    cores: cpus().length,
+    memory_bytes: totalmem(),
+    num_examples: o.data.numExamples,
+    feature_shape: [...o.data.featureShape],
+    num_classes: o.data.numClasses,
+  };
+  const backoff = new Backoff();
+  const modelCache = new Map<string, Float32Array>();
+  let tasksDone = 0;
+  while (!o.signal?.aborted) {
+    const conn = new AggregatorConnection(o.aggregator);
+    try {
+      const hello = await conn.hello(o.nodeId, capabilities, SOFTWARE);
+      log(`joined experiment ${hello.experiment_id} at ${o.aggregator} as ${o.nodeId}`);
+      backoff.reset();
+      for (;;) {
+        if (o.signal?.aborted) return { tasksDone };
+        const reply = await conn.pollTask(20_000);
+        if (reply.experiment_finished) {
+          log('the aggregator finished its experiment');
+          if (o.exitWhenFinished) return { tasksDone };
+          await sleep(10_000, o.signal);
+          continue;
+        }
+        if (!reply.task) {
+          await sleep(reply.retry_after_ms, o.signal);
+          continue;
+        }
+        await work(conn, reply.task, hello.heartbeat_interval_ms, modelCache, o, log);
+        tasksDone++;
+      }
+    } catch (err) {
+      if (!isTransient(err)) throw err;
+      const wait = backoff.next();
+      log(`aggregator unreachable (${(err as Error).message}); retrying in ${(wait / 1000).toFixed(1)} s`);
+      await sleep(wait, o.signal);
+    } finally {
+      conn.close();
+    }
+  }
+  return { tasksDone };
+}
+
+async function work(
+  conn: AggregatorConnection,
+  task: Task__Output,
+  heartbeatMs: number,
+  modelCache: Map<string, Float32Array>,
+  o: NodeOptions,
+  log: (msg: string) => void,
+): Promise<void> {
+  const started = Date.now();
+  let spec: ModelSpec;
+  try {
+    spec = parseModelJson(task.model_json);
+  } catch (err) {
+    log(`refused task ${task.task_id}: ${(err as Error).message}`);
+    return;
+  }
+  const manifest = weightManifest(spec);
+  await ensureBackendFor(spec, { log });
+  let base = modelCache.get(task.base_model_sha256);
+  if (!base) {
+    base = await conn.downloadModel(task.base_model_sha256, manifest);
+    modelCache.clear();
+    modelCache.set(task.base_model_sha256, base);
+  }
+  let wanted = true;
+  let progress = 0;
+  const heartbeat = setInterval(() => {
+    conn.heartbeat(task.task_id, progress).then(
+      (stillWanted) => (wanted = stillWanted),
+      () => {},
+    );
+  }, heartbeatMs);
+  try {
+    const training = task.training!;
+    // Leave time for the upload: stop local work a little before the deadline.
+    const deadline = Number(task.deadline_unix_ms) - 3000;
+    const result = await trainLocally({
+      spec,
+      baseWeights: base,
+      data: o.data,
+      epochs: training.epochs,
+      batchSize: training.batch_size,
+      learningRate: training.learning_rate,
+      seed: training.seed,
+      deadline,
+      shouldStop: () => !wanted,
+      onProgress: (p) => (progress = p.examplesSeen / Math.max(1, o.data.numExamples * training.epochs)),
+    });
+    if (!wanted) {
+      log(`round ${task.round} closed before training finished; task dropped`);
+      return;
+    }
+    if (result.examplesTrained === 0) {
+      log(`round ${task.round}: no time to train before the deadline; task dropped`);
+      return;
+    }
+    const delta = new Float32Array(base.length);
+    for (let i = 0; i < delta.length; i++) delta[i] = result.weights[i]! - base[i]!;
+    const message = await conn.submitUpdate({
+      taskId: task.task_id,
+      experimentId: task.experiment_id,
+      round: task.round,
+      baseModelSha256: task.base_model_sha256,
+      numExamples: result.examplesTrained,
+      manifest,
+      delta,
+      metrics: {
+        loss: result.metrics.loss,
+        accuracy: result.metrics.accuracy,
+        train_seconds: result.metrics.seconds,
+        examples_per_second: result.metrics.examples_per_second,
+        epochs_completed: result.epochsCompleted,
+        partial: result.partial,
+      },
+    });
+    log(
+      `round ${task.round}: trained ${result.examplesTrained} examples in ${result.metrics.seconds.toFixed(1)} s ` +
+        `(loss ${result.metrics.loss.toFixed(3)}, ${Math.round(result.metrics.examples_per_second)} ex/s); ${message} ` +
+        `after ${((Date.now() - started) / 1000).toFixed(1)} s`,
+    );
+  } catch (err) {
+    const code = (err as { code?: number }).code;
+    if (code === grpc.status.FAILED_PRECONDITION || code === grpc.status.INVALID_ARGUMENT || code === grpc.status.ALREADY_EXISTS) {
+      // The aggregator refused this update; the next task is a fresh start.
+      log(`round ${task.round}: update refused: ${(err as Error).message}`);
+      return;
+    }
+    throw err;
+  } finally {
+    clearInterval(heartbeat);
+  }
+}
