@@ -6,6 +6,7 @@ import { backendPreferenceSchema, loadExperimentFile, type BackendPreference } f
 import { federatedData } from '../datasets/index.js';
 import { newRunId } from '../experiments/simulate.js';
 import { RunProgress } from '../experiments/progress.js';
+import { writeRunPlot } from '../experiments/plot.js';
 import { action } from './errors.js';
 import { parseChoice, parsePort } from './options.js';
 import { printSummary } from './summary.js';
@@ -57,6 +58,7 @@ export function register(program: Command): void {
         });
         const summary = await running.done;
         progress.close();
+        if (summary.rounds.length) await writeRunPlot(summary, runDir);
         printSummary(summary, runDir);
       }),
     );

@@ -19,5 +19,6 @@ export function printSummary(summary: RunSummary, runDir: string): void {
   }
   out.write(`  wall time        : ${summary.wall_seconds.toFixed(1)} s\n`);
   out.write(`  summary          : ${runDir}/summary.json\n`);
+  if (summary.rounds.length) out.write(`  curves           : ${runDir}/curves.svg\n`);
   out.write(`  final model      : ${summary.checkpoints}/round-${String(summary.rounds.at(-1)?.round ?? 0).padStart(4, '0')}/model.json\n`);
 }

@@ -11,6 +11,7 @@ import { startAggregator, type RunSummary } from '../aggregator/aggregator.js';
 import type { BackendPreference, Experiment } from '../core/experiment.js';
 import { federatedData } from '../datasets/index.js';
 import { writeLocalData } from '../datasets/local-dir.js';
+import { writeRunPlot } from './plot.js';
 import { RunProgress } from './progress.js';
 
 const CLI = fileURLToPath(new URL('../cli/index.js', import.meta.url));
@@ -96,6 +97,7 @@ export async function simulate(o: SimulateOptions): Promise<RunSummary & { run_d
   });
   try {
     const summary = await aggregator.done;
+    if (summary.rounds.length) await writeRunPlot(summary, runDir);
     return { ...summary, run_dir: runDir };
   } finally {
     progress?.close();

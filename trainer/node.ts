@@ -162,7 +162,8 @@ async function work(
       experimentId: task.experiment_id,
       round: task.round,
       baseModelSha256: task.base_model_sha256,
-      numExamples: result.examplesTrained,
+      // FedAvg weighs a node by its data, not by how many passes it made over it.
+      numExamples: Math.min(o.data.numExamples, result.examplesTrained),
       manifest,
       delta,
       metrics: {
