@@ -77,7 +77,7 @@ export async function runNode(o: NodeOptions): Promise<{ tasksDone: number }> {
         if (reply.experiment_finished) {
           log('the aggregator finished its experiment');
           if (o.exitWhenFinished) return { tasksDone };
-          await sleep(10_000, o.signal);
+          await sleep(5000, o.signal);
           continue;
         }
         if (!reply.task) {

@@ -1,0 +1,75 @@
+// The `crowdfl` command as users meet it: help, clear messages for mistakes,
+// and an evaluator's look at a finished run.
+import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import test from 'ava';
+import { tempDir, tinyExperiment } from './support/fixtures.js';
+import { runCli } from './support/cli.js';
+
+test('--help lists every subcommand and each has its own help', async (t) => {
+  const help = await runCli(['--help']);
+  t.is(help.code, 0);
+  for (const sub of ['simulate', 'aggregator', 'node', 'data', 'runs', 'validate']) t.regex(help.stdout, new RegExp(`\\b${sub}\\b`));
+  const nodeHelp = await runCli(['node', '--help']);
+  t.regex(nodeHelp.stdout, /--aggregator <host:port>/);
+  t.regex(nodeHelp.stdout, /--backend <name>/);
+  const aggHelp = await runCli(['aggregator', '--help']);
+  t.regex(aggHelp.stdout, /--experiment <file>/);
+});
+
+test('mistakes get a message that says what to do', async (t) => {
+  const missing = await runCli(['simulate', '/nonexistent/experiment.json']);
+  t.is(missing.code, 2);
+  t.regex(missing.stderr, /does not exist; pass the path of a JSON file/);
+
+  const dir = tempDir('cli');
+  const bad = join(dir, 'bad.json');
+  writeFileSync(bad, JSON.stringify({ ...tinyExperiment(), rounds: 0 }));
+  const invalid = await runCli(['validate', bad]);
+  t.is(invalid.code, 2);
+  t.regex(invalid.stderr, /rounds: /);
+
+  const badBackend = await runCli(['simulate', bad, '--backend', 'quantum']);
+  t.not(badBackend.code, 0);
+  t.regex(badBackend.stderr, /choose one of auto, tensorflow, tensorflow-gpu, wasm, cpu/);
+
+  const badAddress = await runCli(['node', '--aggregator', 'nowhere', '--data', dir]);
+  t.not(badAddress.code, 0);
+  t.regex(badAddress.stderr, /expected HOST:PORT/);
+
+  const noData = await runCli(['node', '--aggregator', '127.0.0.1:1', '--data', join(dir, 'absent')]);
+  t.is(noData.code, 2);
+  t.regex(noData.stderr, /does not exist; point it at a directory in the crowdfl-data format/);
+
+  mkdirSync(join(dir, 'empty'));
+  const notData = await runCli(['data', 'inspect', join(dir, 'empty')]);
+  t.is(notData.code, 2);
+  t.regex(notData.stderr, /crowdfl-data\.json/);
+});
+
+test('an evaluator can list a run, see every verdict and catch a tampered checkpoint', async (t) => {
+  const dir = tempDir('cli-run');
+  const file = join(dir, 'tiny.json');
+  writeFileSync(file, JSON.stringify(tinyExperiment({ rounds: 2 })));
+  const runsDir = join(dir, 'runs');
+  const sim = await runCli(['simulate', file, '--runs-dir', runsDir, '--run-id', 'r1', '--no-progress']);
+  t.is(sim.code, 0, sim.stderr);
+  t.regex(sim.stdout, /rounds committed : 2\/2/);
+  t.regex(readFileSync(join(runsDir, 'r1', 'curves.svg'), 'utf8'), /^<svg/);
+
+  const list = await runCli(['runs', 'list', '--runs-dir', runsDir]);
+  t.regex(list.stdout, /r1 {2}2 rounds {2}final \d+\.\d+%/);
+
+  const show = await runCli(['runs', 'show', 'r1', '--runs-dir', runsDir, '--updates']);
+  t.is(show.code, 0, show.stderr);
+  t.is(show.stdout.match(/ ok\n/g)?.length, 2);
+  t.is(show.stdout.match(/sim-\d+ +\d+ examples +kept/g)?.length, 6);
+
+  const weights = join(runsDir, 'r1', 'checkpoints', 'round-0002', 'weights.bin');
+  const bytes = readFileSync(weights);
+  bytes[10] = bytes[10]! ^ 0xff;
+  writeFileSync(weights, bytes);
+  const tampered = await runCli(['runs', 'show', 'r1', '--runs-dir', runsDir]);
+  t.is(tampered.code, 1);
+  t.regex(tampered.stdout, /HASH MISMATCH/);
+});
