@@ -75,6 +75,22 @@ test('bad input gets clear statuses and never touches the global model', async (
     t.is(s.code, grpc.status.NOT_FOUND);
     t.regex(s.details, /call Hello again/);
 
+    // Bytes that are not a protobuf message at all.
+    const raw = new grpc.Client(`127.0.0.1:${agg.port}`, grpc.credentials.createInsecure());
+    s = await statusOf(
+      new Promise((res, rej) =>
+        raw.makeUnaryRequest(
+          '/crowdfl.v1.Aggregator/Hello',
+          (b: Buffer) => b,
+          (b: Buffer) => b,
+          Buffer.from([0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x01]),
+          (e, r) => (e ? rej(e) : res(r)),
+        ),
+      ),
+    );
+    raw.close();
+    t.not(s.code, grpc.status.OK);
+
     const [a, b] = await Promise.all([join2(agg.port, 'node-a'), join2(agg.port, 'node-b')]);
     t.is(a.task.round, 1);
     const spec = parseModelJson(a.task.model_json);

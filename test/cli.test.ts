@@ -4,7 +4,7 @@ import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import test from 'ava';
 import { tempDir, tinyExperiment } from './support/fixtures.js';
-import { runCli } from './support/cli.js';
+import { freePort, runCli, spawnCli } from './support/cli.js';
 
 test('--help lists every subcommand and each has its own help', async (t) => {
   const help = await runCli(['--help']);
@@ -72,4 +72,29 @@ test('an evaluator can list a run, see every verdict and catch a tampered checkp
   const tampered = await runCli(['runs', 'show', 'r1', '--runs-dir', runsDir]);
   t.is(tampered.code, 1);
   t.regex(tampered.stdout, /HASH MISMATCH/);
+});
+
+test('crowdfl aggregator serves nodes started by hand with crowdfl node', async (t) => {
+  const dir = tempDir('cli-agg');
+  const file = join(dir, 'two.json');
+  writeFileSync(
+    file,
+    JSON.stringify(tinyExperiment({ nodes: 2, rounds: 2, selection: { nodes_per_round: 2, min_updates: 2, deadline_seconds: 60 } })),
+  );
+  const prepared = await runCli(['data', 'prepare', '--experiment', file, '--out', join(dir, 'parts')]);
+  t.is(prepared.code, 0, prepared.stderr);
+  t.regex(prepared.stdout, /node-001: \d+ examples, features \[60\], 10 classes/);
+
+  const port = await freePort();
+  const aggregator = spawnCli(['aggregator', '--experiment', file, '--port', String(port), '--runs-dir', join(dir, 'runs'), '--run-id', 'a1']);
+  const nodes = [0, 1].map((i) =>
+    spawnCli(['node', '--aggregator', `127.0.0.1:${port}`, '--data', join(dir, 'parts', `node-00${i}`), '--node-id', `op-${i}`, '--exit-when-finished']),
+  );
+  const exitCode = (c: ReturnType<typeof spawnCli>) =>
+    c.exitCode !== null ? Promise.resolve(c.exitCode) : new Promise<number | null>((r) => c.once('exit', (code) => r(code)));
+  t.is(await exitCode(aggregator), 0, aggregator.output());
+  t.regex(aggregator.output(), /rounds committed : 2\/2/);
+  t.regex(aggregator.output(), /listening on 127\.0\.0\.1:\d+/);
+  for (const n of nodes) t.is(await exitCode(n), 0, n.output());
+  t.regex(nodes[1]!.output(), /round 2: trained \d+ examples/);
 });
