@@ -34,7 +34,7 @@ export const datasetSchema = z.discriminatedUnion('name', [
   z
     .object({
       name: z.literal('synthetic'),
-      alpha: z.number().nonnegative().describe('how much the nodes\' models differ'),
+      alpha: z.number().nonnegative().describe('FedProx\'s model-heterogeneity parameter (see datasets/README.md: it does not change the labels)'),
       beta: z.number().nonnegative().describe('how much the nodes\' inputs differ'),
       dimensions: z.number().int().positive().default(60),
       classes: z.number().int().min(2).default(10),

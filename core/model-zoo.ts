@@ -38,24 +38,28 @@ export interface ModelInput {
 const glorotUniform = (): JsonObject => ({ class_name: 'GlorotUniform', config: { seed: null } });
 const zeros = (): JsonObject => ({ class_name: 'Zeros', config: {} });
 
+/** The config every layer with a kernel and a bias shares (Keras's full form, nulls spelled out). */
+function weightedLayer(name: string, activation: string): JsonObject {
+  return {
+    name,
+    trainable: true,
+    dtype: 'float32',
+    activation,
+    use_bias: true,
+    kernel_initializer: glorotUniform(),
+    bias_initializer: zeros(),
+    kernel_regularizer: null,
+    bias_regularizer: null,
+    activity_regularizer: null,
+    kernel_constraint: null,
+    bias_constraint: null,
+  };
+}
+
 function dense(name: string, units: number, activation: string): LayerJson {
   return {
     class_name: 'Dense',
-    config: {
-      name,
-      trainable: true,
-      dtype: 'float32',
-      units,
-      activation,
-      use_bias: true,
-      kernel_initializer: glorotUniform(),
-      bias_initializer: zeros(),
-      kernel_regularizer: null,
-      bias_regularizer: null,
-      activity_regularizer: null,
-      kernel_constraint: null,
-      bias_constraint: null,
-    },
+    config: { ...weightedLayer(name, activation), units },
   };
 }
 
@@ -63,24 +67,13 @@ function conv2d(name: string, filters: number, kernel: number, activation: strin
   return {
     class_name: 'Conv2D',
     config: {
-      name,
-      trainable: true,
-      dtype: 'float32',
+      ...weightedLayer(name, activation),
       filters,
       kernel_size: [kernel, kernel],
       strides: [1, 1],
       padding: 'same',
       data_format: 'channels_last',
       dilation_rate: [1, 1],
-      activation,
-      use_bias: true,
-      kernel_initializer: glorotUniform(),
-      bias_initializer: zeros(),
-      kernel_regularizer: null,
-      bias_regularizer: null,
-      activity_regularizer: null,
-      kernel_constraint: null,
-      bias_constraint: null,
     },
   };
 }
