@@ -1,4 +1,4 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
@@ -6,11 +6,13 @@ import { ExperimentError, loadExperimentFile, parseExperiment } from '../core/ex
 
 const root = new URL('../../', import.meta.url);
 
-test('the shipped experiment files are valid', (t) => {
-  for (const name of ['default', 'fmnist-dirichlet']) {
-    const { experiment } = loadExperimentFile(new URL(`experiments/${name}.json`, root).pathname);
-    t.is(experiment.name, name);
-    t.is(experiment.dataset.name, 'fashion-mnist');
+test('every shipped experiment file is valid and named after its file', (t) => {
+  const dir = new URL('experiments/', root).pathname;
+  const files = readdirSync(dir).filter((f) => f.endsWith('.json'));
+  t.true(files.includes('default.json'));
+  for (const file of files) {
+    const { experiment } = loadExperimentFile(join(dir, file));
+    t.is(`${experiment.name}.json`, file);
   }
 });
 
