@@ -79,6 +79,8 @@ export async function startAggregatorServer(o: ServerOptions): Promise<RunningSe
         return;
       }
       const waitMs = Math.min(Math.max(call.request.wait_ms || maxPollMs, 0), maxPollMs);
+      // Without this a dead node would look alive, and selectable, until its poll timed out.
+      call.on('cancelled', () => sessions.cancelPoll(session));
       sessions.poll(session, waitMs).then(
         (reply) => callback(null, reply),
         (err: unknown) => callback(toServiceError(err, o.log)),

@@ -93,6 +93,13 @@ export class Sessions {
     });
   }
 
+  /** The node hung up on its long poll (it died or restarted): it is no longer waiting. */
+  cancelPoll(session: Session): void {
+    if (!session.waiting) return;
+    clearTimeout(session.waiting.timer);
+    session.waiting = undefined;
+  }
+
   assign(session: Session, task: Task): void {
     session.busyWith = task.task_id ?? undefined;
     if (session.waiting) {
