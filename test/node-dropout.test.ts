@@ -1,0 +1,53 @@
+// Volunteers vanish mid-round: a killed node must not stall the run, and the
+// round commits with the nodes that answered.
+import { join } from 'node:path';
+import test from 'ava';
+import { startAggregator } from '../aggregator/aggregator.js';
+import { federatedData } from '../datasets/index.js';
+import { writeLocalData } from '../datasets/local-dir.js';
+import { freePort, spawnCli } from './support/cli.js';
+import { tempDir, tinyExperiment } from './support/fixtures.js';
+
+test('a node killed mid-round frees its slot and the round commits without it', async (t) => {
+  const experiment = tinyExperiment({
+    nodes: 3,
+    rounds: 3,
+    selection: { nodes_per_round: 3, min_updates: 2, deadline_seconds: 8 },
+  });
+  const dir = tempDir('dropout');
+  const data = await federatedData(experiment.dataset, 3, experiment.seed);
+  const port = await freePort();
+  const nodes = data.partitions.map((p, i) => {
+    writeLocalData(join(dir, `data-${i}`), p);
+    return spawnCli([
+      'node', '--aggregator', `127.0.0.1:${port}`, '--data', join(dir, `data-${i}`),
+      '--node-id', `drop-${i}`, '--exit-when-finished',
+    ]);
+  });
+  let killedAt = 0;
+  try {
+    const agg = await startAggregator({
+      experiment,
+      runDir: join(dir, 'run'),
+      runId: 'dropout',
+      test: data.test,
+      port,
+      heartbeatIntervalMs: 500,
+      onEvent: (e) => {
+        if (e.type === 'round-started' && e.round === 1 && !killedAt) {
+          killedAt = Date.now();
+          nodes[0]!.kill('SIGKILL');
+        }
+      },
+    });
+    const summary = await agg.done;
+    t.true(killedAt > 0);
+    t.is(summary.rounds.length, 3, 'every round committed despite the dead node');
+    t.true(summary.rounds.every((r) => r.participants === 2), JSON.stringify(summary.rounds.map((r) => r.participants)));
+    // The dead node held round 1 up at most until the deadline, and was not waited for again once its lease ran out.
+    t.true(summary.rounds[0]!.seconds < experiment.selection.deadline_seconds + 2);
+    t.true(summary.rounds[2]!.seconds < 4, `round 3 took ${summary.rounds[2]!.seconds} s`);
+  } finally {
+    for (const n of nodes) n.kill('SIGTERM');
+  }
+});
