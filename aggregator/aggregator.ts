@@ -9,6 +9,8 @@ import { initialWeights, weightManifest } from '../core/model.js';
 import { modelSpec } from '../core/model-zoo.js';
 import { softwareVersions } from '../core/version.js';
 import type { Dataset } from '../datasets/types.js';
+import { publicKeyToString, type Identity } from '../core/keys.js';
+import type { AdmissionPolicy } from './admission.js';
 import { RoundEngine, type EngineEvent, type RoundRecord } from './rounds.js';
 import { startAggregatorServer } from './server.js';
 import { Sessions } from './sessions.js';
@@ -18,6 +20,7 @@ import { strategyFor } from './strategies/index.js';
 
 export interface RunSummary {
   run_id: string;
+  aggregator_public_key: string;
   experiment: Experiment;
   backend: string;
   seed: number;
@@ -37,6 +40,9 @@ export interface AggregatorOptions {
   runDir: string;
   runId: string;
   test: Dataset;
+  /** The aggregator's key: signs tasks and round records. */
+  identity: Identity;
+  admission?: AdmissionPolicy;
   host?: string;
   port?: number;
   heartbeatIntervalMs?: number;
@@ -69,6 +75,7 @@ export async function startAggregator(o: AggregatorOptions): Promise<RunningAggr
     experimentJson: JSON.stringify(experiment),
     seed: experiment.seed,
     backend,
+    aggregatorPublicKey: publicKeyToString(o.identity.publicKey),
     software: JSON.stringify(softwareVersions()),
     status: 'running',
     startedAt: started,
@@ -79,6 +86,7 @@ export async function startAggregator(o: AggregatorOptions): Promise<RunningAggr
   const engine = new RoundEngine({
     experiment,
     runId,
+    identity: o.identity,
     topology: spec.topology,
     manifest,
     initialWeights: initialWeights(spec, experiment.seed),
@@ -94,6 +102,8 @@ export async function startAggregator(o: AggregatorOptions): Promise<RunningAggr
     sessions,
     store,
     experimentId: runId,
+    identity: o.identity,
+    admission: o.admission ?? { mode: 'open' },
     host: o.host,
     port: o.port,
     heartbeatIntervalMs,
@@ -116,7 +126,7 @@ export async function startAggregator(o: AggregatorOptions): Promise<RunningAggr
       await server.close();
       closeDb();
     }
-    const summary = summarise(runId, experiment, backend, records, (Date.now() - started) / 1000, runDir);
+    const summary = summarise(runId, publicKeyToString(o.identity.publicKey), experiment, backend, records, (Date.now() - started) / 1000, runDir);
     writeFileSync(join(runDir, 'summary.json'), JSON.stringify(summary, null, 2) + '\n');
     return summary;
   })();
@@ -134,6 +144,7 @@ export async function startAggregator(o: AggregatorOptions): Promise<RunningAggr
 
 export function summarise(
   runId: string,
+  aggregatorPublicKey: string,
   experiment: Experiment,
   backend: string,
   records: RoundRecord[],
@@ -148,6 +159,7 @@ export function summarise(
   const fractions = records.filter((r) => r.seconds > 0).map((r) => r.overhead_seconds / r.seconds);
   return {
     run_id: runId,
+    aggregator_public_key: aggregatorPublicKey,
     experiment,
     backend,
     seed: experiment.seed,

@@ -12,6 +12,17 @@ import {
   type TensorEntry,
 } from '../core/tensor-codec.js';
 import { Rng } from '../datasets/random.js';
+import type { Identity } from '../core/keys.js';
+import {
+  digestHex,
+  modelJsonSha256,
+  roundDigest,
+  sign,
+  signatureToString,
+  taskDigest,
+  updateDigest,
+  verify,
+} from '../core/signing.js';
 import type { Task } from '../proto/generated/crowdfl/v1/Task.js';
 import type { TensorSpec } from '../proto/generated/crowdfl/v1/TensorSpec.js';
 import type { UpdateMeta__Output } from '../proto/generated/crowdfl/v1/UpdateMeta.js';
@@ -35,6 +46,9 @@ export interface RoundRecord {
   seconds: number;
   overhead_seconds: number;
   model_sha256: string;
+  /** The aggregator's signed audit record of the round (see proto/crowdfl.proto, "crowdfl/round/v1"). */
+  round_digest: string;
+  aggregator_signature: string;
 }
 
 export type EngineEvent =
@@ -47,6 +61,7 @@ export type EngineEvent =
 export interface EngineOptions {
   experiment: Experiment;
   runId: string;
+  identity: Identity;
   topology: object;
   manifest: readonly TensorEntry[];
   initialWeights: Float32Array;
@@ -76,7 +91,7 @@ interface OpenRound {
   startedAt: number;
   deadline: number;
   tasks: Map<string, OpenTask>;
-  accepted: (ReceivedUpdate & { meta: UpdateMeta__Output; receivedAt: number })[];
+  accepted: (ReceivedUpdate & { meta: UpdateMeta__Output; receivedAt: number; digest: string; signature: string })[];
   rejected: UpdateRow[];
   wake: () => void;
 }
@@ -90,12 +105,14 @@ export class RoundEngine {
   private readonly expectedBytes: number;
   private stopped = false;
   private stopWaiting: () => void = () => {};
+  private readonly modelJsonSha256: string;
 
   constructor(private readonly o: EngineOptions) {
     this.expectedBytes = manifestBytes(o.manifest);
     if (o.initialWeights.length * 4 !== this.expectedBytes) {
       throw new Error(`initial weights have ${o.initialWeights.length} values, manifest needs ${this.expectedBytes / 4}`);
     }
+    this.modelJsonSha256 = modelJsonSha256(JSON.stringify(o.topology));
     this.global = { weights: o.initialWeights, sha256: '' };
     this.publish(o.initialWeights);
   }
@@ -222,7 +239,23 @@ export class RoundEngine {
           seed: (experiment.seed * 7919 + round * 131 + open.tasks.size) >>> 0,
         },
         deadline_unix_ms: deadline,
+        node_id: session.nodeId,
       };
+      task.signature = Buffer.from(
+        sign(
+          taskDigest({
+            experiment_id: runId,
+            round,
+            task_id: task.task_id!,
+            base_model_sha256: this.global.sha256,
+            model_json_sha256: this.modelJsonSha256,
+            training: task.training as { epochs: number; batch_size: number; learning_rate: number; seed: number },
+            deadline_unix_ms: deadline,
+            node_id: session.nodeId,
+          }),
+          this.o.identity,
+        ),
+      );
       open.tasks.set(task.task_id!, { task, sessionId: session.id, nodeId: session.nodeId, state: 'assigned' });
       store.recordTask({ taskId: task.task_id!, runId, round, nodeId: session.nodeId, issuedAt: startedAt, deadline });
       sessions.assign(session, task);
@@ -310,6 +343,12 @@ export class RoundEngine {
     if (!(meta.num_examples > 0) || !Number.isSafeInteger(meta.num_examples)) {
       throw this.reject(open, t, meta, invalid(`num_examples must be a positive integer, got ${meta.num_examples}`));
     }
+    if (!meta.signature || meta.signature.length !== 64) {
+      throw this.reject(open, t, meta, new RpcError(status.UNAUTHENTICATED, 'unsigned update: meta.signature must be the node\'s 64-byte Ed25519 signature'));
+    }
+    if (!/^[0-9a-f]{64}$/.test(meta.update_sha256)) {
+      throw this.reject(open, t, meta, invalid('update_sha256 must be the lowercase hex SHA-256 of the update bytes'));
+    }
     t.state = 'receiving';
     return this.expectedBytes;
   }
@@ -326,9 +365,29 @@ export class RoundEngine {
     if (!open || !t || t.state !== 'receiving') {
       throw precondition(`round ${meta.round} closed while the update was uploading`);
     }
+    const digest = updateDigest({
+      experiment_id: meta.experiment_id,
+      round: meta.round,
+      task_id: meta.task_id,
+      base_model_sha256: meta.base_model_sha256,
+      update_sha256: meta.update_sha256,
+      num_examples: meta.num_examples,
+      metrics: {
+        loss: meta.metrics?.loss ?? 0,
+        accuracy: meta.metrics?.accuracy ?? 0,
+        train_seconds: meta.metrics?.train_seconds ?? 0,
+        examples_per_second: meta.metrics?.examples_per_second ?? 0,
+        epochs_completed: meta.metrics?.epochs_completed ?? 0,
+        partial: meta.metrics?.partial ?? false,
+      },
+      node_public_key: session.publicKey,
+    });
+    if (!verify(digest, meta.signature, session.publicKey)) {
+      throw this.reject(open, t, meta, new RpcError(status.UNAUTHENTICATED, `bad signature: the update's signature does not verify under node ${session.nodeId}'s key`));
+    }
     const sha = sha256Hex(bytes);
-    if (meta.update_sha256 && meta.update_sha256 !== sha) {
-      throw this.reject(open, t, meta, invalid(`update bytes hash to ${sha}, the metadata says ${meta.update_sha256}`));
+    if (meta.update_sha256 !== sha) {
+      throw this.reject(open, t, meta, invalid(`update bytes hash to ${sha}, but the signed update_sha256 is ${meta.update_sha256}`), sha);
     }
     const bad = firstNonFinite(delta);
     if (bad >= 0) {
@@ -341,8 +400,10 @@ export class RoundEngine {
       numExamples: meta.num_examples,
       // The assembler's buffer belongs to this upload alone, so no copy is needed.
       delta,
-      meta: { ...meta, update_sha256: sha },
+      meta,
       receivedAt: Date.now(),
+      digest: digestHex(digest),
+      signature: signatureToString(meta.signature),
     });
     this.o.sessions.release(meta.task_id);
     this.o.onEvent?.({
@@ -399,6 +460,18 @@ export class RoundEngine {
     const seconds = (closedAt - open.startedAt) / 1000;
     const longestTraining = Math.max(0, ...updates.map((u) => u.meta.metrics?.train_seconds ?? 0));
     const kept = step.verdicts.filter((v) => v.verdict !== 'rejected').length;
+    const audit = roundDigest({
+      experiment_id: runId,
+      round: open.round,
+      previous_model_sha256: this.global.sha256,
+      model_sha256: checkpoint.sha256,
+      // Fixed order, so anyone rebuilding the record gets the same bytes.
+      accepted: updates
+        .filter((_, i) => step.verdicts[i]!.verdict !== 'rejected')
+        .map((u) => ({ task_id: u.taskId, update_digest_hex: u.digest, signature_b64: u.signature }))
+        .sort((a, b) => (a.task_id < b.task_id ? -1 : a.task_id > b.task_id ? 1 : 0)),
+    });
+    const auditSignature = signatureToString(sign(audit, this.o.identity));
     const examples = updates.reduce((sum, u) => sum + u.numExamples, 0);
     const record: RoundRecord = {
       round: open.round,
@@ -411,6 +484,8 @@ export class RoundEngine {
       seconds,
       overhead_seconds: Math.max(0, seconds - longestTraining),
       model_sha256: checkpoint.sha256,
+      round_digest: digestHex(audit),
+      aggregator_signature: auditSignature,
     };
     store.commitRound({
       round: {
@@ -424,6 +499,9 @@ export class RoundEngine {
         accuracy,
         loss,
         modelSha256: checkpoint.sha256,
+        previousModelSha256: this.global.sha256,
+        roundDigest: record.round_digest,
+        aggregatorSignature: auditSignature,
         startedAt: open.startedAt,
         closedAt,
         seconds,
@@ -476,6 +554,8 @@ export class RoundEngine {
       numExamples: u.numExamples,
       baseModelSha256: u.meta.base_model_sha256,
       updateSha256: u.meta.update_sha256,
+      updateDigest: u.digest,
+      signature: u.signature,
       metrics: JSON.stringify(u.meta.metrics ?? {}),
       verdict: v.verdict,
       weight: v.weight,

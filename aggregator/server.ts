@@ -7,6 +7,9 @@ import { ChunkAssembler, chunks, CodecError, DEFAULT_CHUNK_BYTES } from '../core
 import type { AggregatorHandlers } from '../proto/generated/crowdfl/v1/Aggregator.js';
 import type { ModelChunk } from '../proto/generated/crowdfl/v1/ModelChunk.js';
 import type { UpdateMeta__Output } from '../proto/generated/crowdfl/v1/UpdateMeta.js';
+import type { Identity } from '../core/keys.js';
+import { publicKeyToString } from '../core/keys.js';
+import { admit, type AdmissionPolicy } from './admission.js';
 import type { RoundEngine } from './rounds.js';
 import { invalid, precondition, RpcError } from './rpc-error.js';
 import type { Session, Sessions } from './sessions.js';
@@ -17,6 +20,8 @@ export interface ServerOptions {
   sessions: Sessions;
   store: RunStore;
   experimentId: string;
+  identity: Identity;
+  admission: AdmissionPolicy;
   host?: string;
   port?: number;
   heartbeatIntervalMs?: number;
@@ -54,16 +59,18 @@ export async function startAggregatorServer(o: ServerOptions): Promise<RunningSe
             `protocol version ${req.protocol_version} is not supported; this aggregator speaks ${PROTOCOL_VERSION}: install the same crowdfl version as the aggregator`,
           );
         }
-        if (!NODE_ID.test(req.node_id)) throw invalid('node_id must be 1-128 characters of A-Z a-z 0-9 . _ : -');
+        if (req.node_id && !NODE_ID.test(req.node_id)) throw invalid('node_id must be 1-128 characters of A-Z a-z 0-9 . _ : -');
         if (!req.capabilities) throw invalid('capabilities are missing');
-        const session = sessions.open(req.node_id, req.capabilities);
-        store.touchNode(req.node_id, JSON.stringify(req.capabilities), req.software.slice(0, 200));
+        const { nodeId, publicKey } = admit(req, o.admission, o.identity, store, o.experimentId);
+        const session = sessions.open(nodeId, publicKey, req.capabilities);
+        store.touchNode(nodeId, publicKeyToString(publicKey), JSON.stringify(req.capabilities), req.software.slice(0, 200));
         callback(null, {
           protocol_version: PROTOCOL_VERSION,
           session_id: session.id,
           experiment_id: o.experimentId,
           heartbeat_interval_ms: heartbeatMs,
           max_chunk_bytes: maxChunk,
+          aggregator_public_key: Buffer.from(o.identity.publicKey),
         });
       } catch (err) {
         callback(toServiceError(err, o.log));

@@ -10,6 +10,7 @@ import { notFound } from './rpc-error.js';
 export interface Session {
   readonly id: string;
   readonly nodeId: string;
+  readonly publicKey: Uint8Array;
   readonly capabilities: NodeCapabilities__Output;
   lastSeen: number;
   /** A long poll waiting for work. */
@@ -29,10 +30,10 @@ export class Sessions {
     private readonly retryAfterMs: () => number,
   ) {}
 
-  open(nodeId: string, capabilities: NodeCapabilities__Output): Session {
+  open(nodeId: string, publicKey: Uint8Array, capabilities: NodeCapabilities__Output): Session {
     // A node that restarts says hello again: its old session is dead.
     for (const s of this.byId.values()) if (s.nodeId === nodeId) this.close(s.id);
-    const session: Session = { id: randomUUID(), nodeId, capabilities, lastSeen: Date.now() };
+    const session: Session = { id: randomUUID(), nodeId, publicKey, capabilities, lastSeen: Date.now() };
     this.byId.set(session.id, session);
     return session;
   }

@@ -1,4 +1,4 @@
-import { writeFileSync, mkdirSync } from 'node:fs';
+import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { startAggregator } from '../aggregator/aggregator.js';
@@ -7,7 +7,11 @@ import { federatedData } from '../datasets/index.js';
 import { newRunId } from '../experiments/simulate.js';
 import { RunProgress } from '../experiments/progress.js';
 import { writeRunPlot } from '../experiments/plot.js';
-import { action } from './errors.js';
+import { action, UsageError } from './errors.js';
+import { DEFAULT_AGGREGATOR_KEY } from './keys.js';
+import { fingerprint, loadOrCreateIdentity, publicKeyFromString, publicKeyToString } from '../core/keys.js';
+import type { AdmissionPolicy } from '../aggregator/admission.js';
+import { InvalidArgumentError } from 'commander';
 import { parseChoice, parsePort } from './options.js';
 import { printSummary } from './summary.js';
 
@@ -18,6 +22,28 @@ interface Options {
   runsDir: string;
   runId?: string;
   backend?: BackendPreference;
+  key: string;
+  admission: 'open' | 'allowlist' | 'invitation';
+  allowlist?: string;
+}
+
+function admissionPolicy(opts: Options): AdmissionPolicy {
+  if (opts.admission === 'allowlist') {
+    if (!opts.allowlist) throw new UsageError('--admission allowlist needs --allowlist FILE (one base64 public key per line)');
+    const keys = readFileSync(opts.allowlist, 'utf8')
+      .split('\n')
+      .map((l) => l.replace(/#.*/, '').trim())
+      .filter(Boolean)
+      .map((k, i) => {
+        try {
+          return publicKeyToString(publicKeyFromString(k));
+        } catch {
+          throw new UsageError(`${opts.allowlist} line ${i + 1}: ${k} is not a base64 Ed25519 public key`);
+        }
+      });
+    return { mode: 'allowlist', publicKeys: new Set(keys) };
+  }
+  return { mode: opts.admission };
 }
 
 export function register(program: Command): void {
@@ -30,7 +56,17 @@ export function register(program: Command): void {
     .option('--runs-dir <dir>', 'where runs/<run-id>/ is written', 'runs')
     .option('--run-id <id>', 'name of the run directory')
     .option('--backend <name>', 'tfjs backend for evaluation: auto|tensorflow|tensorflow-gpu|wasm|cpu', parseChoice(backendPreferenceSchema))
-    .addHelpText('after', '\nNodes join with: crowdfl node --aggregator HOST:PORT --data DIR')
+    .option('--key <file>', "the aggregator's Ed25519 key (created on first run, mode 0600)", DEFAULT_AGGREGATOR_KEY)
+    .option('--admission <mode>', 'who may join: open, allowlist or invitation', (v: string) => {
+      if (!['open', 'allowlist', 'invitation'].includes(v)) throw new InvalidArgumentError('choose open, allowlist or invitation');
+      return v;
+    }, 'open')
+    .option('--allowlist <file>', 'with --admission allowlist: one base64 node public key per line')
+    .addHelpText(
+      'after',
+      '\nNodes join with: crowdfl node --aggregator HOST:PORT --data DIR --aggregator-key <this key>\n' +
+        'or, with --admission invitation, --invitation $(crowdfl invite --uses 10)',
+    )
     .action(
       action(async (opts: Options) => {
         const { experiment: parsed, text } = loadExperimentFile(opts.experiment);
@@ -40,6 +76,9 @@ export function register(program: Command): void {
         mkdirSync(runDir, { recursive: true });
         writeFileSync(join(runDir, 'experiment.json'), text);
         const log = (msg: string) => process.stderr.write(`${msg}\n`);
+        const admission = admissionPolicy(opts);
+        const { identity, created } = loadOrCreateIdentity(opts.key, { create: true });
+        log(`${created ? 'created' : 'using'} aggregator key ${opts.key}: ${publicKeyToString(identity.publicKey)} (fingerprint ${fingerprint(identity.publicKey)})`);
         const { test } = await federatedData(experiment.dataset, experiment.nodes, experiment.seed, { log });
         const progress = new RunProgress(experiment.rounds);
         const running = await startAggregator({
@@ -47,6 +86,8 @@ export function register(program: Command): void {
           runDir,
           runId,
           test,
+          identity,
+          admission,
           host: opts.host,
           port: opts.port,
           log,

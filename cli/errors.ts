@@ -1,11 +1,17 @@
 import { ExperimentError } from '../core/experiment.js';
 import { DatasetError } from '../datasets/errors.js';
+import { KeyFileError } from '../core/keys.js';
+import { InvitationError } from '../core/signing.js';
+import { ImpostorError } from '../trainer/client.js';
+import { AggregatorRefusal } from '../trainer/node.js';
 
 /** A mistake the user can fix: printed as a message, not a stack trace. */
 export class UsageError extends Error {}
 
 export function isUserError(err: unknown): err is Error {
-  return err instanceof UsageError || err instanceof ExperimentError || err instanceof DatasetError;
+  return [UsageError, ExperimentError, DatasetError, KeyFileError, InvitationError, ImpostorError, AggregatorRefusal].some(
+    (kind) => err instanceof kind,
+  );
 }
 
 /** Runs a subcommand's action, turning user errors into a message and exit code 2. */

@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
@@ -7,26 +6,29 @@ import { backendPreferenceSchema, type BackendPreference } from '../core/experim
 import { readLocalData } from '../datasets/local-dir.js';
 import { runNode } from '../trainer/node.js';
 import { action, UsageError } from './errors.js';
+import { readPinnedKey } from './keys.js';
+import { fingerprint, loadOrCreateIdentity, nodeIdFromPublicKey, publicKeyToString } from '../core/keys.js';
 import { parseAddress, parseChoice } from './options.js';
 
 interface Options {
   aggregator: string;
   data: string;
   backend: BackendPreference;
-  nodeId?: string;
   stateDir: string;
+  aggregatorKey?: string;
+  invitation?: string;
   exitWhenFinished: boolean;
   quiet: boolean;
 }
 
-/** The node's id survives restarts, so the aggregator knows it is the same machine. */
-function persistentNodeId(stateDir: string): string {
-  const file = join(stateDir, 'node-id');
-  if (existsSync(file)) return readFileSync(file, 'utf8').trim();
-  mkdirSync(stateDir, { recursive: true, mode: 0o700 });
-  const id = `node-${randomBytes(8).toString('hex')}`;
-  writeFileSync(file, `${id}\n`, { mode: 0o600 });
-  return id;
+/** Aggregator keys pinned on first use, per address, kept across restarts. */
+function pinFile(stateDir: string): string {
+  return join(stateDir, 'pinned-aggregators.json');
+}
+
+function readPins(stateDir: string): Record<string, string> {
+  const file = pinFile(stateDir);
+  return existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as Record<string, string>) : {};
 }
 
 export function register(program: Command): void {
@@ -36,14 +38,17 @@ export function register(program: Command): void {
     .requiredOption('--aggregator <host:port>', 'the aggregator to join', parseAddress)
     .requiredOption('--data <dir>', 'local training data (format: datasets/README.md; make one with `crowdfl data import-csv`)')
     .option('--backend <name>', 'auto|tensorflow|tensorflow-gpu|wasm|cpu', parseChoice(backendPreferenceSchema), 'auto')
-    .option('--node-id <id>', 'identity to announce (default: one created once and kept in --state-dir)')
-    .option('--state-dir <dir>', 'where the node keeps its identity', join(homedir(), '.crowdfl', 'node'))
+    .option('--state-dir <dir>', "where the node keeps its key (key.json, mode 0600) and the aggregator keys it pinned", join(homedir(), '.crowdfl', 'node'))
+    .option('--aggregator-key <key>', "the aggregator's public key to trust: base64, or a file holding it (default: pin the first key seen)")
+    .option('--invitation <token>', 'an invitation from the aggregator (crowdfl-invite:...); also pins its key')
     .option('--exit-when-finished', 'exit when the aggregator finishes its experiment, instead of waiting for the next', false)
     .option('--quiet', 'log only errors', false)
     .addHelpText(
       'after',
       '\nThe node never runs code it is sent: a task carries a declarative tfjs layers model (JSON), built\n' +
-        'only from an allowlist of layer classes. It reconnects by itself if the aggregator goes away.',
+        'only from an allowlist of layer classes, and is trained only if the pinned aggregator signed it.\n' +
+        'Its identity is an Ed25519 key created on first run in --state-dir; `crowdfl keys show --key DIR/key.json`\n' +
+        'prints it. It reconnects by itself if the aggregator goes away.',
     )
     .action(
       action(async (opts: Options) => {
@@ -51,8 +56,14 @@ export function register(program: Command): void {
           throw new UsageError(`--data ${opts.data} does not exist; point it at a directory in the crowdfl-data format (see datasets/README.md)`);
         }
         const data = readLocalData(opts.data);
-        const nodeId = opts.nodeId ?? persistentNodeId(opts.stateDir);
+        mkdirSync(opts.stateDir, { recursive: true, mode: 0o700 });
+        const { identity, created } = loadOrCreateIdentity(join(opts.stateDir, 'key.json'), { create: true });
+        const nodeId = nodeIdFromPublicKey(identity.publicKey);
         const log = opts.quiet ? () => {} : (msg: string) => process.stderr.write(`[${nodeId}] ${msg}\n`);
+        if (created) log(`created this node's key in ${join(opts.stateDir, 'key.json')} (fingerprint ${fingerprint(identity.publicKey)})`);
+        const pins = readPins(opts.stateDir);
+        const explicit = opts.aggregatorKey ?? opts.invitation;
+        const aggregatorKey = explicit ? readPinnedKey(explicit) : pins[opts.aggregator] ? readPinnedKey(pins[opts.aggregator]!) : undefined;
         log(`${data.numExamples} local examples of shape [${data.featureShape.join(',')}], ${data.numClasses} classes`);
         const controller = new AbortController();
         const stop = () => {
@@ -63,7 +74,13 @@ export function register(program: Command): void {
         process.once('SIGTERM', stop);
         const { tasksDone } = await runNode({
           aggregator: opts.aggregator,
-          nodeId,
+          identity,
+          aggregatorKey,
+          invitation: opts.invitation,
+          onPinned: (key) =>
+            writeFileSync(pinFile(opts.stateDir), JSON.stringify({ ...readPins(opts.stateDir), [opts.aggregator]: publicKeyToString(key) }, null, 2), {
+              mode: 0o600,
+            }),
           data,
           backend: opts.backend,
           exitWhenFinished: opts.exitWhenFinished,

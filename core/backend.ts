@@ -8,6 +8,7 @@ import * as tf from '@tensorflow/tfjs';
 import type { BackendPreference } from './experiment.js';
 import { layerSummary } from './model.js';
 import type { ModelSpec } from './model-zoo.js';
+import { registerWasmTrainingKernels } from './wasm-kernels.js';
 
 export interface BackendOptions {
   log?: (msg: string) => void;
@@ -89,6 +90,7 @@ async function loadWasm(): Promise<string | undefined> {
         // Not resolvable from here (bundled without node_modules): keep the default lookup.
       }
     }
+    registerWasmTrainingKernels();
     return undefined;
   } catch (err) {
     return `@tensorflow/tfjs-backend-wasm failed to load: ${errorText(err)}`;

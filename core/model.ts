@@ -337,9 +337,23 @@ export function numOutputs(spec: ModelSpec): number {
   return analysis(spec).outputShape[0];
 }
 
-/** Layer classes and activations in the topology; backend.ts maps them to kernels. */
-export function layerSummary(spec: ModelSpec): { className: string; activation: string | undefined }[] {
-  return analysis(spec).layers.map((l) => ({ className: l.className, activation: l.activation }));
+export interface LayerSummary {
+  className: string;
+  activation: string | undefined;
+  /** The layer's weights in manifest order (kernel, then bias if it has one). */
+  weights: { shape: number[]; role: 'kernel' | 'bias' }[];
+}
+
+/**
+ * Layer classes, activations and weight shapes in the topology; backend.ts
+ * maps them to kernels, trainer/dense-step.ts to a hand-written training step.
+ */
+export function layerSummary(spec: ModelSpec): LayerSummary[] {
+  return analysis(spec).layers.map((l) => ({
+    className: l.className,
+    activation: l.activation,
+    weights: l.weights.map((w) => ({ shape: [...w.shape], role: w.role })),
+  }));
 }
 
 /** Whether the model's outputs are probabilities (final softmax) rather than logits. */

@@ -13,6 +13,7 @@ import { federatedData } from '../datasets/index.js';
 import { writeLocalData } from '../datasets/local-dir.js';
 import { writeRunPlot } from './plot.js';
 import { RunProgress } from './progress.js';
+import { loadOrCreateIdentity, publicKeyToString } from '../core/keys.js';
 
 const CLI = fileURLToPath(new URL('../cli/index.js', import.meta.url));
 
@@ -51,12 +52,15 @@ export async function simulate(o: SimulateOptions): Promise<RunSummary & { run_d
   const sizes = data.partitions.map((p) => p.numExamples);
   log(`node data: ${sizes.length} partitions, ${Math.min(...sizes)}–${Math.max(...sizes)} examples each; test set ${data.test.numExamples}`);
 
+  // A simulation's aggregator gets a key of its own, which every node pins.
+  const { identity } = loadOrCreateIdentity(join(runDir, 'aggregator-key.json'), { create: true });
   const progress = o.progress === false ? undefined : new RunProgress(experiment.rounds);
   const aggregator = await startAggregator({
     experiment,
     runDir,
     runId,
     test: data.test,
+    identity,
     heartbeatIntervalMs: o.heartbeatIntervalMs,
     log,
     onEvent: progress?.handle,
@@ -73,8 +77,10 @@ export async function simulate(o: SimulateOptions): Promise<RunSummary & { run_d
         `127.0.0.1:${aggregator.port}`,
         '--data',
         join(dir, 'data'),
-        '--node-id',
-        `sim-${String(i).padStart(3, '0')}`,
+        '--state-dir',
+        join(dir, 'state'),
+        '--aggregator-key',
+        publicKeyToString(identity.publicKey),
         '--backend',
         experiment.backend,
         '--exit-when-finished',

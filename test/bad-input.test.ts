@@ -16,6 +16,7 @@ import { AggregatorConnection } from '../trainer/client.js';
 import { weightManifest } from '../core/model.js';
 import { parseModelJson } from '../core/model-zoo.js';
 import { tempDir, tinyExperiment } from './support/fixtures.js';
+import { generateIdentity, nodeIdFromPublicKey, type Identity } from '../core/keys.js';
 
 const caps = { backends: ['cpu'], cores: 1, memory_bytes: 1, num_examples: 100, feature_shape: [60], num_classes: 10 };
 
@@ -31,12 +32,13 @@ function statusOf(p: Promise<unknown>): Promise<{ code: number; details: string 
   );
 }
 
-async function join2(port: number, id: string): Promise<{ conn: AggregatorConnection; task: Task__Output }> {
+async function join2(port: number): Promise<{ conn: AggregatorConnection; task: Task__Output; identity: Identity }> {
   const conn = new AggregatorConnection(`127.0.0.1:${port}`);
-  await conn.hello(id, caps, 'test');
+  const identity = generateIdentity();
+  await conn.hello(identity, nodeIdFromPublicKey(identity.publicKey), caps, 'test');
   for (;;) {
     const reply = await conn.pollTask(5000);
-    if (reply.task) return { conn, task: reply.task };
+    if (reply.task) return { conn, task: reply.task, identity };
   }
 }
 
@@ -47,7 +49,7 @@ function submission(task: Task__Output, manifest: readonly TensorEntry[], delta:
     round: task.round,
     baseModelSha256: task.base_model_sha256,
     numExamples: 50,
-    metrics: { loss: 1, accuracy: 0.5, train_seconds: 0.1 },
+    metrics: { loss: 1, accuracy: 0.5, train_seconds: 0.1, examples_per_second: 500, epochs_completed: 1, partial: false },
     manifest,
     delta,
   };
@@ -60,7 +62,7 @@ test('bad input gets clear statuses and never touches the global model', async (
   });
   const { test: testSet } = await federatedData(experiment.dataset, experiment.nodes, experiment.seed);
   const runDir = tempDir('bad-input');
-  const agg = await startAggregator({ experiment, runDir, runId: 'bad-input', test: testSet });
+  const agg = await startAggregator({ experiment, runDir, runId: 'bad-input', test: testSet, identity: generateIdentity() });
   const client = rawClient(agg.port);
   try {
     // Wrong protocol version, bad node id, unknown session.
@@ -71,6 +73,9 @@ test('bad input gets clear statuses and never touches the global model', async (
     t.regex(s.details, /protocol version 99 is not supported/);
     s = await statusOf(hello({ protocol_version: PROTOCOL_VERSION, node_id: 'bad id with spaces', capabilities: caps }));
     t.is(s.code, grpc.status.INVALID_ARGUMENT);
+    s = await statusOf(hello({ protocol_version: PROTOCOL_VERSION, node_id: 'n-0', capabilities: caps }));
+    t.is(s.code, grpc.status.UNAUTHENTICATED);
+    t.regex(s.details, /no 32-byte Ed25519 node_public_key/);
     s = await statusOf(new Promise((res, rej) => client.PollTask({ session_id: 'nope', wait_ms: 10 }, (e, r) => (e ? rej(e) : res(r)))));
     t.is(s.code, grpc.status.NOT_FOUND);
     t.regex(s.details, /call Hello again/);
@@ -91,7 +96,7 @@ test('bad input gets clear statuses and never touches the global model', async (
     raw.close();
     t.not(s.code, grpc.status.OK);
 
-    const [a, b] = await Promise.all([join2(agg.port, 'node-a'), join2(agg.port, 'node-b')]);
+    const [a, b] = await Promise.all([join2(agg.port), join2(agg.port)]);
     t.is(a.task.round, 1);
     const spec = parseModelJson(a.task.model_json);
     const manifest = weightManifest(spec);
@@ -103,12 +108,12 @@ test('bad input gets clear statuses and never touches the global model', async (
 
     // Wrong shape: refused before any bytes are read.
     const wrongShape = [{ ...manifest[0]!, shape: [manifest[0]!.shape[0]! + 1, ...manifest[0]!.shape.slice(1)] }, ...manifest.slice(1)];
-    s = await statusOf(a.conn.submitUpdate(submission(a.task, wrongShape, new Float32Array(n))));
+    s = await statusOf(a.conn.submitUpdate(submission(a.task, wrongShape, new Float32Array(n)), a.identity));
     t.is(s.code, grpc.status.INVALID_ARGUMENT);
     t.regex(s.details, /does not fit the model: tensor 0/);
 
     // The task was answered (rejected); a second try is a duplicate.
-    s = await statusOf(a.conn.submitUpdate(submission(a.task, manifest, new Float32Array(n))));
+    s = await statusOf(a.conn.submitUpdate(submission(a.task, manifest, new Float32Array(n)), a.identity));
     t.is(s.code, grpc.status.ALREADY_EXISTS);
 
     // A stream whose first message is not metadata.
@@ -133,7 +138,7 @@ test('bad input gets clear statuses and never touches the global model', async (
     t.is(s.code, grpc.status.RESOURCE_EXHAUSTED);
 
     // A task assigned to b submitted from a's session.
-    s = await statusOf(a.conn.submitUpdate(submission(b.task, manifest, new Float32Array(n))));
+    s = await statusOf(a.conn.submitUpdate(submission(b.task, manifest, new Float32Array(n)), a.identity));
     t.is(s.code, grpc.status.PERMISSION_DENIED);
 
     // Truncated stream: fewer bytes than announced; b may then still submit.
@@ -148,6 +153,8 @@ test('bad input gets clear statuses and never touches the global model', async (
             round: 1,
             base_model_sha256: b.task.base_model_sha256,
             num_examples: 10,
+            update_sha256: '0'.repeat(64),
+            signature: Buffer.alloc(64, 1),
             manifest: { tensors: manifest.map((m) => ({ name: m.name, dtype: 'FLOAT32', shape: [...m.shape] })), total_bytes: n * 4 },
           },
         });
@@ -160,7 +167,7 @@ test('bad input gets clear statuses and never touches the global model', async (
 
     // The good update from b.
     const delta = new Float32Array(n).map((_, i) => ((i % 7) - 3) * 1e-3);
-    t.regex(await b.conn.submitUpdate(submission(b.task, manifest, delta)), /accepted into round 1/);
+    t.regex(await b.conn.submitUpdate(submission(b.task, manifest, delta), b.identity), /accepted into round 1/);
 
     // Round 1 has committed with only b's update: base + delta exactly.
     const summary1 = await waitForRound(runDir, 'bad-input', 1);
@@ -170,7 +177,7 @@ test('bad input gets clear statuses and never touches the global model', async (
     t.is(summary1.modelSha256, committed.sha256);
 
     // Late: round 1 is closed.
-    s = await statusOf(b.conn.submitUpdate(submission(b.task, manifest, delta)));
+    s = await statusOf(b.conn.submitUpdate(submission(b.task, manifest, delta), b.identity));
     t.is(s.code, grpc.status.FAILED_PRECONDITION);
     t.regex(s.details, /round 1 closed/);
 
@@ -179,11 +186,11 @@ test('bad input gets clear statuses and never touches the global model', async (
     t.is(a2.round, 2);
     const poisoned = new Float32Array(n);
     poisoned[5] = Number.NaN;
-    s = await statusOf(a.conn.submitUpdate(submission(a2, manifest, poisoned)));
+    s = await statusOf(a.conn.submitUpdate(submission(a2, manifest, poisoned), a.identity));
     t.is(s.code, grpc.status.INVALID_ARGUMENT);
     t.regex(s.details, /update value 5 is NaN/);
     // Stale base model.
-    s = await statusOf(b.conn.submitUpdate({ ...submission(b2, manifest, delta), baseModelSha256: a.task.base_model_sha256 }));
+    s = await statusOf(b.conn.submitUpdate({ ...submission(b2, manifest, delta), baseModelSha256: a.task.base_model_sha256 }, b.identity));
     t.is(s.code, grpc.status.FAILED_PRECONDITION);
     t.regex(s.details, /stale base model/);
 

@@ -63,7 +63,7 @@ test('an evaluator can list a run, see every verdict and catch a tampered checkp
   const show = await runCli(['runs', 'show', 'r1', '--runs-dir', runsDir, '--updates']);
   t.is(show.code, 0, show.stderr);
   t.is(show.stdout.match(/ ok\n/g)?.length, 2);
-  t.is(show.stdout.match(/sim-\d+ +\d+ examples +kept/g)?.length, 6);
+  t.is(show.stdout.match(/n-[0-9a-f]{20} +\d+ examples +kept/g)?.length, 6);
 
   const weights = join(runsDir, 'r1', 'checkpoints', 'round-0002', 'weights.bin');
   const bytes = readFileSync(weights);
@@ -86,9 +86,15 @@ test('crowdfl aggregator serves nodes started by hand with crowdfl node', async 
   t.regex(prepared.stdout, /node-001: \d+ examples, features \[60\], 10 classes/);
 
   const port = await freePort();
-  const aggregator = spawnCli(['aggregator', '--experiment', file, '--port', String(port), '--runs-dir', join(dir, 'runs'), '--run-id', 'a1']);
+  const keyFile = join(dir, 'aggregator-key.json');
+  const aggregator = spawnCli([
+    'aggregator', '--experiment', file, '--port', String(port), '--runs-dir', join(dir, 'runs'), '--run-id', 'a1', '--key', keyFile,
+  ]);
   const nodes = [0, 1].map((i) =>
-    spawnCli(['node', '--aggregator', `127.0.0.1:${port}`, '--data', join(dir, 'parts', `node-00${i}`), '--node-id', `op-${i}`, '--exit-when-finished']),
+    spawnCli([
+      'node', '--aggregator', `127.0.0.1:${port}`, '--data', join(dir, 'parts', `node-00${i}`),
+      '--state-dir', join(dir, `state-${i}`), '--exit-when-finished',
+    ]),
   );
   const exitCode = (c: ReturnType<typeof spawnCli>) =>
     c.exitCode !== null ? Promise.resolve(c.exitCode) : new Promise<number | null>((r) => c.once('exit', (code) => r(code)));
@@ -97,4 +103,7 @@ test('crowdfl aggregator serves nodes started by hand with crowdfl node', async 
   t.regex(aggregator.output(), /listening on 127\.0\.0\.1:\d+/);
   for (const n of nodes) t.is(await exitCode(n), 0, n.output());
   t.regex(nodes[1]!.output(), /round 2: trained \d+ examples/);
+  // With no key given, each node pinned the aggregator's key on first use and kept it.
+  const aggregatorKey = JSON.parse(readFileSync(keyFile, 'utf8')).public_key as string;
+  t.deepEqual(JSON.parse(readFileSync(join(dir, 'state-0', 'pinned-aggregators.json'), 'utf8')), { [`127.0.0.1:${port}`]: aggregatorKey });
 });

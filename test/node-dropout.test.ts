@@ -7,6 +7,7 @@ import { federatedData } from '../datasets/index.js';
 import { writeLocalData } from '../datasets/local-dir.js';
 import { freePort, spawnCli } from './support/cli.js';
 import { tempDir, tinyExperiment } from './support/fixtures.js';
+import { generateIdentity, publicKeyToString } from '../core/keys.js';
 
 test('a node killed mid-round frees its slot and the round commits without it', async (t) => {
   const experiment = tinyExperiment({
@@ -17,11 +18,12 @@ test('a node killed mid-round frees its slot and the round commits without it', 
   const dir = tempDir('dropout');
   const data = await federatedData(experiment.dataset, 3, experiment.seed);
   const port = await freePort();
+  const identity = generateIdentity();
   const nodes = data.partitions.map((p, i) => {
     writeLocalData(join(dir, `data-${i}`), p);
     return spawnCli([
       'node', '--aggregator', `127.0.0.1:${port}`, '--data', join(dir, `data-${i}`),
-      '--node-id', `drop-${i}`, '--exit-when-finished',
+      '--state-dir', join(dir, `state-${i}`), '--aggregator-key', publicKeyToString(identity.publicKey), '--exit-when-finished',
     ]);
   });
   let killedAt = 0;
@@ -30,6 +32,7 @@ test('a node killed mid-round frees its slot and the round commits without it', 
       experiment,
       runDir: join(dir, 'run'),
       runId: 'dropout',
+      identity,
       test: data.test,
       port,
       heartbeatIntervalMs: 500,

@@ -10,14 +10,19 @@ import {
   sha256Hex,
   type TensorEntry,
 } from '../core/tensor-codec.js';
+import type { Identity } from '../core/keys.js';
+import { fingerprint } from '../core/keys.js';
+import { helloDigest, sign, updateDigest, type UpdateSigningInput } from '../core/signing.js';
 import type { AggregatorClient } from '../proto/generated/crowdfl/v1/Aggregator.js';
 import type { HelloReply__Output } from '../proto/generated/crowdfl/v1/HelloReply.js';
 import type { ModelChunk__Output } from '../proto/generated/crowdfl/v1/ModelChunk.js';
 import type { NodeCapabilities } from '../proto/generated/crowdfl/v1/NodeCapabilities.js';
 import type { PollTaskReply__Output } from '../proto/generated/crowdfl/v1/PollTaskReply.js';
-import type { TrainingMetrics } from '../proto/generated/crowdfl/v1/TrainingMetrics.js';
 
 export class ProtocolError extends Error {}
+
+/** The server at the address is not the aggregator this node pinned. */
+export class ImpostorError extends Error {}
 
 export interface UpdateSubmission {
   taskId: string;
@@ -25,7 +30,7 @@ export interface UpdateSubmission {
   round: number;
   baseModelSha256: string;
   numExamples: number;
-  metrics: TrainingMetrics;
+  metrics: UpdateSigningInput['metrics'];
   manifest: readonly TensorEntry[];
   delta: Float32Array;
 }
@@ -57,13 +62,49 @@ export class AggregatorConnection {
     return { deadline: new Date(Date.now() + ms) };
   }
 
-  async hello(nodeId: string, capabilities: NodeCapabilities, software: string): Promise<HelloReply__Output> {
-    this.session = await new Promise<HelloReply__Output>((resolve, reject) =>
-      this.client.Hello({ protocol_version: PROTOCOL_VERSION, node_id: nodeId, capabilities, software }, this.deadline(10_000), (err, reply) =>
-        err ? reject(err) : resolve(reply!),
+  /**
+   * Joins, proving possession of the node's key. With `pinned`, the hello is
+   * bound to that aggregator key and any other key in the reply is refused.
+   */
+  async hello(
+    identity: Identity,
+    nodeId: string,
+    capabilities: NodeCapabilities,
+    software: string,
+    pinned?: Uint8Array,
+    invitation?: string,
+  ): Promise<HelloReply__Output> {
+    const timestamp = Date.now();
+    const signature = sign(
+      helloDigest({ node_public_key: identity.publicKey, aggregator_public_key: pinned, timestamp_ms: timestamp }),
+      identity,
+    );
+    const reply = await new Promise<HelloReply__Output>((resolve, reject) =>
+      this.client.Hello(
+        {
+          protocol_version: PROTOCOL_VERSION,
+          node_id: nodeId,
+          capabilities,
+          software,
+          node_public_key: Buffer.from(identity.publicKey),
+          timestamp_ms: timestamp,
+          hello_signature: Buffer.from(signature),
+          invitation: invitation ?? '',
+        },
+        this.deadline(10_000),
+        (err, r) => (err ? reject(err) : resolve(r!)),
       ),
     );
-    return this.session;
+    const presented = new Uint8Array(reply.aggregator_public_key ?? []);
+    if (presented.length !== 32) throw new ImpostorError(`the server at ${this.address} presented no aggregator key`);
+    if (pinned && Buffer.compare(Buffer.from(presented), Buffer.from(pinned)) !== 0) {
+      throw new ImpostorError(
+        `the server at ${this.address} presented aggregator key ${fingerprint(presented)}, but this node pinned ${fingerprint(pinned)}; ` +
+          'refusing to work for it (if the aggregator\'s key really changed, pass the new one with --aggregator-key)',
+      );
+    }
+    this.session = reply;
+    return reply;
   }
 
   pollTask(waitMs: number): Promise<PollTaskReply__Output> {
@@ -127,9 +168,24 @@ export class AggregatorConnection {
     });
   }
 
-  submitUpdate(u: UpdateSubmission): Promise<string> {
+  submitUpdate(u: UpdateSubmission, identity: Identity): Promise<string> {
     const maxChunk = this.session?.max_chunk_bytes || 1 << 20;
     const bytes = float32ToBytes(u.delta);
+    const updateSha256 = sha256Hex(bytes);
+    // The node signs the digest of what it claims, never the megabytes.
+    const signature = sign(
+      updateDigest({
+        experiment_id: u.experimentId,
+        round: u.round,
+        task_id: u.taskId,
+        base_model_sha256: u.baseModelSha256,
+        update_sha256: updateSha256,
+        num_examples: u.numExamples,
+        metrics: u.metrics,
+        node_public_key: identity.publicKey,
+      }),
+      identity,
+    );
     return new Promise((resolve, reject) => {
       const call = this.client.SubmitUpdate(this.deadline(120_000), (err, reply) =>
         err ? reject(err) : resolve(reply!.message),
@@ -150,7 +206,8 @@ export class AggregatorConnection {
               tensors: u.manifest.map((t) => ({ name: t.name, dtype: 'FLOAT32', shape: [...t.shape] })),
               total_bytes: bytes.byteLength,
             },
-            update_sha256: sha256Hex(bytes),
+            update_sha256: updateSha256,
+            signature: Buffer.from(signature),
           },
         });
         for (const data of chunks(bytes, maxChunk)) await write({ data });

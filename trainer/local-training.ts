@@ -2,9 +2,15 @@
 // the example order comes from our seeded Rng (same seed → same weights on a
 // given backend), batches are assembled in one reused buffer, and the loop can
 // stop at a deadline with the work done so far.
+//
+// The step itself comes in two forms: models that are a stack of Dense layers
+// (2nn, logreg) take the hand-written step of trainer/dense-step.ts, several
+// times faster; anything else (the CNN) goes through the layers API and tfjs
+// autodiff. Both minimise the same loss and agree up to float rounding.
 import * as tf from '@tensorflow/tfjs';
 import { countCorrect, crossEntropy, inputShape, numOutputs, outputsProbabilities, setFlatWeights, getFlatWeights, withModel } from '../core/model.js';
 import type { ModelSpec } from '../core/model-zoo.js';
+import { DenseTrainer, densePlan, type DensePlan } from './dense-step.js';
 import { Rng } from '../datasets/random.js';
 import { featureSize, type Dataset } from '../datasets/types.js';
 
@@ -31,7 +37,15 @@ export interface TrainLocallyOptions {
   /** Checked between batches like the deadline, e.g. when the aggregator no longer wants the update. */
   shouldStop?: () => boolean;
   onProgress?: (p: TrainingProgress) => void;
+  /**
+   * Which training step to run: 'auto' (the default) takes the dense step
+   * when the model allows it; 'dense' insists on it (RangeError otherwise);
+   * 'generic' forces the autodiff step, e.g. to compare the two.
+   */
+  path?: TrainingPath | 'auto';
 }
+
+export type TrainingPath = 'dense' | 'generic';
 
 export interface TrainingMetricsResult {
   /** Mean training cross-entropy over the last (possibly partial) epoch; NaN if no batch ran. */
@@ -49,6 +63,8 @@ export interface TrainLocallyResult {
   epochsCompleted: number;
   /** Stopped early by the deadline or shouldStop. */
   partial: boolean;
+  /** The training step that ran. */
+  path: TrainingPath;
   metrics: TrainingMetricsResult;
 }
 
@@ -81,77 +97,51 @@ function checkOptions(o: TrainLocallyOptions): void {
   }
 }
 
+/** One SGD step per call; the training loop around it is shared. */
+interface Stepper {
+  /** Tensor shape the step takes a batch of `size` examples in. */
+  batchShape(size: number): number[];
+  /** Trains on one batch; returns the batch's summed loss and correct count, which the caller disposes. */
+  step(x: tf.Tensor, y: tf.Tensor2D, size: number): { loss: tf.Scalar; correct: tf.Scalar };
+  weights(): Promise<Float32Array>;
+}
+
+function choosePlan(o: TrainLocallyOptions): DensePlan | undefined {
+  const wanted = o.path ?? 'auto';
+  if (wanted === 'generic') return undefined;
+  const plan = densePlan(o.spec);
+  if (!plan && wanted === 'dense') throw new RangeError(`model ${o.spec.name} is not a stack of Dense layers; it cannot take the dense training step`);
+  return plan;
+}
+
 /** Trains `spec` from `baseWeights` on `data` with plain SGD; see TrainLocallyOptions. */
 export async function trainLocally(o: TrainLocallyOptions): Promise<TrainLocallyResult> {
   checkOptions(o);
-  const { data, spec } = o;
-  const n = data.numExamples;
-  const d = featureSize(data);
-  const classes = data.numClasses;
-  const batchSize = Math.min(o.batchSize, Math.max(n, 1));
-  const batches = Math.ceil(n / batchSize);
-  const probabilities = outputsProbabilities(spec);
-  const rng = Rng.derive(o.seed, 'local-training-order');
-  const order = new Uint32Array(n);
-  for (let i = 0; i < n; i++) order[i] = i;
-
-  const xBuffer = new Float32Array(batchSize * d);
-  const yBuffer = new Float32Array(batchSize * classes);
-
-  return withModel(spec, async (model) => {
+  const plan = choosePlan(o);
+  if (plan) {
+    const started = performance.now();
+    const trainer = new DenseTrainer(plan, o.baseWeights, o.learningRate);
+    try {
+      const stepper: Stepper = {
+        batchShape: (size) => [size, plan.inputSize],
+        step: (x, y) => trainer.step(x as tf.Tensor2D, y),
+        weights: () => trainer.weights(),
+      };
+      return await runLoop(o, stepper, 'dense', started);
+    } finally {
+      trainer.dispose();
+    }
+  }
+  return withModel(o.spec, async (model) => {
     const started = performance.now();
     setFlatWeights(model, o.baseWeights);
     const variables = model.trainableWeights.map((w) => w.read() as tf.Variable);
     const optimizer = tf.train.sgd(o.learningRate);
-
-    let examplesTrained = 0;
-    let epochsCompleted = 0;
-    let partial = false;
-    let loss = Number.NaN;
-    let accuracy = Number.NaN;
-    // Sums over the current epoch, kept on the backend so no batch waits on a
-    // device read; they are read once when the epoch ends.
-    let lossSum: tf.Scalar | undefined;
-    let correctSum: tf.Scalar | undefined;
-    let epochExamples = 0;
-    let lastYield = performance.now();
-
-    const stopRequested = () => (o.deadline !== undefined && Date.now() >= o.deadline) || (o.shouldStop?.() ?? false);
-
-    const readEpochMetrics = async () => {
-      if (!lossSum || !correctSum || epochExamples === 0) return;
-      const [l, c] = await Promise.all([lossSum.data(), correctSum.data()]);
-      loss = l[0] / epochExamples;
-      accuracy = c[0] / epochExamples;
-    };
-    const resetEpochSums = () => {
-      tf.dispose([lossSum, correctSum].filter((t): t is tf.Scalar => t !== undefined));
-      lossSum = undefined;
-      correctSum = undefined;
-      epochExamples = 0;
-    };
-
+    const probabilities = outputsProbabilities(o.spec);
     try {
-      epochs: for (let epoch = 0; epoch < o.epochs; epoch++) {
-        rng.shuffle(order);
-        for (let b = 0; b < batches; b++) {
-          if (stopRequested()) {
-            partial = true;
-            break epochs;
-          }
-          const start = b * batchSize;
-          const size = Math.min(batchSize, n - start);
-          yBuffer.fill(0, 0, size * classes);
-          for (let i = 0; i < size; i++) {
-            const row = order[start + i];
-            xBuffer.set(data.features.subarray(row * d, row * d + d), i * d);
-            yBuffer[i * classes + data.labels[row]] = 1;
-          }
-          // The cpu backend keeps the array it is handed rather than copying, so
-          // these tensors view the shared buffers: they must be gone before the
-          // next batch overwrites them, which the dispose below guarantees.
-          const x = tf.tensor(xBuffer.subarray(0, size * d), [size, ...data.featureShape], 'float32');
-          const y = tf.tensor2d(yBuffer.subarray(0, size * classes), [size, classes], 'float32');
+      const stepper: Stepper = {
+        batchShape: (size) => [size, ...o.data.featureShape],
+        step: (x, y, size) => {
           let correct: tf.Scalar | undefined;
           const cost = optimizer.minimize(
             () => {
@@ -161,43 +151,120 @@ export async function trainLocally(o: TrainLocallyOptions): Promise<TrainLocally
             },
             true,
             variables,
-          );
-          const prevLoss = lossSum;
-          const prevCorrect = correctSum;
-          lossSum = tf.tidy(() => {
-            const batchLoss = tf.mul(cost as tf.Scalar, size);
-            return prevLoss ? tf.add(prevLoss, batchLoss) : batchLoss;
-          }) as tf.Scalar;
-          correctSum = tf.tidy(() => (prevCorrect ? tf.add(prevCorrect, correct as tf.Scalar) : tf.clone(correct as tf.Scalar))) as tf.Scalar;
-          tf.dispose([x, y, cost as tf.Scalar, correct as tf.Scalar]);
-          tf.dispose([prevLoss, prevCorrect].filter((t): t is tf.Scalar => t !== undefined));
-
-          examplesTrained += size;
-          epochExamples += size;
-          o.onProgress?.({ epoch, batch: b + 1, batches, examplesSeen: examplesTrained });
-          if (performance.now() - lastYield >= YIELD_EVERY_MS) {
-            await yieldToEventLoop();
-            lastYield = performance.now();
-          }
-        }
-        await readEpochMetrics();
-        resetEpochSums();
-        epochsCompleted++;
-      }
-      // A cut-short epoch reports its own batches; with none, the last full epoch stands.
-      await readEpochMetrics();
-      const weights = getFlatWeights(model);
-      const seconds = (performance.now() - started) / 1000;
-      return {
-        weights,
-        examplesTrained,
-        epochsCompleted,
-        partial,
-        metrics: { loss, accuracy, seconds, examples_per_second: seconds > 0 ? examplesTrained / seconds : 0 },
+          ) as tf.Scalar;
+          const loss = tf.mul(cost, size) as tf.Scalar;
+          cost.dispose();
+          return { loss, correct: correct as tf.Scalar };
+        },
+        weights: async () => getFlatWeights(model),
       };
+      return await runLoop(o, stepper, 'generic', started);
     } finally {
-      resetEpochSums();
       optimizer.dispose();
     }
   });
+}
+
+async function runLoop(o: TrainLocallyOptions, stepper: Stepper, path: TrainingPath, started: number): Promise<TrainLocallyResult> {
+  const { data } = o;
+  const n = data.numExamples;
+  const d = featureSize(data);
+  const classes = data.numClasses;
+  const batchSize = Math.min(o.batchSize, Math.max(n, 1));
+  const batches = Math.ceil(n / batchSize);
+  const rng = Rng.derive(o.seed, 'local-training-order');
+  const order = new Uint32Array(n);
+  for (let i = 0; i < n; i++) order[i] = i;
+
+  const xBuffer = new Float32Array(batchSize * d);
+  const yBuffer = new Float32Array(batchSize * classes);
+
+  let examplesTrained = 0;
+  let epochsCompleted = 0;
+  let partial = false;
+  let loss = Number.NaN;
+  let accuracy = Number.NaN;
+  // Sums over the current epoch, kept on the backend so no batch waits on a
+  // device read; they are read once when the epoch ends.
+  let lossSum: tf.Scalar | undefined;
+  let correctSum: tf.Scalar | undefined;
+  let epochExamples = 0;
+  let lastYield = performance.now();
+
+  const stopRequested = () => (o.deadline !== undefined && Date.now() >= o.deadline) || (o.shouldStop?.() ?? false);
+
+  const readEpochMetrics = async () => {
+    if (!lossSum || !correctSum || epochExamples === 0) return;
+    const [l, c] = await Promise.all([lossSum.data(), correctSum.data()]);
+    loss = l[0] / epochExamples;
+    accuracy = c[0] / epochExamples;
+  };
+  const resetEpochSums = () => {
+    tf.dispose([lossSum, correctSum].filter((t): t is tf.Scalar => t !== undefined));
+    lossSum = undefined;
+    correctSum = undefined;
+    epochExamples = 0;
+  };
+
+  try {
+    epochs: for (let epoch = 0; epoch < o.epochs; epoch++) {
+      rng.shuffle(order);
+      for (let b = 0; b < batches; b++) {
+        if (stopRequested()) {
+          partial = true;
+          break epochs;
+        }
+        const start = b * batchSize;
+        const size = Math.min(batchSize, n - start);
+        yBuffer.fill(0, 0, size * classes);
+        for (let i = 0; i < size; i++) {
+          const row = order[start + i];
+          xBuffer.set(data.features.subarray(row * d, row * d + d), i * d);
+          yBuffer[i * classes + data.labels[row]] = 1;
+        }
+        // The cpu backend keeps the array it is handed rather than copying, so
+        // these tensors view the shared buffers: they must be gone before the
+        // next batch overwrites them, which the dispose below guarantees.
+        const x = tf.tensor(xBuffer.subarray(0, size * d), stepper.batchShape(size), 'float32');
+        const y = tf.tensor2d(yBuffer.subarray(0, size * classes), [size, classes], 'float32');
+        let batch: { loss: tf.Scalar; correct: tf.Scalar };
+        try {
+          batch = stepper.step(x, y, size);
+        } finally {
+          tf.dispose([x, y]);
+        }
+        const prevLoss = lossSum;
+        const prevCorrect = correctSum;
+        lossSum = prevLoss ? (tf.add(prevLoss, batch.loss) as tf.Scalar) : tf.clone(batch.loss);
+        correctSum = prevCorrect ? (tf.add(prevCorrect, batch.correct) as tf.Scalar) : tf.clone(batch.correct);
+        tf.dispose([batch.loss, batch.correct]);
+        tf.dispose([prevLoss, prevCorrect].filter((t): t is tf.Scalar => t !== undefined));
+
+        examplesTrained += size;
+        epochExamples += size;
+        o.onProgress?.({ epoch, batch: b + 1, batches, examplesSeen: examplesTrained });
+        if (performance.now() - lastYield >= YIELD_EVERY_MS) {
+          await yieldToEventLoop();
+          lastYield = performance.now();
+        }
+      }
+      await readEpochMetrics();
+      resetEpochSums();
+      epochsCompleted++;
+    }
+    // A cut-short epoch reports its own batches; with none, the last full epoch stands.
+    await readEpochMetrics();
+    const weights = await stepper.weights();
+    const seconds = (performance.now() - started) / 1000;
+    return {
+      weights,
+      examplesTrained,
+      epochsCompleted,
+      partial,
+      path,
+      metrics: { loss, accuracy, seconds, examples_per_second: seconds > 0 ? examplesTrained / seconds : 0 },
+    };
+  } finally {
+    resetEpochSums();
+  }
 }

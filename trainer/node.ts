@@ -12,12 +12,19 @@ import type { ModelSpec } from '../core/model-zoo.js';
 import type { Dataset } from '../datasets/types.js';
 import type { Task__Output } from '../proto/generated/crowdfl/v1/Task.js';
 import { AggregatorConnection, isTransient } from './client.js';
+import { fingerprint, nodeIdFromPublicKey, type Identity } from '../core/keys.js';
+import { modelJsonSha256, taskDigest, verify } from '../core/signing.js';
 import { trainLocally } from './local-training.js';
 import { SOFTWARE } from '../core/version.js';
 
 export interface NodeOptions {
   aggregator: string;
-  nodeId: string;
+  identity: Identity;
+  /** The aggregator key to trust; without one the first key seen is pinned (trust on first use). */
+  aggregatorKey?: Uint8Array;
+  /** Called when a key is pinned on first use, so it can be remembered across restarts. */
+  onPinned?: (key: Uint8Array) => void;
+  invitation?: string;
   data: Dataset;
   backend: BackendPreference;
   /** Exit once the aggregator says the experiment is over (simulations); operators keep polling. */
@@ -25,6 +32,9 @@ export interface NodeOptions {
   log?: (msg: string) => void;
   signal?: AbortSignal;
 }
+
+/** The aggregator said no in a way retrying cannot fix (banned, not invited, wrong version). */
+export class AggregatorRefusal extends Error {}
 
 export class Backoff {
   private attempt = 0;
@@ -62,14 +72,21 @@ export async function runNode(o: NodeOptions): Promise<{ tasksDone: number }> {
     feature_shape: [...o.data.featureShape],
     num_classes: o.data.numClasses,
   };
+  const nodeId = nodeIdFromPublicKey(o.identity.publicKey);
+  let pinned = o.aggregatorKey;
   const backoff = new Backoff();
   const modelCache = new Map<string, Float32Array>();
   let tasksDone = 0;
   while (!o.signal?.aborted) {
     const conn = new AggregatorConnection(o.aggregator);
     try {
-      const hello = await conn.hello(o.nodeId, capabilities, SOFTWARE);
-      log(`joined experiment ${hello.experiment_id} at ${o.aggregator} as ${o.nodeId}`);
+      const hello = await conn.hello(o.identity, nodeId, capabilities, SOFTWARE, pinned, o.invitation);
+      if (!pinned) {
+        pinned = new Uint8Array(hello.aggregator_public_key);
+        log(`pinned aggregator key ${fingerprint(pinned)} on first use; pass --aggregator-key to pin it explicitly`);
+        o.onPinned?.(pinned);
+      }
+      log(`joined experiment ${hello.experiment_id} at ${o.aggregator} as ${nodeId} (aggregator ${fingerprint(pinned)})`);
       backoff.reset();
       for (;;) {
         if (o.signal?.aborted) return { tasksDone };
@@ -84,11 +101,14 @@ export async function runNode(o: NodeOptions): Promise<{ tasksDone: number }> {
           await sleep(reply.retry_after_ms, o.signal);
           continue;
         }
-        await work(conn, reply.task, hello.heartbeat_interval_ms, modelCache, o, log);
+        await work(conn, reply.task, hello.heartbeat_interval_ms, modelCache, { ...o, nodeId, aggregatorKey: pinned }, log);
         tasksDone++;
       }
     } catch (err) {
-      if (!isTransient(err)) throw err;
+      if (!isTransient(err)) {
+        const details = (err as { details?: string }).details;
+        throw details ? new AggregatorRefusal(`the aggregator at ${o.aggregator} refused this node: ${details}`) : err;
+      }
       const wait = backoff.next();
       log(`aggregator unreachable (${(err as Error).message}); retrying in ${(wait / 1000).toFixed(1)} s`);
       await sleep(wait, o.signal);
@@ -99,15 +119,40 @@ export async function runNode(o: NodeOptions): Promise<{ tasksDone: number }> {
   return { tasksDone };
 }
 
+/** Is this task really from the pinned aggregator, and for this node? */
+function taskProblem(task: Task__Output, nodeId: string, aggregatorKey: Uint8Array): string | undefined {
+  if (task.node_id !== nodeId) return `it is addressed to ${task.node_id}, not to this node`;
+  if (!task.signature || task.signature.length !== 64) return 'it is unsigned';
+  const t = task.training;
+  if (!t) return 'it has no training configuration';
+  const digest = taskDigest({
+    experiment_id: task.experiment_id,
+    round: task.round,
+    task_id: task.task_id,
+    base_model_sha256: task.base_model_sha256,
+    model_json_sha256: modelJsonSha256(task.model_json),
+    training: { epochs: t.epochs, batch_size: t.batch_size, learning_rate: t.learning_rate, seed: t.seed },
+    deadline_unix_ms: Number(task.deadline_unix_ms),
+    node_id: task.node_id,
+  });
+  if (!verify(digest, task.signature, aggregatorKey)) return "its signature does not verify under the pinned aggregator's key";
+  return undefined;
+}
+
 async function work(
   conn: AggregatorConnection,
   task: Task__Output,
   heartbeatMs: number,
   modelCache: Map<string, Float32Array>,
-  o: NodeOptions,
+  o: NodeOptions & { nodeId: string; aggregatorKey: Uint8Array },
   log: (msg: string) => void,
 ): Promise<void> {
   const started = Date.now();
+  const problem = taskProblem(task, o.nodeId, o.aggregatorKey);
+  if (problem) {
+    log(`refused task ${task.task_id} of round ${task.round}: ${problem}`);
+    return;
+  }
   let spec: ModelSpec;
   try {
     spec = parseModelJson(task.model_json);
@@ -174,7 +219,7 @@ async function work(
         epochs_completed: result.epochsCompleted,
         partial: result.partial,
       },
-    });
+    }, o.identity);
     log(
       `round ${task.round}: trained ${result.examplesTrained} examples in ${result.metrics.seconds.toFixed(1)} s ` +
         `(loss ${result.metrics.loss.toFixed(3)}, ${Math.round(result.metrics.examples_per_second)} ex/s); ${message} ` +

@@ -3,7 +3,7 @@
 // crash leaves either the whole round or none of it.
 import { and, asc, eq, sql } from 'drizzle-orm';
 import type { Db } from './db.js';
-import { nodes, rounds, runs, tasks, updates, type RoundRow, type RunRow, type UpdateRow } from './schema.js';
+import { invitations, nodes, rounds, runs, tasks, updates, type NodeRow, type RoundRow, type RunRow, type UpdateRow } from './schema.js';
 
 export interface RoundOutcome {
   round: typeof rounds.$inferInsert;
@@ -25,13 +25,38 @@ export class RunStore {
     return this.db.select().from(runs).where(eq(runs.id, id)).get();
   }
 
-  touchNode(nodeId: string, capabilities: string, software: string): void {
+  touchNode(nodeId: string, publicKey: string, capabilities: string, software: string): void {
     const now = Date.now();
     this.db
       .insert(nodes)
-      .values({ nodeId, firstSeen: now, lastSeen: now, capabilities, software })
+      .values({ nodeId, publicKey, firstSeen: now, lastSeen: now, capabilities, software })
       .onConflictDoUpdate({ target: nodes.nodeId, set: { lastSeen: now, capabilities, software } })
       .run();
+  }
+
+  node(nodeId: string): NodeRow | undefined {
+    return this.db.select().from(nodes).where(eq(nodes.nodeId, nodeId)).get();
+  }
+
+  /** Bans a node by its id (derived from its key); it may not have joined yet. */
+  banNode(nodeId: string, publicKey: string, reason: string): void {
+    const now = Date.now();
+    this.db
+      .insert(nodes)
+      .values({ nodeId, publicKey, status: 'banned', statusReason: reason, firstSeen: now, lastSeen: now, capabilities: '{}' })
+      .onConflictDoUpdate({ target: nodes.nodeId, set: { status: 'banned', statusReason: reason } })
+      .run();
+  }
+
+  /** Counts one use of an invitation; false when it is used up. Atomic, so two nodes cannot share the last use. */
+  useInvitation(tokenId: string, maxUses: number, expiresAt: number): boolean {
+    return this.db.transaction((tx) => {
+      tx.insert(invitations).values({ tokenId, maxUses, expiresAt }).onConflictDoNothing().run();
+      const row = tx.select().from(invitations).where(eq(invitations.tokenId, tokenId)).get()!;
+      if (row.uses >= row.maxUses) return false;
+      tx.update(invitations).set({ uses: row.uses + 1 }).where(eq(invitations.tokenId, tokenId)).run();
+      return true;
+    });
   }
 
   seeNode(nodeId: string): void {

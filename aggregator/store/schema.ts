@@ -9,6 +9,7 @@ export const runs = sqliteTable('runs', {
   experimentJson: text('experiment_json').notNull(),
   seed: integer('seed').notNull(),
   backend: text('backend').notNull(),
+  aggregatorPublicKey: text('aggregator_public_key').notNull(),
   software: text('software').notNull(),
   status: text('status', { enum: ['running', 'finished', 'failed'] }).notNull(),
   startedAt: integer('started_at').notNull(),
@@ -17,6 +18,9 @@ export const runs = sqliteTable('runs', {
 
 export const nodes = sqliteTable('nodes', {
   nodeId: text('node_id').primaryKey(),
+  publicKey: text('public_key').notNull(),
+  status: text('status', { enum: ['active', 'banned'] }).notNull().default('active'),
+  statusReason: text('status_reason').notNull().default(''),
   firstSeen: integer('first_seen').notNull(),
   lastSeen: integer('last_seen').notNull(),
   capabilities: text('capabilities').notNull(),
@@ -40,6 +44,11 @@ export const rounds = sqliteTable(
     accuracy: real('accuracy'),
     loss: real('loss'),
     modelSha256: text('model_sha256').notNull(),
+    previousModelSha256: text('previous_model_sha256').notNull().default(''),
+    // The aggregator's signature over the "crowdfl/round/v1" digest: the new
+    // model hash and every accepted update's digest and signature.
+    roundDigest: text('round_digest').notNull().default(''),
+    aggregatorSignature: text('aggregator_signature').notNull().default(''),
     startedAt: integer('started_at').notNull(),
     closedAt: integer('closed_at').notNull(),
     seconds: real('seconds').notNull(),
@@ -69,6 +78,8 @@ export const updates = sqliteTable(
     numExamples: integer('num_examples').notNull(),
     baseModelSha256: text('base_model_sha256').notNull(),
     updateSha256: text('update_sha256').notNull(),
+    updateDigest: text('update_digest').notNull().default(''),
+    signature: text('signature').notNull().default(''),
     metrics: text('metrics').notNull(),
     verdict: text('verdict', { enum: ['kept', 'down-weighted', 'rejected'] }).notNull(),
     weight: real('weight').notNull(),
@@ -82,3 +93,12 @@ export const updates = sqliteTable(
 export type RunRow = typeof runs.$inferSelect;
 export type RoundRow = typeof rounds.$inferSelect;
 export type UpdateRow = typeof updates.$inferInsert;
+
+export const invitations = sqliteTable('invitations', {
+  tokenId: text('token_id').primaryKey(),
+  maxUses: integer('max_uses').notNull(),
+  uses: integer('uses').notNull().default(0),
+  expiresAt: integer('expires_at').notNull(),
+});
+
+export type NodeRow = typeof nodes.$inferSelect;

@@ -1,5 +1,15 @@
+CREATE TABLE `invitations` (
+	`token_id` text PRIMARY KEY NOT NULL,
+	`max_uses` integer NOT NULL,
+	`uses` integer DEFAULT 0 NOT NULL,
+	`expires_at` integer NOT NULL
+);
+--> statement-breakpoint
 CREATE TABLE `nodes` (
 	`node_id` text PRIMARY KEY NOT NULL,
+	`public_key` text NOT NULL,
+	`status` text DEFAULT 'active' NOT NULL,
+	`status_reason` text DEFAULT '' NOT NULL,
 	`first_seen` integer NOT NULL,
 	`last_seen` integer NOT NULL,
 	`capabilities` text NOT NULL,
@@ -20,6 +30,9 @@ CREATE TABLE `rounds` (
 	`accuracy` real,
 	`loss` real,
 	`model_sha256` text NOT NULL,
+	`previous_model_sha256` text DEFAULT '' NOT NULL,
+	`round_digest` text DEFAULT '' NOT NULL,
+	`aggregator_signature` text DEFAULT '' NOT NULL,
 	`started_at` integer NOT NULL,
 	`closed_at` integer NOT NULL,
 	`seconds` real NOT NULL,
@@ -34,6 +47,7 @@ CREATE TABLE `runs` (
 	`experiment_json` text NOT NULL,
 	`seed` integer NOT NULL,
 	`backend` text NOT NULL,
+	`aggregator_public_key` text NOT NULL,
 	`software` text NOT NULL,
 	`status` text NOT NULL,
 	`started_at` integer NOT NULL,
@@ -59,6 +73,8 @@ CREATE TABLE `updates` (
 	`num_examples` integer NOT NULL,
 	`base_model_sha256` text NOT NULL,
 	`update_sha256` text NOT NULL,
+	`update_digest` text DEFAULT '' NOT NULL,
+	`signature` text DEFAULT '' NOT NULL,
 	`metrics` text NOT NULL,
 	`verdict` text NOT NULL,
 	`weight` real NOT NULL,

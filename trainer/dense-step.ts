@@ -1,0 +1,211 @@
+// A hand-written SGD step for models that are a stack of Dense layers (after
+// an optional Flatten), used by trainLocally in place of the layers API and
+// tfjs autodiff. The gradients of dense/relu/softmax-cross-entropy are a few
+// matrix products, so writing them out removes the tape, the layers' per-call
+// work and most of the ~100 small kernels an autodiff step dispatches.
+//
+// Activations are kept feature-major ([units, batch]) and kernels transposed
+// ([units, inputs]). The reason is the wasm backend: it sends a product to
+// XNNPACK only when neither operand is transposed, and XNNPACK re-packs the
+// right-hand operand whenever that tensor is new, at ~4 ns a value. A weight
+// matrix changes every step, so as the right-hand operand it would be re-packed
+// every step (0.6 ms for the 784×200 kernel of the 2NN, more than its product
+// takes). In this layout every product has a kernel on the left and a
+// batch-sized matrix on the right, which is cheap to pack.
+import * as tf from '@tensorflow/tfjs';
+import { countCorrect, inputShape, layerSummary, numParams } from '../core/model.js';
+import type { ModelSpec } from '../core/model-zoo.js';
+
+export interface DenseLayerPlan {
+  inputs: number;
+  units: number;
+  activation: 'linear' | 'relu' | 'softmax';
+  bias: boolean;
+}
+
+export interface DensePlan {
+  /** Values per example (the product of the input shape). */
+  inputSize: number;
+  layers: readonly DenseLayerPlan[];
+  numParams: number;
+}
+
+/**
+ * The Dense stack `spec` describes, or undefined when the model has any other
+ * layer (or activation) and must train through the generic autodiff step.
+ * Softmax is accepted on the last layer only, where the loss handles it.
+ */
+export function densePlan(spec: ModelSpec): DensePlan | undefined {
+  const summary = layerSummary(spec);
+  const input = inputShape(spec);
+  let rank = input.length;
+  let width = input.reduce((a, b) => a * b, 1);
+  const layers: DenseLayerPlan[] = [];
+  for (let i = 0; i < summary.length; i++) {
+    const layer = summary[i];
+    if (layer.className === 'InputLayer') continue;
+    if (layer.className === 'Flatten') {
+      rank = 1;
+      continue;
+    }
+    // A Dense on a rank > 1 input maps its last axis only; that stays generic.
+    if (layer.className !== 'Dense' || rank !== 1) return undefined;
+    const activation = layer.activation ?? 'linear';
+    const last = summary.slice(i + 1).every((l) => l.className === 'Flatten' || l.className === 'InputLayer');
+    if (!(activation === 'linear' || activation === 'relu' || (activation === 'softmax' && last))) return undefined;
+    const kernel = layer.weights.find((w) => w.role === 'kernel');
+    if (!kernel || kernel.shape.length !== 2 || kernel.shape[0] !== width) return undefined;
+    layers.push({ inputs: width, units: kernel.shape[1], activation, bias: layer.weights.some((w) => w.role === 'bias') });
+    width = kernel.shape[1];
+  }
+  if (layers.length === 0) return undefined;
+  return { inputSize: input.reduce((a, b) => a * b, 1), layers, numParams: numParams(spec) };
+}
+
+export interface DenseStepResult {
+  /** Cross-entropy summed over the batch's examples. */
+  loss: tf.Scalar;
+  correct: tf.Scalar;
+}
+
+/**
+ * Plain SGD on a Dense stack, with the weights held on the active backend
+ * between steps. Create it, call step per batch, read weights, dispose.
+ */
+export class DenseTrainer {
+  private readonly plan: DensePlan;
+  private readonly learningRate: number;
+  /** Kernels as [units, inputs]. */
+  private kernels: tf.Tensor2D[];
+  /** Biases as [units, 1] columns, undefined for a layer without one. */
+  private biases: (tf.Tensor2D | undefined)[];
+  private readonly explicitTranspose: boolean;
+
+  constructor(plan: DensePlan, flat: Float32Array, learningRate: number) {
+    if (flat.length !== plan.numParams) {
+      throw new RangeError(`weights have ${flat.length} values but the model has ${plan.numParams} parameters`);
+    }
+    this.plan = plan;
+    this.learningRate = learningRate;
+    // Stock wasm runs any product with a transposed operand through a scalar
+    // loop; a separate transpose keeps the product on XNNPACK. Other backends
+    // read transposed operands in place.
+    this.explicitTranspose = tf.getBackend() === 'wasm';
+    this.kernels = [];
+    this.biases = [];
+    let offset = 0;
+    for (const layer of plan.layers) {
+      const n = layer.inputs * layer.units;
+      this.kernels.push(
+        tf.tidy(() => tf.transpose(tf.tensor2d(flat.slice(offset, offset + n), [layer.inputs, layer.units], 'float32'))),
+      );
+      offset += n;
+      if (layer.bias) {
+        this.biases.push(tf.tensor2d(flat.slice(offset, offset + layer.units), [layer.units, 1], 'float32'));
+        offset += layer.units;
+      } else {
+        this.biases.push(undefined);
+      }
+    }
+  }
+
+  private matMul(a: tf.Tensor2D, b: tf.Tensor2D, transposeA: boolean, transposeB: boolean): tf.Tensor2D {
+    if (!this.explicitTranspose) return tf.matMul(a, b, transposeA, transposeB);
+    return tf.matMul(transposeA ? tf.transpose(a) : a, transposeB ? tf.transpose(b) : b);
+  }
+
+  /**
+   * One SGD step on `x` ([size, inputSize]) with one-hot `y` ([size, classes]),
+   * minimising the batch-mean cross-entropy as the generic step does. Returns
+   * tensors the caller disposes.
+   */
+  step(x: tf.Tensor2D, y: tf.Tensor2D): DenseStepResult {
+    const { layers } = this.plan;
+    const size = x.shape[0];
+    const result = tf.tidy(() => {
+      // inputs[l]: what layer l reads, feature-major.
+      const inputs: tf.Tensor2D[] = [];
+      let a: tf.Tensor2D = tf.transpose(x);
+      for (let l = 0; l < layers.length; l++) {
+        inputs.push(a);
+        let z: tf.Tensor2D = tf.matMul(this.kernels[l], a);
+        const bias = this.biases[l];
+        if (bias) z = tf.add<tf.Tensor2D>(z, bias);
+        if (layers[l].activation === 'relu') z = tf.relu(z);
+        a = z;
+      }
+      const scores = tf.transpose(a);
+      const probabilities = layers[layers.length - 1].activation === 'softmax';
+      let output: tf.Tensor2D;
+      let loss: tf.Scalar;
+      // d(mean cross-entropy)/d(pre-softmax scores) is (p − y)/size; the
+      // learning rate is folded in here so the products below yield updates.
+      let delta: tf.Tensor2D;
+      const scale = tf.scalar(this.learningRate / size);
+      if (probabilities) {
+        output = tf.softmax(scores);
+        loss = tf.neg(tf.sum(tf.mul(y, tf.log(tf.clipByValue(output, 1e-7, 1))))) as tf.Scalar;
+        // The loss clips probabilities at 1e-7, so an example whose label has
+        // a smaller probability contributes no gradient (as under autodiff).
+        const live = tf.cast(tf.greaterEqual(tf.sum(tf.mul(y, output), 1, true), 1e-7), 'float32');
+        delta = tf.mul(tf.mul(tf.sub(output, y), live), scale);
+      } else {
+        output = scores;
+        const logProbabilities = tf.logSoftmax(scores);
+        loss = tf.neg(tf.sum(tf.mul(y, logProbabilities))) as tf.Scalar;
+        delta = tf.mul(tf.sub(tf.exp(logProbabilities), y), scale);
+      }
+      const correct = countCorrect(output, y);
+
+      const kernels: tf.Tensor2D[] = [];
+      const biases: (tf.Tensor2D | undefined)[] = [];
+      let deltaT = tf.transpose(delta);
+      for (let l = layers.length - 1; l >= 0; l--) {
+        // The first layer's input is x itself, already batch-major.
+        const step = l === 0 ? this.matMul(deltaT, x, false, false) : this.matMul(deltaT, inputs[l], false, true);
+        kernels[l] = tf.sub(this.kernels[l], step);
+        const bias = this.biases[l];
+        biases[l] = bias ? tf.sub<tf.Tensor2D>(bias, tf.sum(deltaT, 1, true)) : undefined;
+        if (l > 0) {
+          const back = this.matMul(this.kernels[l], deltaT, true, false);
+          // inputs[l] is relu's output, positive exactly where its input was.
+          deltaT = layers[l - 1].activation === 'relu' ? tf.mul(back, tf.step(inputs[l])) : back;
+        }
+      }
+      return { kernels, biases, loss, correct };
+    });
+    tf.dispose([...this.kernels, ...this.biases.filter((b): b is tf.Tensor2D => b !== undefined)]);
+    this.kernels = result.kernels;
+    this.biases = result.biases;
+    return { loss: result.loss, correct: result.correct };
+  }
+
+  /** The current weights, flat in manifest order (kernels [inputs, units], then biases). */
+  async weights(): Promise<Float32Array> {
+    const flat = new Float32Array(this.plan.numParams);
+    let offset = 0;
+    for (let l = 0; l < this.plan.layers.length; l++) {
+      const kernel = tf.transpose(this.kernels[l]);
+      try {
+        const values = await kernel.data();
+        flat.set(values, offset);
+        offset += values.length;
+      } finally {
+        kernel.dispose();
+      }
+      const bias = this.biases[l];
+      if (bias) {
+        const values = await bias.data();
+        flat.set(values, offset);
+        offset += values.length;
+      }
+    }
+    return flat;
+  }
+
+  dispose(): void {
+    tf.dispose([...this.kernels, ...this.biases.filter((b): b is tf.Tensor2D => b !== undefined)]);
+    this.kernels = [];
+    this.biases = [];
+  }
+}
