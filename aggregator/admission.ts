@@ -3,7 +3,7 @@
 // the node holds the secret key of the public key it names.
 import { status } from '@grpc/grpc-js';
 import type { Identity } from '../core/keys.js';
-import { nodeIdFromPublicKey, publicKeyToString } from '../core/keys.js';
+import { fingerprint, nodeIdFromPublicKey, publicKeyToString } from '../core/keys.js';
 import { hasSmallOrder, helloDigest, InvitationError, isExpired, parseInvitation, verify } from '../core/signing.js';
 import type { HelloRequest__Output } from '../proto/generated/crowdfl/v1/HelloRequest.js';
 import { RpcError } from './rpc-error.js';
@@ -45,7 +45,12 @@ export function admit(
   const proven = [aggregator.publicKey, new Uint8Array(0)].some((pinned) =>
     verify(helloDigest({ node_public_key: publicKey, aggregator_public_key: pinned, timestamp_ms: req.timestamp_ms }), signature, publicKey),
   );
-  if (!proven) throw unauthenticated('hello_signature does not verify under node_public_key');
+  if (!proven) {
+    throw unauthenticated(
+      `hello_signature does not verify under node_public_key for this aggregator (key ${fingerprint(aggregator.publicKey)}); ` +
+        'if the node pinned a different aggregator key, this is not the aggregator it trusts',
+    );
+  }
 
   const known = store.node(nodeId);
   if (known?.status === 'banned') throw denied(`node ${nodeId} is banned: ${known.statusReason}`);

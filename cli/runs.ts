@@ -5,6 +5,7 @@ import type { RunSummary } from '../aggregator/aggregator.js';
 import { checkpointDirName, readCheckpointWeights } from '../aggregator/store/checkpoints.js';
 import { openDatabase } from '../aggregator/store/db.js';
 import { RunStore } from '../aggregator/store/run-store.js';
+import { auditRun } from '../aggregator/audit.js';
 import { action, UsageError } from './errors.js';
 
 function resolveRun(runsDir: string, run: string): string {
@@ -50,8 +51,10 @@ export function register(program: Command): void {
         const store = new RunStore(db);
         const out = process.stdout;
         let mismatches = 0;
-        out.write('round  accuracy    loss  nodes  rejected  seconds  overhead  model_sha256  checkpoint\n');
-        for (const r of store.committedRounds(basenameRunId(store, dir))) {
+        out.write('round  accuracy    loss  nodes  rejected  seconds  overhead  model_sha256  checkpoint  signatures\n');
+        const runId = basenameRunId(store, dir);
+        const audits = new Map(auditRun(store, runId).map((a) => [a.round, a.problems]));
+        for (const r of store.committedRounds(runId)) {
           const ups = store.updatesOfRound(r.runId, r.round);
           const rejected = ups.filter((u) => u.verdict === 'rejected').length;
           const ckpt = join(dir, 'checkpoints', checkpointDirName(r.round));
@@ -60,11 +63,14 @@ export function register(program: Command): void {
             check = readCheckpointWeights(ckpt).sha256 === r.modelSha256 ? 'ok' : 'HASH MISMATCH';
           }
           if (check !== 'ok') mismatches++;
+          const problems = audits.get(r.round) ?? [];
+          if (problems.length) mismatches++;
           out.write(
             `${String(r.round).padStart(5)}  ${((r.accuracy ?? 0) * 100).toFixed(2).padStart(7)}%  ${(r.loss ?? 0).toFixed(4)}  ` +
               `${String(r.participants).padStart(2)}/${String(r.selected).padEnd(2)}  ${String(rejected).padStart(8)}  ${r.seconds.toFixed(1).padStart(7)}  ` +
-              `${((100 * r.overheadSeconds) / Math.max(r.seconds, 1e-9)).toFixed(1).padStart(7)}%  ${r.modelSha256.slice(0, 12)}  ${check}\n`,
+              `${((100 * r.overheadSeconds) / Math.max(r.seconds, 1e-9)).toFixed(1).padStart(7)}%  ${r.modelSha256.slice(0, 12)}  ${check.padEnd(10)}  ${problems.length ? 'FAIL' : 'ok'}\n`,
           );
+          for (const p of problems) out.write(`         ! ${p}\n`);
           if (opts.updates) {
             for (const u of ups) {
               out.write(`         ${u.nodeId}  ${u.numExamples} examples  ${u.verdict} (weight ${u.weight.toFixed(3)})  ${u.reason}\n`);
@@ -73,7 +79,7 @@ export function register(program: Command): void {
         }
         close();
         if (mismatches > 0) {
-          process.stderr.write(`crowdfl: ${mismatches} checkpoint(s) missing or not matching the recorded hash\n`);
+          process.stderr.write(`crowdfl: ${mismatches} round(s) failed a check: a checkpoint missing or not matching its hash, or a signature that does not verify\n`);
           process.exit(1);
         }
       }),

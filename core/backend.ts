@@ -180,7 +180,8 @@ export async function initBackend(pref: BackendPreference, opts: BackendOptions 
 // listed because tfjs picks between them depending on gradient depth.
 const LAYER_KERNELS: Record<string, readonly string[]> = {
   InputLayer: [],
-  Dense: ['BatchMatMul', '_FusedMatMul', 'Add', 'Sum', 'Reshape'],
+  // Transpose: trainer/dense-step.ts keeps Dense stacks' activations feature-major.
+  Dense: ['BatchMatMul', '_FusedMatMul', 'Add', 'Sum', 'Reshape', 'Transpose'],
   Conv2D: ['Conv2D', 'FusedConv2D', 'Conv2DBackpropInput', 'Conv2DBackpropFilter', 'Add', 'Sum', 'Reshape'],
   MaxPooling2D: ['MaxPool', 'MaxPoolGrad'],
   AveragePooling2D: ['AvgPool', 'AvgPoolGrad'],
