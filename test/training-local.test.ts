@@ -25,7 +25,7 @@ test.serial('training leaves no tensors behind, and memory stays flat while it r
   const during: number[] = [];
   await trainLocally({ ...options, onProgress: () => during.push(tf.memory().numTensors) });
   t.is(tf.memory().numTensors, before);
-  // Per batch the live set is the model, the optimizer's constant and two running sums: constant.
+  // Per batch the live set is the weights (the model's, or the dense step's) and two running sums: constant.
   t.is(Math.max(...during) - Math.min(...during), 0, `live tensors during training ranged ${Math.min(...during)}..${Math.max(...during)}`);
 });
 

@@ -88,8 +88,10 @@ export class DenseTrainer {
     this.plan = plan;
     this.learningRate = learningRate;
     // Stock wasm runs any product with a transposed operand through a scalar
-    // loop; a separate transpose keeps the product on XNNPACK. Other backends
-    // read transposed operands in place.
+    // loop (~2 GFLOP/s); a separate transpose keeps the product on XNNPACK.
+    // core/wasm-kernels.ts reroutes such products too, but this step should
+    // not depend on that having been registered. Other backends read
+    // transposed operands in place.
     this.explicitTranspose = tf.getBackend() === 'wasm';
     this.kernels = [];
     this.biases = [];

@@ -165,6 +165,14 @@ export async function trainLocally(o: TrainLocallyOptions): Promise<TrainLocally
   });
 }
 
+/** `sum + term` as a new scalar; both inputs are consumed. */
+function accumulate(sum: tf.Scalar | undefined, term: tf.Scalar): tf.Scalar {
+  if (!sum) return term;
+  const total = tf.add(sum, term) as tf.Scalar;
+  tf.dispose([sum, term]);
+  return total;
+}
+
 async function runLoop(o: TrainLocallyOptions, stepper: Stepper, path: TrainingPath, started: number): Promise<TrainLocallyResult> {
   const { data } = o;
   const n = data.numExamples;
@@ -233,12 +241,8 @@ async function runLoop(o: TrainLocallyOptions, stepper: Stepper, path: TrainingP
         } finally {
           tf.dispose([x, y]);
         }
-        const prevLoss = lossSum;
-        const prevCorrect = correctSum;
-        lossSum = prevLoss ? (tf.add(prevLoss, batch.loss) as tf.Scalar) : tf.clone(batch.loss);
-        correctSum = prevCorrect ? (tf.add(prevCorrect, batch.correct) as tf.Scalar) : tf.clone(batch.correct);
-        tf.dispose([batch.loss, batch.correct]);
-        tf.dispose([prevLoss, prevCorrect].filter((t): t is tf.Scalar => t !== undefined));
+        lossSum = accumulate(lossSum, batch.loss);
+        correctSum = accumulate(correctSum, batch.correct);
 
         examplesTrained += size;
         epochExamples += size;
