@@ -146,7 +146,10 @@ test('training yields to the event loop so timers keep firing', async (t) => {
       learningRate: 0.1,
       seed: 3,
     });
-    t.true(ticks >= Math.floor((result.metrics.seconds * 1000) / 100), `${ticks} ticks in ${result.metrics.seconds} s`);
+    // A loop that never yields lets no timer fire until it ends (at most one tick); several ticks
+    // prove it yields. A rate would depend on how loaded the machine is, so none is asserted.
+    t.true(result.metrics.seconds > 0.1, `training took only ${result.metrics.seconds} s`);
+    t.true(ticks >= 3, `${ticks} ticks in ${result.metrics.seconds} s`);
   } finally {
     clearInterval(timer);
   }
