@@ -11,6 +11,7 @@ import { softwareVersions } from '../core/version.js';
 import type { Dataset } from '../datasets/types.js';
 import { publicKeyToString, type Identity } from '../core/keys.js';
 import type { AdmissionPolicy } from './admission.js';
+import { serverCredentials, type ServerTlsFiles } from '../core/tls.js';
 import { RoundEngine, type EngineEvent, type RoundRecord } from './rounds.js';
 import { startAggregatorServer } from './server.js';
 import { Sessions } from './sessions.js';
@@ -45,6 +46,8 @@ export interface AggregatorOptions {
   admission?: AdmissionPolicy;
   host?: string;
   port?: number;
+  /** TLS certificate and key (and a client CA for mutual TLS); plaintext without. */
+  tls?: ServerTlsFiles;
   heartbeatIntervalMs?: number;
   log?: (msg: string) => void;
   onEvent?: (event: EngineEvent) => void;
@@ -106,10 +109,11 @@ export async function startAggregator(o: AggregatorOptions): Promise<RunningAggr
     admission: o.admission ?? { mode: 'open' },
     host: o.host,
     port: o.port,
+    credentials: serverCredentials(o.tls),
     heartbeatIntervalMs,
     log,
   });
-  log(`aggregator for ${experiment.name} (run ${runId}) listening on ${o.host ?? '127.0.0.1'}:${server.port}, backend ${backend}`);
+  log(`aggregator for ${experiment.name} (run ${runId}) listening on ${o.host ?? '127.0.0.1'}:${server.port} (${o.tls ? (o.tls.clientCa ? 'mutual TLS' : 'TLS') : 'plaintext'}), backend ${backend}`);
 
   let stopped = false;
   const done = (async () => {

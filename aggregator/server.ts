@@ -24,6 +24,7 @@ export interface ServerOptions {
   admission: AdmissionPolicy;
   host?: string;
   port?: number;
+  credentials?: grpc.ServerCredentials;
   heartbeatIntervalMs?: number;
   maxChunkBytes?: number;
   maxPollMs?: number;
@@ -185,10 +186,13 @@ export async function startAggregatorServer(o: ServerOptions): Promise<RunningSe
     // Chunks are ≤ maxChunk; anything larger is refused by grpc-js itself.
     'grpc.max_receive_message_length': maxChunk + 64 * 1024,
     'grpc.max_send_message_length': maxChunk + 64 * 1024,
+    // A node needs a poll, a heartbeat and an upload or download at once; more streams on one
+    // connection is a client hogging the server.
+    'grpc.max_concurrent_streams': 16,
   });
   server.addService(proto.crowdfl.v1.Aggregator.service, handlers);
   const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync(`${o.host ?? '127.0.0.1'}:${o.port ?? 0}`, grpc.ServerCredentials.createInsecure(), (err, p) =>
+    server.bindAsync(`${o.host ?? '127.0.0.1'}:${o.port ?? 0}`, o.credentials ?? grpc.ServerCredentials.createInsecure(), (err, p) =>
       err ? reject(err) : resolve(p),
     ),
   );

@@ -11,6 +11,7 @@ import { action, UsageError } from './errors.js';
 import { DEFAULT_AGGREGATOR_KEY } from './keys.js';
 import { fingerprint, loadOrCreateIdentity, publicKeyFromString, publicKeyToString } from '../core/keys.js';
 import type { AdmissionPolicy } from '../aggregator/admission.js';
+import { isLoopback, type ServerTlsFiles } from '../core/tls.js';
 import { InvalidArgumentError } from 'commander';
 import { parseChoice, parsePort } from './options.js';
 import { printSummary } from './summary.js';
@@ -25,6 +26,28 @@ interface Options {
   key: string;
   admission: 'open' | 'allowlist' | 'invitation';
   allowlist?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsClientCa?: string;
+  insecure: boolean;
+}
+
+function tlsFiles(opts: Options, log: (msg: string) => void): ServerTlsFiles | undefined {
+  if (opts.tlsCert || opts.tlsKey) {
+    if (!opts.tlsCert || !opts.tlsKey) throw new UsageError('TLS needs both --tls-cert and --tls-key (make them with `crowdfl certs create`)');
+    return { cert: opts.tlsCert, key: opts.tlsKey, clientCa: opts.tlsClientCa };
+  }
+  if (opts.tlsClientCa) throw new UsageError('--tls-client-ca needs --tls-cert and --tls-key as well');
+  if (!isLoopback(opts.host)) {
+    if (!opts.insecure) {
+      throw new UsageError(
+        `refusing plaintext gRPC on ${opts.host}: updates and tasks would cross the network unencrypted. ` +
+          'Create certificates with `crowdfl certs create --out certs --host <name>` and pass --tls-cert/--tls-key, or force plaintext with --insecure',
+      );
+    }
+    log(`WARNING: serving plaintext gRPC on ${opts.host} (--insecure): anyone on the network can read the traffic`);
+  }
+  return undefined;
 }
 
 function admissionPolicy(opts: Options): AdmissionPolicy {
@@ -62,6 +85,10 @@ export function register(program: Command): void {
       return v;
     }, 'open')
     .option('--allowlist <file>', 'with --admission allowlist: one base64 node public key per line')
+    .option('--tls-cert <file>', 'TLS certificate (PEM) of this aggregator, e.g. certs/server.crt')
+    .option('--tls-key <file>', 'its private key (PEM), e.g. certs/server.key')
+    .option('--tls-client-ca <file>', 'require nodes to present a certificate signed by this CA (mutual TLS)')
+    .option('--insecure', 'allow plaintext gRPC on a non-loopback address (not recommended)', false)
     .addHelpText(
       'after',
       '\nNodes join with: crowdfl node --aggregator HOST:PORT --data DIR --aggregator-key <this key>\n' +
@@ -77,6 +104,7 @@ export function register(program: Command): void {
         writeFileSync(join(runDir, 'experiment.json'), text);
         const log = (msg: string) => process.stderr.write(`${msg}\n`);
         const admission = admissionPolicy(opts);
+        const tls = tlsFiles(opts, log);
         const { identity, created } = loadOrCreateIdentity(opts.key, { create: true });
         log(`${created ? 'created' : 'using'} aggregator key ${opts.key}: ${publicKeyToString(identity.publicKey)} (fingerprint ${fingerprint(identity.publicKey)})`);
         const { test } = await federatedData(experiment.dataset, experiment.nodes, experiment.seed, { log });
@@ -88,6 +116,7 @@ export function register(program: Command): void {
           test,
           identity,
           admission,
+          tls,
           host: opts.host,
           port: opts.port,
           log,

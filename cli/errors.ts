@@ -1,6 +1,7 @@
 import { ExperimentError } from '../core/experiment.js';
 import { DatasetError } from '../datasets/errors.js';
 import { KeyFileError } from '../core/keys.js';
+import { TlsError } from '../core/tls.js';
 import { InvitationError } from '../core/signing.js';
 import { ImpostorError } from '../trainer/client.js';
 import { AggregatorRefusal } from '../trainer/node.js';
@@ -9,7 +10,7 @@ import { AggregatorRefusal } from '../trainer/node.js';
 export class UsageError extends Error {}
 
 export function isUserError(err: unknown): err is Error {
-  return [UsageError, ExperimentError, DatasetError, KeyFileError, InvitationError, ImpostorError, AggregatorRefusal].some(
+  return [UsageError, TlsError, ExperimentError, DatasetError, KeyFileError, InvitationError, ImpostorError, AggregatorRefusal].some(
     (kind) => err instanceof kind,
   );
 }

@@ -3,6 +3,7 @@
 import { Command } from 'commander';
 import { CROWDFL_VERSION } from '../core/version.js';
 import { register as registerAggregator } from './aggregator.js';
+import { register as registerCerts } from './certs.js';
 import { register as registerData } from './data.js';
 import { register as registerKeys } from './keys.js';
 import { register as registerNode } from './node.js';
@@ -30,5 +31,6 @@ registerNode(program);
 registerData(program);
 registerRuns(program);
 registerKeys(program);
+registerCerts(program);
 registerValidate(program);
 await program.parseAsync(process.argv);

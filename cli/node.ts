@@ -17,6 +17,9 @@ interface Options {
   stateDir: string;
   aggregatorKey?: string;
   invitation?: string;
+  tlsCa?: string;
+  tlsCert?: string;
+  tlsKey?: string;
   exitWhenFinished: boolean;
   quiet: boolean;
 }
@@ -41,6 +44,9 @@ export function register(program: Command): void {
     .option('--state-dir <dir>', "where the node keeps its key (key.json, mode 0600) and the aggregator keys it pinned", join(homedir(), '.crowdfl', 'node'))
     .option('--aggregator-key <key>', "the aggregator's public key to trust: base64, or a file holding it (default: pin the first key seen)")
     .option('--invitation <token>', 'an invitation from the aggregator (crowdfl-invite:...); also pins its key')
+    .option('--tls-ca <file>', "the deployment CA (PEM) to check a TLS aggregator's certificate against")
+    .option('--tls-cert <file>', "this node's client certificate, for an aggregator that requires mutual TLS")
+    .option('--tls-key <file>', 'the private key of --tls-cert')
     .option('--exit-when-finished', 'exit when the aggregator finishes its experiment, instead of waiting for the next', false)
     .option('--quiet', 'log only errors', false)
     .addHelpText(
@@ -56,6 +62,7 @@ export function register(program: Command): void {
           throw new UsageError(`--data ${opts.data} does not exist; point it at a directory in the crowdfl-data format (see datasets/README.md)`);
         }
         const data = readLocalData(opts.data);
+        if ((opts.tlsCert || opts.tlsKey) && !opts.tlsCa) throw new UsageError('--tls-cert/--tls-key need --tls-ca too');
         mkdirSync(opts.stateDir, { recursive: true, mode: 0o700 });
         const { identity, created } = loadOrCreateIdentity(join(opts.stateDir, 'key.json'), { create: true });
         const nodeId = nodeIdFromPublicKey(identity.publicKey);
@@ -77,6 +84,7 @@ export function register(program: Command): void {
           identity,
           aggregatorKey,
           invitation: opts.invitation,
+          tls: opts.tlsCa ? { ca: opts.tlsCa, cert: opts.tlsCert, key: opts.tlsKey } : undefined,
           onPinned: (key) =>
             writeFileSync(pinFile(opts.stateDir), JSON.stringify({ ...readPins(opts.stateDir), [opts.aggregator]: publicKeyToString(key) }, null, 2), {
               mode: 0o600,

@@ -39,9 +39,12 @@ export class AggregatorConnection {
   private readonly client: AggregatorClient;
   session: HelloReply__Output | undefined;
 
-  constructor(readonly address: string) {
+  constructor(
+    readonly address: string,
+    credentials: grpc.ChannelCredentials = grpc.credentials.createInsecure(),
+  ) {
     const proto = loadProto();
-    this.client = new proto.crowdfl.v1.Aggregator(address, grpc.credentials.createInsecure(), {
+    this.client = new proto.crowdfl.v1.Aggregator(address, credentials, {
       'grpc.max_receive_message_length': 8 * 1024 * 1024,
       // Reconnect attempts are paced by the node's own backoff, not grpc's.
       'grpc.initial_reconnect_backoff_ms': 500,

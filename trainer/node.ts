@@ -14,6 +14,7 @@ import type { Task__Output } from '../proto/generated/crowdfl/v1/Task.js';
 import { AggregatorConnection, isTransient } from './client.js';
 import { fingerprint, nodeIdFromPublicKey, type Identity } from '../core/keys.js';
 import { taskProblem } from './task-check.js';
+import { channelCredentials, type ClientTlsFiles } from '../core/tls.js';
 import { trainLocally } from './local-training.js';
 import { SOFTWARE } from '../core/version.js';
 
@@ -25,6 +26,8 @@ export interface NodeOptions {
   /** Called when a key is pinned on first use, so it can be remembered across restarts. */
   onPinned?: (key: Uint8Array) => void;
   invitation?: string;
+  /** CA (and, for mutual TLS, this node's certificate) to reach a TLS aggregator; plaintext without. */
+  tls?: ClientTlsFiles;
   data: Dataset;
   backend: BackendPreference;
   /** Exit once the aggregator says the experiment is over (simulations); operators keep polling. */
@@ -78,7 +81,7 @@ export async function runNode(o: NodeOptions): Promise<{ tasksDone: number }> {
   const modelCache = new Map<string, Float32Array>();
   let tasksDone = 0;
   while (!o.signal?.aborted) {
-    const conn = new AggregatorConnection(o.aggregator);
+    const conn = new AggregatorConnection(o.aggregator, channelCredentials(o.tls));
     try {
       const hello = await conn.hello(o.identity, nodeId, capabilities, SOFTWARE, pinned, o.invitation);
       if (!pinned) {

@@ -1,0 +1,70 @@
+// The transport: TLS with a deployment CA, mutual TLS, and no plaintext off
+// loopback unless forced.
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import test from 'ava';
+import { startAggregator } from '../aggregator/aggregator.js';
+import { generateIdentity, nodeIdFromPublicKey } from '../core/keys.js';
+import { channelCredentials, createClientCertificate, createDeploymentCertificates, type ClientTlsFiles, type ServerTlsFiles } from '../core/tls.js';
+import { federatedData } from '../datasets/index.js';
+import { AggregatorConnection } from '../trainer/client.js';
+import { runCli } from './support/cli.js';
+import { tempDir, tinyExperiment } from './support/fixtures.js';
+
+const caps = { backends: ['cpu'], cores: 1, memory_bytes: 1, num_examples: 100, feature_shape: [60], num_classes: 10 };
+
+async function helloOutcome(port: number, tls: ClientTlsFiles | undefined): Promise<string> {
+  const conn = new AggregatorConnection(`127.0.0.1:${port}`, channelCredentials(tls));
+  const id = generateIdentity();
+  try {
+    await conn.hello(id, nodeIdFromPublicKey(id.publicKey), caps, 'test');
+    return 'ok';
+  } catch (err) {
+    return `refused: ${(err as Error).message}`;
+  } finally {
+    conn.close();
+  }
+}
+
+async function serve(tls: ServerTlsFiles) {
+  const experiment = tinyExperiment({ rounds: 1, selection: { nodes_per_round: 3, min_updates: 3, deadline_seconds: 30 } });
+  const { test: testSet } = await federatedData(experiment.dataset, experiment.nodes, experiment.seed);
+  return startAggregator({ experiment, runDir: tempDir('tls-run'), runId: 'tls', test: testSet, identity: generateIdentity(), tls });
+}
+
+test('nodes reach a TLS aggregator only through the deployment CA, and with mutual TLS only with a client certificate', async (t) => {
+  const dir = tempDir('tls');
+  createDeploymentCertificates(join(dir, 'certs'), ['localhost', '127.0.0.1']);
+  createDeploymentCertificates(join(dir, 'other'), ['localhost', '127.0.0.1']);
+  const certs = (f: string) => join(dir, 'certs', f);
+
+  const agg = await serve({ cert: certs('server.crt'), key: certs('server.key') });
+  try {
+    t.is(await helloOutcome(agg.port, { ca: certs('ca.crt') }), 'ok');
+    t.regex(await helloOutcome(agg.port, undefined), /refused/, 'plaintext client');
+    t.regex(await helloOutcome(agg.port, { ca: join(dir, 'other', 'ca.crt') }), /refused/, 'certificate from another CA');
+  } finally {
+    await agg.stop();
+  }
+
+  createClientCertificate(join(dir, 'certs'), join(dir, 'node'), 'node-1');
+  const mutual = await serve({ cert: certs('server.crt'), key: certs('server.key'), clientCa: certs('ca.crt') });
+  try {
+    t.regex(await helloOutcome(mutual.port, { ca: certs('ca.crt') }), /refused/, 'no client certificate');
+    t.is(await helloOutcome(mutual.port, { ca: certs('ca.crt'), cert: join(dir, 'node', 'client.crt'), key: join(dir, 'node', 'client.key') }), 'ok');
+  } finally {
+    await mutual.stop();
+  }
+});
+
+test('the aggregator refuses plaintext off loopback unless forced', async (t) => {
+  const dir = tempDir('tls-cli');
+  const file = join(dir, 'exp.json');
+  writeFileSync(file, JSON.stringify(tinyExperiment()));
+  const refused = await runCli(['aggregator', '--experiment', file, '--host', '0.0.0.0', '--port', '0', '--key', join(dir, 'key.json'), '--runs-dir', join(dir, 'runs')]);
+  t.is(refused.code, 2);
+  t.regex(refused.stderr, /refusing plaintext gRPC on 0\.0\.0\.0.*crowdfl certs create/s);
+  const certs = await runCli(['certs', 'create', '--out', join(dir, 'certs'), '--host', 'aggregator.example.org']);
+  t.is(certs.code, 0, certs.stderr);
+  t.regex(certs.stdout, /server certificate valid for: aggregator\.example\.org/);
+});
