@@ -327,6 +327,10 @@ export class RoundEngine {
       if (closedRound !== undefined) throw precondition(`round ${closedRound} closed; the update came too late`);
       throw notFound(`unknown task ${JSON.stringify(meta.task_id)}`);
     }
+    const node = this.o.store.node(session.nodeId);
+    if (node?.status === 'banned') {
+      throw new RpcError(status.PERMISSION_DENIED, `node ${session.nodeId} is banned: ${node.statusReason}`);
+    }
     if (t.nodeId !== session.nodeId) {
       throw new RpcError(status.PERMISSION_DENIED, `task ${meta.task_id} was not assigned to this node`);
     }

@@ -8,7 +8,7 @@ import { RunStore } from '../aggregator/store/run-store.js';
 import { auditRun } from '../aggregator/audit.js';
 import { action, UsageError } from './errors.js';
 
-function resolveRun(runsDir: string, run: string): string {
+export function resolveRun(runsDir: string, run: string): string {
   for (const candidate of [run, join(runsDir, run)]) {
     if (existsSync(join(candidate, 'crowdfl.db'))) return candidate;
   }

@@ -56,7 +56,7 @@
 // Invitation, signed by the aggregator:
 //   str("crowdfl/invite/v1") str(token_id) str(experiment_id, "" = any experiment)
 //   u64(expires_unix_ms) u32(max_uses)
-import { createHash, createPublicKey, randomBytes, verify as cryptoVerify, type KeyObject } from 'node:crypto';
+import { createHash, createPrivateKey, createPublicKey, randomBytes, sign as cryptoSign, verify as cryptoVerify, type KeyObject } from 'node:crypto';
 import nacl from 'tweetnacl';
 import { fingerprint, PUBLIC_KEY_BYTES, strictBase64Decode, type Identity } from './keys.js';
 
@@ -328,6 +328,26 @@ export function sign(digest: Uint8Array, identity: Identity): Uint8Array {
   if (!(digest instanceof Uint8Array) || digest.length !== DIGEST_BYTES) {
     throw new SigningError(`sign() takes a ${DIGEST_BYTES}-byte digest`);
   }
+  // node:crypto signs ~80× faster than tweetnacl (0.03 ms vs ~3 ms) and, from the
+  // same seed, produces byte-identical signatures (Ed25519 is deterministic;
+  // test/signing.test.ts checks both agree), so tweetnacl stays the reference.
+  return new Uint8Array(cryptoSign(null, digest, privateKeyOf(identity)));
+}
+
+const PKCS8_ED25519_PREFIX = Buffer.from('302e020100300506032b657004220420', 'hex');
+const privateKeys = new WeakMap<Identity, KeyObject>();
+
+function privateKeyOf(identity: Identity): KeyObject {
+  let key = privateKeys.get(identity);
+  if (!key) {
+    key = createPrivateKey({ key: Buffer.concat([PKCS8_ED25519_PREFIX, identity.seed]), format: 'der', type: 'pkcs8' });
+    privateKeys.set(identity, key);
+  }
+  return key;
+}
+
+/** The reference implementation's signature (tweetnacl), for checking the fast path against. */
+export function signWithTweetnacl(digest: Uint8Array, identity: Identity): Uint8Array {
   return nacl.sign.detached(digest, identity.secretKey);
 }
 

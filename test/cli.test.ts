@@ -65,6 +65,17 @@ test('an evaluator can list a run, see every verdict and catch a tampered checkp
   t.is(show.stdout.match(/ ok +ok\n/g)?.length, 2, show.stdout);
   t.is(show.stdout.match(/n-[0-9a-f]{20} +\d+ examples +kept/g)?.length, 6);
 
+  const nodes = await runCli(['nodes', 'list', 'r1', '--runs-dir', runsDir]);
+  const ids = nodes.stdout.match(/n-[0-9a-f]{20}/g) ?? [];
+  t.is(ids.length, 3);
+  t.is(nodes.stdout.match(/ active +2 +0 /g)?.length, 3, nodes.stdout);
+  const ban = await runCli(['nodes', 'ban', 'r1', ids[0]!, '--reason', 'sent poisoned updates', '--runs-dir', runsDir]);
+  t.is(ban.code, 0, ban.stderr);
+  t.regex((await runCli(['nodes', 'list', 'r1', '--runs-dir', runsDir])).stdout, /banned .*\(sent poisoned updates\)/);
+  const badBan = await runCli(['nodes', 'ban', 'r1', 'nonsense', '--reason', 'x', '--runs-dir', runsDir]);
+  t.is(badBan.code, 2);
+  t.regex(badBan.stderr, /neither a node id/);
+
   const weights = join(runsDir, 'r1', 'checkpoints', 'round-0002', 'weights.bin');
   const bytes = readFileSync(weights);
   bytes[10] = bytes[10]! ^ 0xff;

@@ -17,6 +17,7 @@ import {
   parseInvitation,
   roundDigest,
   sign,
+  signWithTweetnacl,
   signatureFromString,
   signatureToString,
   SigningError,
@@ -479,4 +480,12 @@ test('invitation expiry', (t) => {
   t.true(isExpired(inv, new Date(2_000_000)));
   t.false(isExpired({ expires_unix_ms: Date.now() + 60_000 }));
   t.true(isExpired({ expires_unix_ms: Date.now() - 1 }));
+});
+
+test('the fast native signer and tweetnacl produce the same signature bytes', (t) => {
+  for (let i = 0; i < 20; i++) {
+    const identity = generateIdentity();
+    const digest = createHash('sha256').update(`message ${i}`).digest();
+    t.deepEqual(Buffer.from(sign(digest, identity)), Buffer.from(signWithTweetnacl(digest, identity)));
+  }
 });

@@ -1,0 +1,70 @@
+import { join } from 'node:path';
+import type { Command } from 'commander';
+import { openDatabase } from '../aggregator/store/db.js';
+import { RunStore } from '../aggregator/store/run-store.js';
+import { fingerprint, nodeIdFromPublicKey, publicKeyFromString } from '../core/keys.js';
+import { action, UsageError } from './errors.js';
+import { resolveRun } from './runs.js';
+
+function withStore<T>(runsDir: string, run: string, fn: (store: RunStore) => T): T {
+  const { db, close } = openDatabase(join(resolveRun(runsDir, run), 'crowdfl.db'));
+  try {
+    return fn(new RunStore(db));
+  } finally {
+    close();
+  }
+}
+
+export function register(program: Command): void {
+  const nodes = program.command('nodes').description("a run's node registry: keys, status, accepted and rejected updates; bans");
+  nodes
+    .command('list')
+    .argument('<run>', 'run directory or its name under --runs-dir')
+    .option('--runs-dir <dir>', 'where runs are', 'runs')
+    .action(
+      action((run: string, opts: { runsDir: string }) =>
+        withStore(opts.runsDir, run, (store) => {
+          process.stdout.write('node id                  fingerprint          status   accepted  rejected  last seen\n');
+          for (const n of store.nodeRows()) {
+            const fp = n.publicKey ? fingerprint(publicKeyFromString(n.publicKey)) : '-';
+            process.stdout.write(
+              `${n.nodeId.padEnd(24)} ${fp.padEnd(20)} ${n.status.padEnd(8)} ${String(n.accepted).padStart(8)}  ${String(n.rejected).padStart(8)}  ` +
+                `${new Date(n.lastSeen).toISOString()}${n.statusReason ? `  (${n.statusReason})` : ''}\n`,
+            );
+          }
+        }),
+      ),
+    );
+  nodes
+    .command('ban')
+    .description('refuse a node from now on (a running aggregator checks at every hello and upload)')
+    .argument('<run>', 'run directory or its name under --runs-dir')
+    .argument('<node>', "the node's public key (base64), or its node id if it has joined already")
+    .requiredOption('--reason <text>', 'why; recorded and told to the node')
+    .option('--runs-dir <dir>', 'where runs are', 'runs')
+    .action(
+      action((run: string, node: string, opts: { runsDir: string; reason: string }) =>
+        withStore(opts.runsDir, run, (store) => {
+          let nodeId: string;
+          let key: string;
+          if (node.startsWith('n-')) {
+            const row = store.node(node);
+            if (!row) throw new UsageError(`no node ${node} in this run; to ban a node that has not joined, give its public key`);
+            nodeId = row.nodeId;
+            key = row.publicKey;
+          } else {
+            let pk: Uint8Array;
+            try {
+              pk = publicKeyFromString(node);
+            } catch {
+              throw new UsageError(`${node} is neither a node id (n-...) nor a base64 Ed25519 public key`);
+            }
+            nodeId = nodeIdFromPublicKey(pk);
+            key = node;
+          }
+          store.banNode(nodeId, key, opts.reason);
+          process.stdout.write(`banned ${nodeId}: ${opts.reason}\n`);
+        }),
+      ),
+    );
+}
