@@ -49,6 +49,8 @@ export interface AggregatorOptions {
   /** TLS certificate and key (and a client CA for mutual TLS); plaintext without. */
   tls?: ServerTlsFiles;
   heartbeatIntervalMs?: number;
+  /** How long the first round waits for a full selection before starting with a quorum. */
+  firstRoundGraceMs?: number;
   log?: (msg: string) => void;
   onEvent?: (event: EngineEvent) => void;
 }
@@ -99,6 +101,7 @@ export async function startAggregator(o: AggregatorOptions): Promise<RunningAggr
     checkpointsDir,
     evaluate: (weights) => evaluate(spec, weights, test),
     onEvent: o.onEvent,
+    firstRoundGraceMs: o.firstRoundGraceMs,
   });
   const server = await startAggregatorServer({
     engine,

@@ -73,6 +73,8 @@ export interface EngineOptions {
   onEvent?: (event: EngineEvent) => void;
   /** How long to wait for a full selection before starting with a quorum. */
   selectionGraceMs?: number;
+  /** The same, for the run's first round, when nodes may still be starting up. */
+  firstRoundGraceMs?: number;
   maxAttemptsPerRound?: number;
 }
 
@@ -168,7 +170,7 @@ export class RoundEngine {
         if (attempt >= maxAttempts) {
           throw new Error(`round ${round} was abandoned ${maxAttempts} times in a row; giving up`);
         }
-        await this.waitForNodes();
+        await this.waitForNodes(round === 1 && attempt === 0 ? this.o.firstRoundGraceMs : undefined);
         if (this.stopped) break;
         record = await this.runAttempt(round, attempt);
       }
@@ -178,9 +180,9 @@ export class RoundEngine {
     return records;
   }
 
-  private async waitForNodes(): Promise<void> {
+  private async waitForNodes(graceMs?: number): Promise<void> {
     const { selection } = this.o.experiment;
-    const grace = this.o.selectionGraceMs ?? 10_000;
+    const grace = graceMs ?? this.o.selectionGraceMs ?? 10_000;
     const since = Date.now();
     for (;;) {
       this.o.sessions.expire();

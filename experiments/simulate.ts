@@ -61,6 +61,8 @@ export async function simulate(o: SimulateOptions): Promise<RunSummary & { run_d
     runId,
     test: data.test,
     identity,
+    // Every node process is starting at once; on a loaded machine that takes a while.
+    firstRoundGraceMs: 120_000,
     heartbeatIntervalMs: o.heartbeatIntervalMs,
     log,
     onEvent: progress?.handle,
