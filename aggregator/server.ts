@@ -8,7 +8,7 @@ import type { AggregatorHandlers } from '../proto/generated/crowdfl/v1/Aggregato
 import type { ModelChunk } from '../proto/generated/crowdfl/v1/ModelChunk.js';
 import type { UpdateMeta__Output } from '../proto/generated/crowdfl/v1/UpdateMeta.js';
 import type { Identity } from '../core/keys.js';
-import { publicKeyToString } from '../core/keys.js';
+import { nodeIdFromPublicKey, publicKeyToString } from '../core/keys.js';
 import { admit, type AdmissionPolicy } from './admission.js';
 import type { RoundEngine } from './rounds.js';
 import { invalid, precondition, RpcError } from './rpc-error.js';
@@ -74,6 +74,11 @@ export async function startAggregatorServer(o: ServerOptions): Promise<RunningSe
           aggregator_public_key: Buffer.from(o.identity.publicKey),
         });
       } catch (err) {
+        const key = call.request.node_public_key;
+        if (err instanceof RpcError && key?.length === 32) {
+          // Who knocked and was turned away is part of the record evaluators read.
+          store.recordRefusal(nodeIdFromPublicKey(key), publicKeyToString(key), err.message);
+        }
         callback(toServiceError(err, o.log));
       }
     },

@@ -98,6 +98,12 @@ test('banned keys, allowlists and invitations decide who joins', async (t) => {
   let s = await statusOf(join2(open.address, banned));
   t.is(s.code, grpc.status.PERMISSION_DENIED);
   t.regex(s.details, /is banned: poisoned updates/);
+  const after = openDatabase(join(open.runDir, 'crowdfl.db'));
+  const refused = new RunStore(after.db).refusalRows();
+  after.close();
+  t.is(refused.length, 1);
+  t.is(refused[0]!.nodeId, nodeIdFromPublicKey(banned.publicKey));
+  t.regex(refused[0]!.reason, /is banned/);
   await stop(open.agg);
 
   // Allowlist.

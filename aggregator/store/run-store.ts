@@ -3,7 +3,7 @@
 // crash leaves either the whole round or none of it.
 import { and, asc, eq, sql } from 'drizzle-orm';
 import type { Db } from './db.js';
-import { invitations, nodes, rounds, runs, tasks, updates, type NodeRow, type RoundRow, type RunRow, type UpdateRow } from './schema.js';
+import { invitations, nodes, refusals, rounds, runs, tasks, updates, type NodeRow, type RoundRow, type RunRow, type UpdateRow } from './schema.js';
 
 export interface RoundOutcome {
   round: typeof rounds.$inferInsert;
@@ -32,6 +32,14 @@ export class RunStore {
       .values({ nodeId, publicKey, firstSeen: now, lastSeen: now, capabilities, software })
       .onConflictDoUpdate({ target: nodes.nodeId, set: { lastSeen: now, capabilities, software } })
       .run();
+  }
+
+  recordRefusal(nodeId: string, publicKey: string, reason: string): void {
+    this.db.insert(refusals).values({ at: Date.now(), nodeId, publicKey, reason }).run();
+  }
+
+  refusalRows(): (typeof refusals.$inferSelect)[] {
+    return this.db.select().from(refusals).orderBy(asc(refusals.id)).all();
   }
 
   node(nodeId: string): NodeRow | undefined {

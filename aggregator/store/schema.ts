@@ -102,3 +102,12 @@ export const invitations = sqliteTable('invitations', {
 });
 
 export type NodeRow = typeof nodes.$inferSelect;
+
+/** Hellos refused (bad proof, banned, not admitted): who tried, when, and why. */
+export const refusals = sqliteTable('refusals', {
+  id: integer('id').primaryKey({ autoIncrement: true }),
+  at: integer('at').notNull(),
+  nodeId: text('node_id').notNull(),
+  publicKey: text('public_key').notNull(),
+  reason: text('reason').notNull(),
+});

@@ -18,6 +18,14 @@ CREATE TABLE `nodes` (
 	`rejected` integer DEFAULT 0 NOT NULL
 );
 --> statement-breakpoint
+CREATE TABLE `refusals` (
+	`id` integer PRIMARY KEY AUTOINCREMENT NOT NULL,
+	`at` integer NOT NULL,
+	`node_id` text NOT NULL,
+	`public_key` text NOT NULL,
+	`reason` text NOT NULL
+);
+--> statement-breakpoint
 CREATE TABLE `rounds` (
 	`run_id` text NOT NULL,
 	`round` integer NOT NULL,
