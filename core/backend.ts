@@ -121,7 +121,25 @@ async function tryWasm(): Promise<string | undefined> {
  * loads; an explicit preference that cannot load throws a BackendError that
  * says how to fix it.
  */
-export async function initBackend(pref: BackendPreference, opts: BackendOptions = {}): Promise<string> {
+export function initBackend(pref: BackendPreference, opts: BackendOptions = {}): Promise<string> {
+  // Two callers in one process (tests start several aggregators at once) must not
+  // interleave backend switches: one would build tensors on a backend the other
+  // is leaving. Calls run one at a time, and a choice already in force is kept.
+  const run = initQueue.then(async () => {
+    const earlier = chosen.get(pref);
+    if (earlier !== undefined && tf.getBackend() === earlier) return earlier;
+    const name = await selectBackend(pref, opts);
+    chosen.set(pref, name);
+    return name;
+  });
+  initQueue = run.catch(() => undefined);
+  return run;
+}
+
+let initQueue: Promise<unknown> = Promise.resolve();
+const chosen = new Map<BackendPreference, string>();
+
+async function selectBackend(pref: BackendPreference, opts: BackendOptions): Promise<string> {
   const log = opts.log ?? defaultLog;
   switch (pref) {
     case 'tensorflow':
