@@ -4,19 +4,13 @@
 // crowdfl draws its own fixed 60,000 / 10,000 split.
 import { join } from 'node:path';
 import {
-  ensureImageCache,
-  loadImageSplit,
   malformedPackage,
   PixelAccumulator,
   readPackageJson,
-  type CacheOptions,
-  type ImageCacheHeader,
   type ImageSource,
   type LogFn,
   type ParsedImages,
-  type Split,
 } from './cache.js';
-import type { Dataset } from './types.js';
 
 /** Seed of the train/test split; changing it changes every experiment's data. */
 export const FASHION_MNIST_SPLIT_SEED = 0x0fa5410;
@@ -77,13 +71,3 @@ export const fashionMnistSource: ImageSource = {
   testExamples: 10_000,
   parse: parseFashionMnist,
 };
-
-/** Fashion-MNIST train (60,000) or test (10,000) split, pixels scaled to 0..1. */
-export function loadFashionMnist(split: Split, opts: CacheOptions = {}): Promise<Dataset> {
-  return loadImageSplit(fashionMnistSource, split, opts);
-}
-
-/** Builds the cache if needed and returns its header (counts, skipped records). */
-export async function fashionMnistCacheInfo(opts: CacheOptions = {}): Promise<ImageCacheHeader> {
-  return (await ensureImageCache(fashionMnistSource, opts)).header;
-}

@@ -7,19 +7,13 @@
 // approximation.
 import { join } from 'node:path';
 import {
-  ensureImageCache,
-  loadImageSplit,
   malformedPackage,
   PixelAccumulator,
   readPackageJson,
-  type CacheOptions,
-  type ImageCacheHeader,
   type ImageSource,
   type LogFn,
   type ParsedImages,
-  type Split,
 } from './cache.js';
-import type { Dataset } from './types.js';
 
 /** Seed of the train/test split; changing it changes every experiment's data. */
 export const MNIST_SPLIT_SEED = 0x3a157;
@@ -65,13 +59,3 @@ export const mnistSource: ImageSource = {
   testExamples: 2_000,
   parse: parseMnist,
 };
-
-/** MNIST train (8,000) or test (2,000) split, pixels scaled to 0..1. */
-export function loadMnist(split: Split, opts: CacheOptions = {}): Promise<Dataset> {
-  return loadImageSplit(mnistSource, split, opts);
-}
-
-/** Builds the cache if needed and returns its header (counts, skipped records). */
-export async function mnistCacheInfo(opts: CacheOptions = {}): Promise<ImageCacheHeader> {
-  return (await ensureImageCache(mnistSource, opts)).header;
-}
