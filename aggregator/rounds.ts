@@ -107,6 +107,8 @@ export class RoundEngine {
   private readonly expectedBytes: number;
   private stopped = false;
   private stopWaiting: () => void = () => {};
+  /** The model's topology as sent in every task, and its hash as signed in every task. */
+  private readonly modelJson: string;
   private readonly modelJsonSha256: string;
 
   constructor(private readonly o: EngineOptions) {
@@ -114,17 +116,14 @@ export class RoundEngine {
     if (o.initialWeights.length * 4 !== this.expectedBytes) {
       throw new Error(`initial weights have ${o.initialWeights.length} values, manifest needs ${this.expectedBytes / 4}`);
     }
-    this.modelJsonSha256 = modelJsonSha256(JSON.stringify(o.topology));
+    this.modelJson = JSON.stringify(o.topology);
+    this.modelJsonSha256 = modelJsonSha256(this.modelJson);
     this.global = { weights: o.initialWeights, sha256: '' };
     this.publish(o.initialWeights);
   }
 
   get globalSha256(): string {
     return this.global.sha256;
-  }
-
-  get modelJson(): string {
-    return JSON.stringify(this.o.topology);
   }
 
   modelBytes(sha256: string): Buffer {
@@ -365,7 +364,7 @@ export class RoundEngine {
     if (t?.state === 'receiving') t.state = 'assigned';
   }
 
-  completeSubmission(session: Session, meta: UpdateMeta__Output, delta: Float32Array, bytes: Uint8Array): void {
+  completeSubmission(session: Session, meta: UpdateMeta__Output, delta: Float32Array): void {
     const open = this.open;
     const t = open?.tasks.get(meta.task_id);
     if (!open || !t || t.state !== 'receiving') {
@@ -391,7 +390,7 @@ export class RoundEngine {
     if (!verify(digest, meta.signature, session.publicKey)) {
       throw this.reject(open, t, meta, new RpcError(status.UNAUTHENTICATED, `bad signature: the update's signature does not verify under node ${session.nodeId}'s key`));
     }
-    const sha = sha256Hex(bytes);
+    const sha = sha256Hex(float32ToBytes(delta));
     if (meta.update_sha256 !== sha) {
       throw this.reject(open, t, meta, invalid(`update bytes hash to ${sha}, but the signed update_sha256 is ${meta.update_sha256}`), sha);
     }

@@ -115,7 +115,8 @@ export async function startAggregatorServer(o: ServerOptions): Promise<RunningSe
           }
           call.end();
         } catch (err) {
-          call.destroy(Object.assign(new Error(toServiceError(err, o.log).details), toServiceError(err)));
+          const status = toServiceError(err, o.log);
+          call.destroy(Object.assign(new Error(status.details), status));
         }
       })();
     },
@@ -165,7 +166,7 @@ export async function startAggregatorServer(o: ServerOptions): Promise<RunningSe
         try {
           if (!meta || !assembler || !session) throw invalid('stream ended before any metadata');
           const delta = assembler.finish();
-          engine.completeSubmission(session, meta, delta, new Uint8Array(delta.buffer, delta.byteOffset, delta.byteLength));
+          engine.completeSubmission(session, meta, delta);
           finish(null, `accepted into round ${meta.round}`);
         } catch (err) {
           finish(err);

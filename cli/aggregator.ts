@@ -3,7 +3,7 @@ import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { startAggregator } from '../aggregator/aggregator.js';
 import { backendPreferenceSchema, loadExperimentFile, type BackendPreference } from '../core/experiment.js';
-import { federatedData } from '../datasets/index.js';
+import { testData } from '../datasets/index.js';
 import { newRunId } from '../experiments/simulate.js';
 import { RunProgress } from '../experiments/progress.js';
 import { writeRunPlot } from '../experiments/plot.js';
@@ -107,7 +107,7 @@ export function register(program: Command): void {
         const tls = tlsFiles(opts, log);
         const { identity, created } = loadOrCreateIdentity(opts.key, { create: true });
         log(`${created ? 'created' : 'using'} aggregator key ${opts.key}: ${publicKeyToString(identity.publicKey)} (fingerprint ${fingerprint(identity.publicKey)})`);
-        const { test } = await federatedData(experiment.dataset, experiment.nodes, experiment.seed, { log });
+        const test = await testData(experiment.dataset, experiment.nodes, experiment.seed, { log });
         const progress = new RunProgress(experiment.rounds);
         const running = await startAggregator({
           experiment,

@@ -89,3 +89,13 @@ export async function federatedData(
   const test = await loadSplit(spec.name, 'test', opts);
   return { test, partitions };
 }
+
+/**
+ * Only the held-out set the aggregator evaluates on: for packaged datasets the
+ * test split alone, without loading and partitioning the train split.
+ */
+export async function testData(spec: DatasetSpec, numNodes: number, seed: number, opts: CacheOptions = {}): Promise<Dataset> {
+  // Synthetic test data is the union of the nodes' held-out parts, so it needs the nodes.
+  if (spec.name === 'synthetic') return (await federatedData(spec, numNodes, seed, opts)).test;
+  return loadSplit(spec.name, 'test', opts);
+}
