@@ -16,30 +16,17 @@ import { AggregatorConnection } from '../trainer/client.js';
 import { weightManifest } from '../core/model.js';
 import { parseModelJson } from '../core/model-zoo.js';
 import { tempDir, tinyExperiment } from './support/fixtures.js';
-import { generateIdentity, nodeIdFromPublicKey, type Identity } from '../core/keys.js';
-
-const caps = { backends: ['cpu'], cores: 1, memory_bytes: 1, num_examples: 100, feature_shape: [60], num_classes: 10 };
+import { caps, joinAs, nextTask, statusOf } from './support/grpc.js';
+import { generateIdentity, type Identity } from '../core/keys.js';
 
 function rawClient(port: number): AggregatorClient {
   const proto = loadProto();
   return new proto.crowdfl.v1.Aggregator(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
 }
 
-function statusOf(p: Promise<unknown>): Promise<{ code: number; details: string }> {
-  return p.then(
-    () => ({ code: grpc.status.OK, details: '' }),
-    (err: grpc.ServiceError) => ({ code: err.code, details: err.details }),
-  );
-}
-
 async function join2(port: number): Promise<{ conn: AggregatorConnection; task: Task__Output; identity: Identity }> {
-  const conn = new AggregatorConnection(`127.0.0.1:${port}`);
-  const identity = generateIdentity();
-  await conn.hello(identity, nodeIdFromPublicKey(identity.publicKey), caps, 'test');
-  for (;;) {
-    const reply = await conn.pollTask(5000);
-    if (reply.task) return { conn, task: reply.task, identity };
-  }
+  const { conn, identity } = await joinAs(`127.0.0.1:${port}`);
+  return { conn, task: await nextTask(conn), identity };
 }
 
 function submission(task: Task__Output, manifest: readonly TensorEntry[], delta: Float32Array) {
@@ -209,13 +196,6 @@ test('bad input gets clear statuses and never touches the global model', async (
   t.deepEqual(ups.map((u) => u.verdict).sort(), ['kept', 'rejected']);
   t.true(ups.some((u) => /does not fit the model/.test(u.reason)));
 });
-
-async function nextTask(conn: AggregatorConnection): Promise<Task__Output> {
-  for (;;) {
-    const reply = await conn.pollTask(5000);
-    if (reply.task) return reply.task;
-  }
-}
 
 async function waitForRound(runDir: string, runId: string, round: number) {
   for (let i = 0; i < 200; i++) {

@@ -19,8 +19,8 @@ import type { Task__Output } from '../proto/generated/crowdfl/v1/Task.js';
 import { AggregatorConnection } from '../trainer/client.js';
 import { taskProblem } from '../trainer/task-check.js';
 import { tempDir, tinyExperiment } from './support/fixtures.js';
+import { caps, joinAs, nextTask, statusOf } from './support/grpc.js';
 
-const caps = { backends: ['cpu'], cores: 1, memory_bytes: 1, num_examples: 100, feature_shape: [60], num_classes: 10 };
 
 async function aggregator(admission: AdmissionPolicy = { mode: 'open' }, nodesPerRound = 1) {
   const experiment = tinyExperiment({
@@ -35,25 +35,8 @@ async function aggregator(admission: AdmissionPolicy = { mode: 'open' }, nodesPe
   return { agg, identity, runDir, runId, address: `127.0.0.1:${agg.port}` };
 }
 
-function statusOf(p: Promise<unknown>): Promise<{ code: number; details: string }> {
-  return p.then(
-    () => ({ code: grpc.status.OK, details: '' }),
-    (err: grpc.ServiceError) => ({ code: err.code, details: err.details }),
-  );
-}
-
-async function join2(address: string, identity = generateIdentity(), pinned?: Uint8Array, invitation?: string) {
-  const conn = new AggregatorConnection(address);
-  await conn.hello(identity, nodeIdFromPublicKey(identity.publicKey), caps, 'test', pinned, invitation);
-  return { conn, identity };
-}
-
-async function nextTask(conn: AggregatorConnection): Promise<Task__Output> {
-  for (;;) {
-    const reply = await conn.pollTask(5000);
-    if (reply.task) return reply.task;
-  }
-}
+const join2 = (address: string, identity = generateIdentity(), pinned?: Uint8Array, invitation?: string) =>
+  joinAs(address, identity, { pinned, invitation });
 
 async function stop(agg: RunningAggregator) {
   await agg.stop();

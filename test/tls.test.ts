@@ -4,25 +4,20 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import test from 'ava';
 import { startAggregator } from '../aggregator/aggregator.js';
-import { generateIdentity, nodeIdFromPublicKey } from '../core/keys.js';
+import { generateIdentity } from '../core/keys.js';
 import { channelCredentials, createClientCertificate, createDeploymentCertificates, type ClientTlsFiles, type ServerTlsFiles } from '../core/tls.js';
 import { federatedData } from '../datasets/index.js';
-import { AggregatorConnection } from '../trainer/client.js';
 import { runCli } from './support/cli.js';
 import { tempDir, tinyExperiment } from './support/fixtures.js';
-
-const caps = { backends: ['cpu'], cores: 1, memory_bytes: 1, num_examples: 100, feature_shape: [60], num_classes: 10 };
+import { joinAs } from './support/grpc.js';
 
 async function helloOutcome(port: number, tls: ClientTlsFiles | undefined): Promise<string> {
-  const conn = new AggregatorConnection(`127.0.0.1:${port}`, channelCredentials(tls));
-  const id = generateIdentity();
   try {
-    await conn.hello(id, nodeIdFromPublicKey(id.publicKey), caps, 'test');
+    const { conn } = await joinAs(`127.0.0.1:${port}`, undefined, { credentials: channelCredentials(tls) });
+    conn.close();
     return 'ok';
   } catch (err) {
     return `refused: ${(err as Error).message}`;
-  } finally {
-    conn.close();
   }
 }
 

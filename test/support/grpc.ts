@@ -1,0 +1,34 @@
+// What the gRPC tests share: a test node's capabilities, joining as a fresh
+// identity, waiting for a task, and reading a call's outcome as a status.
+import * as grpc from '@grpc/grpc-js';
+import { generateIdentity, nodeIdFromPublicKey, type Identity } from '../../core/keys.js';
+import type { Task__Output } from '../../proto/generated/crowdfl/v1/Task.js';
+import { AggregatorConnection } from '../../trainer/client.js';
+
+/** A node with 100 synthetic examples (tinyExperiment's data shape). */
+export const caps = { backends: ['cpu'], cores: 1, memory_bytes: 1, num_examples: 100, feature_shape: [60], num_classes: 10 };
+
+export function statusOf(p: Promise<unknown>): Promise<{ code: number; details: string }> {
+  return p.then(
+    () => ({ code: grpc.status.OK, details: '' }),
+    (err: grpc.ServiceError) => ({ code: err.code, details: err.details }),
+  );
+}
+
+/** Says hello as `identity` (a fresh one by default). */
+export async function joinAs(
+  address: string,
+  identity: Identity = generateIdentity(),
+  opts: { pinned?: Uint8Array; invitation?: string; credentials?: grpc.ChannelCredentials } = {},
+): Promise<{ conn: AggregatorConnection; identity: Identity }> {
+  const conn = new AggregatorConnection(address, opts.credentials);
+  await conn.hello(identity, nodeIdFromPublicKey(identity.publicKey), caps, 'test', opts.pinned, opts.invitation);
+  return { conn, identity };
+}
+
+export async function nextTask(conn: AggregatorConnection): Promise<Task__Output> {
+  for (;;) {
+    const reply = await conn.pollTask(5000);
+    if (reply.task) return reply.task;
+  }
+}
