@@ -1,4 +1,5 @@
 import { createRequire } from 'node:module';
+import { backendVersions } from './backend.js';
 
 const require = createRequire(import.meta.url);
 
@@ -15,13 +16,12 @@ export const CROWDFL_VERSION = (require('../../package.json') as { version: stri
 
 export const SOFTWARE = `crowdfl/${CROWDFL_VERSION} tfjs/${versionOf('@tensorflow/tfjs')} node/${process.versions.node}`;
 
+/** What a run record states about the software: crowdfl, gRPC, Node, and the tfjs packages this process loaded. */
 export function softwareVersions(): Record<string, string> {
   return {
     crowdfl: CROWDFL_VERSION,
-    '@tensorflow/tfjs': versionOf('@tensorflow/tfjs'),
-    '@tensorflow/tfjs-backend-wasm': versionOf('@tensorflow/tfjs-backend-wasm'),
-    '@tensorflow/tfjs-node': versionOf('@tensorflow/tfjs-node'),
     '@grpc/grpc-js': versionOf('@grpc/grpc-js'),
     node: process.versions.node,
+    ...backendVersions(),
   };
 }
