@@ -14,6 +14,7 @@ export class RunProgress {
   private committed = 0;
   private readonly live: boolean;
   private ticker: NodeJS.Timeout | undefined;
+  /** The status line without its clock, which the ticker appends anew each second. */
   private status = '';
 
   constructor(
@@ -30,13 +31,13 @@ export class RunProgress {
   }
 
   private line(text: string): void {
-    if (this.live) this.out.write(`\r\x1b[2K${text}\n${this.status}`);
+    if (this.live) this.out.write(`\r\x1b[2K${text}\n${this.status}${this.clock()}`);
     else this.out.write(`${text}\n`);
   }
 
   private setStatus(text: string): void {
     this.status = text;
-    if (this.live) this.out.write(`\r\x1b[2K${text}`);
+    if (this.live) this.out.write(`\r\x1b[2K${text}${this.clock()}`);
   }
 
   handle = (e: EngineEvent): void => {
@@ -47,7 +48,7 @@ export class RunProgress {
       case 'round-started':
         this.roundStarted = Date.now();
         this.setStatus(`round ${e.round}/${this.totalRounds}: training on ${e.selected} nodes…`);
-        if (this.live && !this.ticker) this.ticker = setInterval(() => this.setStatus(this.status.replace(/ \| .*$/, '') + this.clock()), 1000);
+        if (this.live && !this.ticker) this.ticker = setInterval(() => this.setStatus(this.status), 1000);
         break;
       case 'update':
         if (!e.accepted) this.line(`  round ${e.round}: rejected update from ${e.nodeId}: ${e.reason}`);
@@ -71,6 +72,7 @@ export class RunProgress {
   };
 
   private clock(): string {
+    if (!this.ticker) return ''; // no round has started yet
     return ` | ${formatDuration((Date.now() - this.roundStarted) / 1000)} in round, run ETA ${this.eta()}`;
   }
 
