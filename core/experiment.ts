@@ -65,6 +65,63 @@ export const strategySchema = z.discriminatedUnion('name', [
 ]);
 export type StrategySpec = z.infer<typeof strategySchema>;
 
+// Robust aggregation: which rule turns the round's updates into one, and the
+// pre-filters every update passes first. Byzantine nodes can lie about their
+// example counts, so only `mean` and `geometric-median` weight by them.
+const preFilterFields = {
+  max_norm: z
+    .number()
+    .positive()
+    .optional()
+    .describe('pre-check: an update whose L2 norm exceeds this is rejected before aggregation'),
+  clip_norm: z
+    .number()
+    .positive()
+    .optional()
+    .describe('pre-filter: an update whose L2 norm exceeds this is scaled down to it (down-weighted)'),
+};
+const byzantineCount = z.number().int().nonnegative().describe('f: how many Byzantine updates the rule must tolerate');
+export const aggregationSchema = z.discriminatedUnion('rule', [
+  z.object({ rule: z.literal('mean'), ...preFilterFields }).strict(),
+  z.object({ rule: z.literal('median'), ...preFilterFields }).strict(),
+  z
+    .object({
+      rule: z.literal('trimmed-mean'),
+      beta: z.number().min(0).lt(0.5).describe('fraction trimmed from each end, per coordinate'),
+      ...preFilterFields,
+    })
+    .strict(),
+  z.object({ rule: z.literal('krum'), f: byzantineCount, ...preFilterFields }).strict(),
+  z
+    .object({
+      rule: z.literal('multi-krum'),
+      f: byzantineCount,
+      m: z.number().int().positive().describe('how many of the best-scored updates are averaged'),
+      ...preFilterFields,
+    })
+    .strict(),
+  z.object({ rule: z.literal('bulyan'), f: byzantineCount, ...preFilterFields }).strict(),
+  z
+    .object({
+      rule: z.literal('geometric-median'),
+      max_iterations: z.number().int().positive().max(10000).default(100),
+      smoothing: z.number().positive().default(1e-6).describe('ν of smoothed Weiszfeld: distances below it count as ν'),
+      tolerance: z.number().positive().default(1e-5).describe('stop when the objective improves by less than this, relatively'),
+      ...preFilterFields,
+    })
+    .strict(),
+  z
+    .object({
+      rule: z.literal('centered-clipping'),
+      tau: z.number().positive().describe('clipping radius around the current centre'),
+      iterations: z.number().int().positive().max(100).default(3),
+      ...preFilterFields,
+    })
+    .strict(),
+]);
+export type AggregationSpec = z.infer<typeof aggregationSchema>;
+export type AggregationRule = AggregationSpec['rule'];
+
 export const selectionSchema = z
   .object({
     nodes_per_round: z.number().int().positive().describe('how many nodes are asked to train each round'),
@@ -88,6 +145,7 @@ export const experimentSchema = z
     nodes: z.number().int().positive().max(10000).describe('how many nodes the simulation starts'),
     rounds: z.number().int().positive().max(100000),
     strategy: strategySchema.default({ name: 'fedavg' }),
+    aggregation: aggregationSchema.default({ rule: 'mean' }),
     selection: selectionSchema,
     training: trainingSchema,
     backend: backendPreferenceSchema.default('auto'),
