@@ -27,6 +27,8 @@ import type { Task } from '../proto/generated/crowdfl/v1/Task.js';
 import type { TensorSpec } from '../proto/generated/crowdfl/v1/TensorSpec.js';
 import type { UpdateMeta__Output } from '../proto/generated/crowdfl/v1/UpdateMeta.js';
 import type { Verdict } from './robust/verdict.js';
+import { summarizeVerdicts } from './verdict-summary.js';
+import { reputationChanges, selectable } from './reputation.js';
 import { alreadyExists, invalid, notFound, precondition, RpcError } from './rpc-error.js';
 import type { Session, Sessions } from './sessions.js';
 import { checkpointDirName, writeCheckpoint } from './store/checkpoints.js';
@@ -49,6 +51,8 @@ export interface RoundRecord {
   /** The aggregator's signed audit record of the round (see proto/crowdfl.proto, "crowdfl/round/v1"). */
   round_digest: string;
   aggregator_signature: string;
+  /** What the aggregation rule did, e.g. "4 of 20 rejected (krum score)". */
+  verdicts: string;
 }
 
 export type EngineEvent =
@@ -56,6 +60,7 @@ export type EngineEvent =
   | { type: 'round-started'; round: number; attempt: number; selected: number; deadline: number }
   | { type: 'update'; round: number; nodeId: string; accepted: boolean; reason: string; received: number; selected: number }
   | { type: 'round-committed'; record: RoundRecord }
+  | { type: 'node-banned'; round: number; nodeId: string; reason: string }
   | { type: 'round-abandoned'; round: number; attempt: number; reason: string };
 
 export interface EngineOptions {
@@ -185,7 +190,7 @@ export class RoundEngine {
     const since = Date.now();
     for (;;) {
       this.o.sessions.expire();
-      const idle = this.o.sessions.idle().length;
+      const idle = this.eligibleIdle().length;
       if (idle >= selection.nodes_per_round) return;
       if (idle >= selection.min_updates && Date.now() - since >= grace) return;
       if (this.stopped) return;
@@ -200,8 +205,17 @@ export class RoundEngine {
     }
   }
 
+  /** Idle sessions of nodes that are not banned and whose reputation allows selection. */
+  private eligibleIdle(): Session[] {
+    const { store, experiment } = this.o;
+    return this.o.sessions.idle().filter((s) => {
+      const node = store.node(s.nodeId);
+      return node?.status !== 'banned' && selectable(experiment.reputation, node?.reputation ?? 1);
+    });
+  }
+
   private select(round: number, attempt: number): Session[] {
-    const idle = this.o.sessions.idle().sort((a, b) => (a.nodeId < b.nodeId ? -1 : a.nodeId > b.nodeId ? 1 : 0));
+    const idle = this.eligibleIdle().sort((a, b) => (a.nodeId < b.nodeId ? -1 : a.nodeId > b.nodeId ? 1 : 0));
     const rng = new Rng((this.o.experiment.seed * 1_000_003 + round * 101 + attempt) >>> 0);
     rng.shuffle(idle);
     return idle.slice(0, this.o.experiment.selection.nodes_per_round);
@@ -403,6 +417,7 @@ export class RoundEngine {
       nodeId: session.nodeId,
       taskId: meta.task_id,
       numExamples: meta.num_examples,
+      reputation: this.o.store.node(session.nodeId)?.reputation ?? 1,
       // The assembler's buffer belongs to this upload alone, so no copy is needed.
       delta,
       meta,
@@ -491,8 +506,18 @@ export class RoundEngine {
       model_sha256: checkpoint.sha256,
       round_digest: digestHex(audit),
       aggregator_signature: auditSignature,
+      verdicts: summarizeVerdicts([...step.verdicts, ...open.rejected.map((r) => ({ verdict: r.verdict, weight: 0, reason: r.reason ?? '' }))]),
     };
+    const reputations = reputationChanges(
+      this.o.experiment.reputation,
+      (nodeId) => store.node(nodeId) ?? { reputation: 1, verdicts: 0 },
+      [
+        ...updates.map((u, i) => ({ nodeId: u.nodeId, verdict: step.verdicts[i]!.verdict })),
+        ...open.rejected.map((r) => ({ nodeId: r.nodeId, verdict: 'rejected' as const })),
+      ],
+    );
     store.commitRound({
+      reputations,
       round: {
         runId,
         round: open.round,
@@ -515,6 +540,11 @@ export class RoundEngine {
       updates: [...updates.map((u, i) => this.updateRow(open.round, u, step.verdicts[i]!)), ...open.rejected],
     });
     this.publish(step.weights);
+    for (const banned of reputations.filter((r) => r.ban)) {
+      // Its next call finds no session, and its next hello is refused with the reason.
+      for (const s of this.o.sessions.all()) if (s.nodeId === banned.nodeId) this.o.sessions.close(s.id);
+      this.o.onEvent?.({ type: 'node-banned', round: open.round, nodeId: banned.nodeId, reason: banned.ban! });
+    }
     this.o.onEvent?.({ type: 'round-committed', record });
     return record;
   }

@@ -2,6 +2,7 @@
 // datasets use for an experiment is inferred from here.
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
+import { attackSchema } from '../experiments/attacks/spec.js';
 
 export const partitionSchema = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('iid') }).strict(),
@@ -122,6 +123,37 @@ export const aggregationSchema = z.discriminatedUnion('rule', [
 export type AggregationSpec = z.infer<typeof aggregationSchema>;
 export type AggregationRule = AggregationSpec['rule'];
 
+// A node's reputation is a moving average of its verdicts (kept 1,
+// down-weighted 0.5, rejected 0), kept in the node registry across rounds.
+export const reputationSchema = z
+  .object({
+    decay: z
+      .number()
+      .gt(0)
+      .max(1)
+      .default(0.3)
+      .describe('weight of the newest verdict in the moving average; 1 = only the last verdict counts'),
+    min_for_selection: z
+      .number()
+      .min(0)
+      .max(1)
+      .optional()
+      .describe('nodes whose reputation is below this are not selected'),
+    weight_updates: z
+      .boolean()
+      .default(false)
+      .describe('multiply example-count weights by reputation (mean and geometric-median only)'),
+    ban_below: z.number().min(0).max(1).optional().describe('ban a node automatically once its reputation falls below this'),
+    ban_after: z
+      .number()
+      .int()
+      .positive()
+      .default(3)
+      .describe('how many verdicts a node must have before it can be banned automatically'),
+  })
+  .strict();
+export type ReputationSpec = z.infer<typeof reputationSchema>;
+
 export const selectionSchema = z
   .object({
     nodes_per_round: z.number().int().positive().describe('how many nodes are asked to train each round'),
@@ -146,6 +178,8 @@ export const experimentSchema = z
     rounds: z.number().int().positive().max(100000),
     strategy: strategySchema.default({ name: 'fedavg' }),
     aggregation: aggregationSchema.default({ rule: 'mean' }),
+    attack: attackSchema.optional().describe('simulations only: a share of the nodes run this attack'),
+    reputation: reputationSchema.default({ decay: 0.3, weight_updates: false, ban_after: 3 }),
     selection: selectionSchema,
     training: trainingSchema,
     backend: backendPreferenceSchema.default('auto'),

@@ -63,8 +63,12 @@ export class RunProgress {
             `loss ${r.loss.toFixed(4)}  nodes ${r.participants}/${r.selected}  ${r.seconds.toFixed(1)}s ` +
             `(overhead ${((100 * r.overhead_seconds) / Math.max(r.seconds, 1e-9)).toFixed(1)}%)  ETA ${this.eta()}`,
         );
+        if (r.verdicts && !r.verdicts.startsWith('all ')) this.line(`  round ${r.round}: ${r.verdicts}`);
         break;
       }
+      case 'node-banned':
+        this.line(`  round ${e.round}: banned ${e.nodeId}: ${e.reason}`);
+        break;
       case 'round-abandoned':
         this.line(`  round ${e.round} attempt ${e.attempt + 1} abandoned: ${e.reason}`);
         break;

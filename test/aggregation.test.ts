@@ -28,8 +28,8 @@ test('FedAvg adds the weighted mean delta to the global model', (t) => {
   const strategy = new FedAvg({ epochs: 1, batch_size: 10, learning_rate: 0.1 });
   const global = Float32Array.from([10, 20]);
   const step = strategy.aggregate(global, [
-    { nodeId: 'a', taskId: '1', numExamples: 100, delta: Float32Array.from([1, -1]) },
-    { nodeId: 'b', taskId: '2', numExamples: 300, delta: Float32Array.from([-1, 3]) },
+    { nodeId: 'a', taskId: '1', numExamples: 100, reputation: 1, delta: Float32Array.from([1, -1]) },
+    { nodeId: 'b', taskId: '2', numExamples: 300, reputation: 1, delta: Float32Array.from([-1, 3]) },
   ]);
   t.deepEqual(Array.from(step.weights), [9.5, 22]);
   t.is(step.verdicts.length, 2);

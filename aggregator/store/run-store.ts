@@ -2,12 +2,15 @@
 // update's verdict, the nodes' counters) is written in ONE transaction, so a
 // crash leaves either the whole round or none of it.
 import { and, asc, eq, sql } from 'drizzle-orm';
+import type { ReputationChange } from '../reputation.js';
 import type { Db } from './db.js';
 import { invitations, nodes, refusals, rounds, runs, tasks, updates, type NodeRow, type RoundRow, type RunRow, type UpdateRow } from './schema.js';
 
 export interface RoundOutcome {
   round: typeof rounds.$inferInsert;
   updates: UpdateRow[];
+  /** New reputations (and automatic bans) from this round's verdicts. */
+  reputations?: readonly ReputationChange[];
 }
 
 export class RunStore {
@@ -84,6 +87,16 @@ export class RunStore {
         tx.update(nodes)
           .set(kept ? { accepted: sql`${nodes.accepted} + 1` } : { rejected: sql`${nodes.rejected} + 1` })
           .where(eq(nodes.nodeId, u.nodeId))
+          .run();
+      }
+      for (const r of outcome.reputations ?? []) {
+        tx.update(nodes)
+          .set({
+            reputation: r.reputation,
+            verdicts: r.verdicts,
+            ...(r.ban ? { status: 'banned' as const, statusReason: `automatic: ${r.ban}` } : {}),
+          })
+          .where(eq(nodes.nodeId, r.nodeId))
           .run();
       }
     });

@@ -27,6 +27,9 @@ export const nodes = sqliteTable('nodes', {
   software: text('software').notNull().default(''),
   accepted: integer('accepted').notNull().default(0),
   rejected: integer('rejected').notNull().default(0),
+  // Moving average of the aggregator's verdicts on this node's updates (1 = always kept).
+  reputation: real('reputation').notNull().default(1),
+  verdicts: integer('verdicts').notNull().default(0),
 });
 
 export const rounds = sqliteTable(

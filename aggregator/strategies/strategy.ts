@@ -8,6 +8,8 @@ export interface ReceivedUpdate {
   readonly nodeId: string;
   readonly taskId: string;
   readonly numExamples: number;
+  /** The node's reputation when the update arrived (1 = every earlier update kept). */
+  readonly reputation: number;
   /** trained − base weights, flat. */
   readonly delta: Float32Array;
 }

@@ -15,7 +15,9 @@ CREATE TABLE `nodes` (
 	`capabilities` text NOT NULL,
 	`software` text DEFAULT '' NOT NULL,
 	`accepted` integer DEFAULT 0 NOT NULL,
-	`rejected` integer DEFAULT 0 NOT NULL
+	`rejected` integer DEFAULT 0 NOT NULL,
+	`reputation` real DEFAULT 1 NOT NULL,
+	`verdicts` integer DEFAULT 0 NOT NULL
 );
 --> statement-breakpoint
 CREATE TABLE `refusals` (
