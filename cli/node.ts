@@ -1,10 +1,11 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { backendPreferenceSchema, type BackendPreference } from '../core/experiment.js';
 import { readLocalData } from '../datasets/local-dir.js';
 import { runNode } from '../trainer/node.js';
+import { adversary, poisonData, readAttackFile } from '../experiments/byzantine-node.js';
 import { action, UsageError } from './errors.js';
 import { readPinnedKey } from './keys.js';
 import { fingerprint, loadOrCreateIdentity, nodeIdFromPublicKey, publicKeyToString } from '../core/keys.js';
@@ -22,6 +23,7 @@ interface Options {
   tlsKey?: string;
   exitWhenFinished: boolean;
   quiet: boolean;
+  attack?: string;
 }
 
 /** Aggregator keys pinned on first use, per address, kept across restarts. */
@@ -49,6 +51,8 @@ export function register(program: Command): void {
     .option('--tls-key <file>', 'the private key of --tls-cert')
     .option('--exit-when-finished', 'exit when the aggregator finishes its experiment, instead of waiting for the next', false)
     .option('--quiet', 'log only errors', false)
+    // Attack experiments only (written by `crowdfl simulate` for Byzantine nodes); hidden from operators.
+    .addOption(new Option('--attack <file>', 'run as a Byzantine node of an attack experiment').hideHelp())
     .addHelpText(
       'after',
       '\nThe node never runs code it is sent: a task carries a declarative tfjs layers model (JSON), built\n' +
@@ -61,7 +65,8 @@ export function register(program: Command): void {
         if (!existsSync(opts.data)) {
           throw new UsageError(`--data ${opts.data} does not exist; point it at a directory in the crowdfl-data format (see datasets/README.md)`);
         }
-        const data = readLocalData(opts.data);
+        const attack = opts.attack ? readAttackFile(opts.attack) : undefined;
+        const data = attack ? poisonData(attack.attack, readLocalData(opts.data)) : readLocalData(opts.data);
         if ((opts.tlsCert || opts.tlsKey) && !opts.tlsCa) throw new UsageError('--tls-cert/--tls-key need --tls-ca too');
         mkdirSync(opts.stateDir, { recursive: true, mode: 0o700 });
         const { identity, created } = loadOrCreateIdentity(join(opts.stateDir, 'key.json'), { create: true });
@@ -94,6 +99,7 @@ export function register(program: Command): void {
           exitWhenFinished: opts.exitWhenFinished,
           log,
           signal: controller.signal,
+          adversary: attack ? adversary(attack, nodeId, log) : undefined,
         });
         log(`done: ${tasksDone} tasks`);
         process.exit(0);

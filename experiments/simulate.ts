@@ -12,8 +12,11 @@ import type { BackendPreference, Experiment } from '../core/experiment.js';
 import { federatedData } from '../datasets/index.js';
 import { writeLocalData } from '../datasets/local-dir.js';
 import { writeRunPlot } from './plot.js';
+import { chooseByzantine, detection, writeAttackFile } from './byzantine-node.js';
 import { RunProgress } from './progress.js';
-import { loadOrCreateIdentity, publicKeyToString } from '../core/keys.js';
+import { loadOrCreateIdentity, nodeIdFromPublicKey, publicKeyToString } from '../core/keys.js';
+import { openDatabase } from '../aggregator/store/db.js';
+import { RunStore } from '../aggregator/store/run-store.js';
 
 const CLI = fileURLToPath(new URL('../cli/index.js', import.meta.url));
 
@@ -34,7 +37,15 @@ export function newRunId(name: string): string {
   return `${name}-${stamp}-${randomBytes(2).toString('hex')}`;
 }
 
-export async function simulate(o: SimulateOptions): Promise<RunSummary & { run_dir: string }> {
+export interface AttackReport {
+  kind: string;
+  fraction: number;
+  byzantine_nodes: string[];
+  /** Verdicts of committed rounds on Byzantine and on honest updates. */
+  detection: ReturnType<typeof detection>;
+}
+
+export async function simulate(o: SimulateOptions): Promise<RunSummary & { run_dir: string; attack?: AttackReport }> {
   const experiment = o.backend ? { ...o.experiment, backend: o.backend } : o.experiment;
   const log = o.log ?? ((msg: string) => process.stderr.write(`${msg}\n`));
   const runId = o.runId ?? newRunId(experiment.name);
@@ -68,6 +79,30 @@ export async function simulate(o: SimulateOptions): Promise<RunSummary & { run_d
     onEvent: progress?.handle,
   });
 
+  const byzantine = new Set(experiment.attack ? chooseByzantine(experiment.nodes, experiment.attack.fraction, experiment.seed) : []);
+  const byzantineIds = new Set<string>();
+  if (experiment.attack) {
+    const npr = experiment.selection.nodes_per_round;
+    log(
+      `attack: ${experiment.attack.kind} on ${byzantine.size} of ${experiment.nodes} nodes ` +
+        `(${[...byzantine].map((i) => `node-${String(i).padStart(3, '0')}`).join(', ') || 'none'})`,
+    );
+    for (const i of byzantine) {
+      // The key is made here rather than by the node, so the run knows which node ids are Byzantine.
+      mkdirSync(join(nodeDirs[i]!, 'state'), { recursive: true, mode: 0o700 });
+      byzantineIds.add(nodeIdFromPublicKey(loadOrCreateIdentity(join(nodeDirs[i]!, 'state', 'key.json'), { create: true }).identity.publicKey));
+      writeAttackFile(join(nodeDirs[i]!, 'attack.json'), {
+        attack: experiment.attack,
+        seed: experiment.seed,
+        n: npr,
+        f: Math.round((byzantine.size * npr) / experiment.nodes),
+        colluders: Math.min(byzantine.size, npr),
+        collusion_dir: join(runDir, 'collusion'),
+        collusion_wait_ms: 20_000,
+      });
+    }
+  }
+
   const nodes: ChildProcess[] = nodeDirs.map((dir, i) => {
     const logFile = createWriteStream(join(dir, 'node.log'));
     const child = spawn(
@@ -86,6 +121,7 @@ export async function simulate(o: SimulateOptions): Promise<RunSummary & { run_d
         '--backend',
         experiment.backend,
         '--exit-when-finished',
+        ...(byzantine.has(i) ? ['--attack', join(dir, 'attack.json')] : []),
       ],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
@@ -106,7 +142,19 @@ export async function simulate(o: SimulateOptions): Promise<RunSummary & { run_d
   try {
     const summary = await aggregator.done;
     if (summary.rounds.length) await writeRunPlot(summary, runDir);
-    return { ...summary, run_dir: runDir };
+    if (!experiment.attack) return { ...summary, run_dir: runDir };
+    const attack: AttackReport = {
+      kind: experiment.attack.kind,
+      fraction: experiment.attack.fraction,
+      byzantine_nodes: [...byzantineIds].sort(),
+      detection: committedVerdicts(summary.database, summary.run_id, byzantineIds),
+    };
+    writeFileSync(join(runDir, 'attack.json'), JSON.stringify(attack, null, 2));
+    log(
+      `attack ${attack.kind}: ${attack.detection.byzantine.rejected} of ${attack.detection.byzantine.updates} Byzantine updates rejected, ` +
+        `${attack.detection.byzantine.down_weighted} down-weighted; ${attack.detection.honest.rejected} of ${attack.detection.honest.updates} honest updates rejected`,
+    );
+    return { ...summary, run_dir: runDir, attack };
   } finally {
     progress?.close();
     // Nodes exit by themselves when told the experiment finished; make sure of it.
@@ -114,5 +162,15 @@ export async function simulate(o: SimulateOptions): Promise<RunSummary & { run_d
     const grace = setTimeout(stopNodes, 5000);
     await Promise.all(exits);
     clearTimeout(grace);
+  }
+}
+
+function committedVerdicts(database: string, runId: string, byzantineIds: ReadonlySet<string>): AttackReport['detection'] {
+  const { db, close } = openDatabase(database);
+  try {
+    const store = new RunStore(db);
+    return detection(store.committedRounds(runId).flatMap((r) => store.updatesOfRound(runId, r.round)), byzantineIds);
+  } finally {
+    close();
   }
 }

@@ -18,6 +18,12 @@ import { channelCredentials, type ClientTlsFiles } from '../core/tls.js';
 import { trainLocally } from './local-training.js';
 import { SOFTWARE } from '../core/version.js';
 
+/**
+ * Attack experiments only: replaces the node's honest update just before it is
+ * signed and uploaded (see experiments/byzantine-node.ts). Operators never set it.
+ */
+export type UpdateAdversary = (honest: { round: number; delta: Float32Array; deadline: number }) => Promise<Float32Array>;
+
 export interface NodeOptions {
   aggregator: string;
   identity: Identity;
@@ -34,6 +40,7 @@ export interface NodeOptions {
   exitWhenFinished?: boolean;
   log?: (msg: string) => void;
   signal?: AbortSignal;
+  adversary?: UpdateAdversary;
 }
 
 /** The aggregator said no in a way retrying cannot fix (banned, not invited, wrong version). */
@@ -183,8 +190,9 @@ async function work(
       log(`round ${task.round}: no time to train before the deadline; task dropped`);
       return;
     }
-    const delta = new Float32Array(base.length);
+    let delta: Float32Array = new Float32Array(base.length);
     for (let i = 0; i < delta.length; i++) delta[i] = result.weights[i]! - base[i]!;
+    if (o.adversary) delta = await o.adversary({ round: task.round, delta, deadline: Number(task.deadline_unix_ms) });
     const message = await conn.submitUpdate({
       taskId: task.task_id,
       experimentId: task.experiment_id,
