@@ -26,6 +26,7 @@ import {
 import type { Task } from '../proto/generated/crowdfl/v1/Task.js';
 import type { TensorSpec } from '../proto/generated/crowdfl/v1/TensorSpec.js';
 import type { UpdateMeta__Output } from '../proto/generated/crowdfl/v1/UpdateMeta.js';
+import type { UpdateSeal__Output } from '../proto/generated/crowdfl/v1/UpdateSeal.js';
 import type { Verdict } from './robust/verdict.js';
 import { summarizeVerdicts } from './verdict-summary.js';
 import { reputationChanges, selectable } from './reputation.js';
@@ -98,7 +99,7 @@ interface OpenRound {
   startedAt: number;
   deadline: number;
   tasks: Map<string, OpenTask>;
-  accepted: (ReceivedUpdate & { meta: UpdateMeta__Output; receivedAt: number; digest: string; signature: string })[];
+  accepted: (ReceivedUpdate & { meta: UpdateMeta__Output; receivedAt: number; digest: string; signature: string; updateSha256: string })[];
   rejected: UpdateRow[];
   wake: () => void;
 }
@@ -362,12 +363,6 @@ export class RoundEngine {
     if (!(meta.num_examples > 0) || !Number.isSafeInteger(meta.num_examples)) {
       throw this.reject(open, t, meta, invalid(`num_examples must be a positive integer, got ${meta.num_examples}`));
     }
-    if (!meta.signature || meta.signature.length !== 64) {
-      throw this.reject(open, t, meta, new RpcError(status.UNAUTHENTICATED, 'unsigned update: meta.signature must be the node\'s 64-byte Ed25519 signature'));
-    }
-    if (!/^[0-9a-f]{64}$/.test(meta.update_sha256)) {
-      throw this.reject(open, t, meta, invalid('update_sha256 must be the lowercase hex SHA-256 of the update bytes'));
-    }
     t.state = 'receiving';
     return this.expectedBytes;
   }
@@ -378,18 +373,34 @@ export class RoundEngine {
     if (t?.state === 'receiving') t.state = 'assigned';
   }
 
-  completeSubmission(session: Session, meta: UpdateMeta__Output, delta: Float32Array): void {
+  /**
+   * Checks the seal against the bytes received (hashed as they streamed in)
+   * and takes the update into the round, or records why not.
+   */
+  completeSubmission(session: Session, meta: UpdateMeta__Output, seal: UpdateSeal__Output | undefined, delta: Float32Array, receivedSha: string): void {
     const open = this.open;
     const t = open?.tasks.get(meta.task_id);
     if (!open || !t || t.state !== 'receiving') {
       throw precondition(`round ${meta.round} closed while the update was uploading`);
+    }
+    if (!seal || seal.signature.length !== 64) {
+      throw this.reject(
+        open,
+        t,
+        meta,
+        new RpcError(status.UNAUTHENTICATED, "unsigned update: the upload must end with a seal carrying the node's 64-byte Ed25519 signature"),
+        receivedSha,
+      );
+    }
+    if (!/^[0-9a-f]{64}$/.test(seal.update_sha256)) {
+      throw this.reject(open, t, meta, invalid('seal.update_sha256 must be the lowercase hex SHA-256 of the update bytes'), receivedSha);
     }
     const digest = updateDigest({
       experiment_id: meta.experiment_id,
       round: meta.round,
       task_id: meta.task_id,
       base_model_sha256: meta.base_model_sha256,
-      update_sha256: meta.update_sha256,
+      update_sha256: seal.update_sha256,
       num_examples: meta.num_examples,
       metrics: {
         loss: meta.metrics?.loss ?? 0,
@@ -401,12 +412,18 @@ export class RoundEngine {
       },
       node_public_key: session.publicKey,
     });
-    if (!verify(digest, meta.signature, session.publicKey)) {
-      throw this.reject(open, t, meta, new RpcError(status.UNAUTHENTICATED, `bad signature: the update's signature does not verify under node ${session.nodeId}'s key`));
+    if (!verify(digest, seal.signature, session.publicKey)) {
+      throw this.reject(
+        open,
+        t,
+        meta,
+        new RpcError(status.UNAUTHENTICATED, `bad signature: the update's signature does not verify under node ${session.nodeId}'s key`),
+        receivedSha,
+      );
     }
-    const sha = sha256Hex(float32ToBytes(delta));
-    if (meta.update_sha256 !== sha) {
-      throw this.reject(open, t, meta, invalid(`update bytes hash to ${sha}, but the signed update_sha256 is ${meta.update_sha256}`), sha);
+    const sha = receivedSha;
+    if (seal.update_sha256 !== sha) {
+      throw this.reject(open, t, meta, invalid(`update bytes hash to ${sha}, but the signed update_sha256 is ${seal.update_sha256}`), sha);
     }
     const bad = firstNonFinite(delta);
     if (bad >= 0) {
@@ -423,7 +440,8 @@ export class RoundEngine {
       meta,
       receivedAt: Date.now(),
       digest: digestHex(digest),
-      signature: signatureToString(meta.signature),
+      signature: signatureToString(seal.signature),
+      updateSha256: sha,
     });
     this.o.sessions.release(meta.task_id);
     this.o.onEvent?.({
@@ -448,7 +466,7 @@ export class RoundEngine {
       nodeId: t.nodeId,
       numExamples: Number.isSafeInteger(meta.num_examples) ? meta.num_examples : 0,
       baseModelSha256: meta.base_model_sha256,
-      updateSha256: updateSha || meta.update_sha256,
+      updateSha256: updateSha,
       metrics: JSON.stringify(meta.metrics ?? {}),
       verdict: 'rejected',
       weight: 0,
@@ -588,7 +606,7 @@ export class RoundEngine {
       nodeId: u.nodeId,
       numExamples: u.numExamples,
       baseModelSha256: u.meta.base_model_sha256,
-      updateSha256: u.meta.update_sha256,
+      updateSha256: u.updateSha256,
       updateDigest: u.digest,
       signature: u.signature,
       metrics: JSON.stringify(u.meta.metrics ?? {}),

@@ -7,6 +7,7 @@ import { ChunkAssembler, chunks, CodecError, DEFAULT_CHUNK_BYTES } from '../core
 import type { AggregatorHandlers } from '../proto/generated/crowdfl/v1/Aggregator.js';
 import type { ModelChunk } from '../proto/generated/crowdfl/v1/ModelChunk.js';
 import type { UpdateMeta__Output } from '../proto/generated/crowdfl/v1/UpdateMeta.js';
+import type { UpdateSeal__Output } from '../proto/generated/crowdfl/v1/UpdateSeal.js';
 import type { Identity } from '../core/keys.js';
 import { nodeIdFromPublicKey, publicKeyToString } from '../core/keys.js';
 import { admit, type AdmissionPolicy } from './admission.js';
@@ -125,6 +126,7 @@ export async function startAggregatorServer(o: ServerOptions): Promise<RunningSe
       let session: Session | undefined;
       let meta: UpdateMeta__Output | undefined;
       let assembler: ChunkAssembler | undefined;
+      let seal: UpdateSeal__Output | undefined;
       let done = false;
       const finish = (err: unknown, ok?: string) => {
         if (done) return;
@@ -137,7 +139,7 @@ export async function startAggregatorServer(o: ServerOptions): Promise<RunningSe
       };
       // An upload may not outlive its task by much: a stalled stream is cut off.
       let timer = setTimeout(() => finish(new RpcError(grpc.status.DEADLINE_EXCEEDED, 'no metadata received')), 30_000);
-      call.on('data', (msg: { meta?: UpdateMeta__Output | null; data?: Buffer; part?: string }) => {
+      call.on('data', (msg: { meta?: UpdateMeta__Output | null; data?: Buffer; seal?: UpdateSeal__Output | null; part?: string }) => {
         if (done) return;
         try {
           if (!meta) {
@@ -154,7 +156,12 @@ export async function startAggregatorServer(o: ServerOptions): Promise<RunningSe
             );
             return;
           }
-          if (msg.part !== 'data' || !msg.data) throw invalid('after meta, SubmitUpdate takes only data messages');
+          if (seal) throw invalid('the seal must be the last message of SubmitUpdate');
+          if (msg.part === 'seal' && msg.seal) {
+            seal = msg.seal;
+            return;
+          }
+          if (msg.part !== 'data' || !msg.data) throw invalid('after meta, SubmitUpdate takes data messages and then one seal');
           assembler!.push(msg.data);
           session!.lastSeen = Date.now();
         } catch (err) {
@@ -166,7 +173,7 @@ export async function startAggregatorServer(o: ServerOptions): Promise<RunningSe
         try {
           if (!meta || !assembler || !session) throw invalid('stream ended before any metadata');
           const delta = assembler.finish();
-          engine.completeSubmission(session, meta, delta);
+          engine.completeSubmission(session, meta, seal, delta, assembler.sha256Hex());
           finish(null, `accepted into round ${meta.round}`);
         } catch (err) {
           finish(err);

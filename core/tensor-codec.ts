@@ -93,6 +93,8 @@ export function manifestMismatch(
 export class ChunkAssembler {
   private readonly buffer: Uint8Array;
   private received = 0;
+  // Hashed as the chunks arrive, so the check after the last one costs nothing extra.
+  private readonly hash = createHash('sha256');
 
   constructor(
     readonly expectedBytes: number,
@@ -110,6 +112,12 @@ export class ChunkAssembler {
     }
     this.buffer.set(chunk, this.received);
     this.received += chunk.byteLength;
+    this.hash.update(chunk);
+  }
+
+  /** SHA-256 (lowercase hex) of every byte pushed; call once, after the last chunk. */
+  sha256Hex(): string {
+    return this.hash.digest('hex');
   }
 
   get complete(): boolean {

@@ -140,8 +140,6 @@ test('bad input gets clear statuses and never touches the global model', async (
             round: 1,
             base_model_sha256: b.task.base_model_sha256,
             num_examples: 10,
-            update_sha256: '0'.repeat(64),
-            signature: Buffer.alloc(64, 1),
             manifest: { tensors: manifest.map((m) => ({ name: m.name, dtype: 'FLOAT32', shape: [...m.shape] })), total_bytes: n * 4 },
           },
         });
@@ -151,6 +149,29 @@ test('bad input gets clear statuses and never touches the global model', async (
     );
     t.is(s.code, grpc.status.INVALID_ARGUMENT);
     t.regex(s.details, /stream ended after 8 of/);
+
+    // A seal that is not the last message; b may still submit afterwards.
+    s = await statusOf(
+      new Promise((res, rej) => {
+        const call = client.SubmitUpdate((e, r) => (e ? rej(e) : res(r)));
+        call.write({
+          meta: {
+            session_id: b.conn.session!.session_id,
+            task_id: b.task.task_id,
+            experiment_id: b.task.experiment_id,
+            round: 1,
+            base_model_sha256: b.task.base_model_sha256,
+            num_examples: 10,
+            manifest: { tensors: manifest.map((m) => ({ name: m.name, dtype: 'FLOAT32', shape: [...m.shape] })), total_bytes: n * 4 },
+          },
+        });
+        call.write({ seal: { update_sha256: '0'.repeat(64), signature: Buffer.alloc(64, 1) } });
+        call.write({ data: Buffer.alloc(8) });
+        call.end();
+      }),
+    );
+    t.is(s.code, grpc.status.INVALID_ARGUMENT);
+    t.regex(s.details, /the seal must be the last message/);
 
     // The good update from b.
     const delta = new Float32Array(n).map((_, i) => ((i % 7) - 3) * 1e-3);

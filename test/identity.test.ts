@@ -179,11 +179,11 @@ test('updates must be signed by the node they were assigned to, over the bytes s
               num_examples: fields.examples ?? 50,
               metrics,
               manifest: { tensors: manifest.map((m) => ({ name: m.name, dtype: 'FLOAT32', shape: [...m.shape] })), total_bytes: n * 4 },
-              update_sha256: fields.sha ?? sha256Hex(bytes),
-              signature: fields.signature ? Buffer.from(fields.signature) : Buffer.alloc(0),
             },
           });
           call.write({ data: fields.data ?? bytes });
+          // Without a signature the upload ends without its seal.
+          if (fields.signature) call.write({ seal: { update_sha256: fields.sha ?? sha256Hex(bytes), signature: Buffer.from(fields.signature) } });
           call.end();
         }),
       );
@@ -247,19 +247,36 @@ test('a signed update whose bytes differ from the signed hash, or whose fields w
       taskId: task.task_id, experimentId: task.experiment_id, round: task.round, baseModelSha256: task.base_model_sha256,
       numExamples: 50, metrics, manifest, delta: new Float32Array(n).fill(1e-3),
     });
-    // Tamper in transit: the client signs the digest, then a byte of the data changes.
+    // Tamper in transit: the seal signs the true bytes' hash, but one byte of the data changed on the way.
     const sent = good(ta);
-    const original = AggregatorConnection.prototype.submitUpdate;
-    const conn = a.conn as AggregatorConnection & { submitUpdate: typeof original };
-    const s = await statusOf(
-      (async () => {
-        // Sign over the true bytes, then send altered ones through the same code path.
-        const signedCopy = new Float32Array(sent.delta);
-        const promise = original.call(conn, { ...sent, delta: signedCopy }, a.identity);
-        signedCopy[0] = 5; // the chunks are views of this buffer: the hash was taken before
-        return promise;
-      })(),
+    const trueBytes = float32ToBytes(sent.delta);
+    const trueSha = sha256Hex(trueBytes);
+    const altered = Buffer.from(trueBytes);
+    altered[0] = altered[0]! ^ 1;
+    const signature = sign(
+      updateDigest({
+        experiment_id: ta.experiment_id, round: ta.round, task_id: ta.task_id, base_model_sha256: ta.base_model_sha256,
+        update_sha256: trueSha, num_examples: 50, metrics, node_public_key: a.identity.publicKey,
+      }),
+      a.identity,
     );
+    const client = new (loadProto().crowdfl.v1.Aggregator)(address, grpc.credentials.createInsecure());
+    const s = await statusOf(
+      new Promise((res, rej) => {
+        const call = client.SubmitUpdate((e, r) => (e ? rej(e) : res(r)));
+        call.write({
+          meta: {
+            session_id: a.conn.session!.session_id, task_id: ta.task_id, experiment_id: ta.experiment_id, round: ta.round,
+            base_model_sha256: ta.base_model_sha256, num_examples: 50, metrics,
+            manifest: { tensors: manifest.map((m) => ({ name: m.name, dtype: 'FLOAT32', shape: [...m.shape] })), total_bytes: n * 4 },
+          },
+        });
+        call.write({ data: altered });
+        call.write({ seal: { update_sha256: trueSha, signature: Buffer.from(signature) } });
+        call.end();
+      }),
+    );
+    client.close();
     t.is(s.code, grpc.status.INVALID_ARGUMENT);
     t.regex(s.details, /but the signed update_sha256 is/);
     t.regex(await b.conn.submitUpdate(good(tb), b.identity), /accepted/);

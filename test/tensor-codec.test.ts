@@ -33,6 +33,7 @@ test('the assembler rebuilds a chunked buffer and refuses oversized, overlong an
   const a = new ChunkAssembler(bytes.byteLength, 512);
   for (const c of chunks(bytes, 512)) a.push(c);
   t.deepEqual(Array.from(a.finish()), Array.from(values));
+  t.is(a.sha256Hex(), sha256Hex(bytes), 'hashed chunk by chunk as they arrived: the hash of the whole');
 
   t.throws(() => new ChunkAssembler(4000, 512).push(new Uint8Array(513)), { message: /exceeds the limit of 512/ });
   const over = new ChunkAssembler(8, 512);

@@ -1,5 +1,6 @@
 // The node's side of the wire: promise-returning calls over the generated
 // gRPC client, with model download and update upload done in chunks.
+import { createHash } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import { loadProto, PROTOCOL_VERSION } from '../core/proto.js';
 import {
@@ -174,21 +175,6 @@ export class AggregatorConnection {
   submitUpdate(u: UpdateSubmission, identity: Identity): Promise<string> {
     const maxChunk = this.session?.max_chunk_bytes || 1 << 20;
     const bytes = float32ToBytes(u.delta);
-    const updateSha256 = sha256Hex(bytes);
-    // The node signs the digest of what it claims, never the megabytes.
-    const signature = sign(
-      updateDigest({
-        experiment_id: u.experimentId,
-        round: u.round,
-        task_id: u.taskId,
-        base_model_sha256: u.baseModelSha256,
-        update_sha256: updateSha256,
-        num_examples: u.numExamples,
-        metrics: u.metrics,
-        node_public_key: identity.publicKey,
-      }),
-      identity,
-    );
     return new Promise((resolve, reject) => {
       const call = this.client.SubmitUpdate(this.deadline(120_000), (err, reply) =>
         err ? reject(err) : resolve(reply!.message),
@@ -209,11 +195,30 @@ export class AggregatorConnection {
               tensors: u.manifest.map((t) => ({ name: t.name, dtype: 'FLOAT32', shape: [...t.shape] })),
               total_bytes: bytes.byteLength,
             },
-            update_sha256: updateSha256,
-            signature: Buffer.from(signature),
           },
         });
-        for (const data of chunks(bytes, maxChunk)) await write({ data });
+        // Hash each chunk as it goes out; the seal with the hash and signature follows the data.
+        const hash = createHash('sha256');
+        for (const data of chunks(bytes, maxChunk)) {
+          hash.update(data);
+          await write({ data });
+        }
+        const updateSha256 = hash.digest('hex');
+        // The node signs the digest of what it claims, never the megabytes.
+        const signature = sign(
+          updateDigest({
+            experiment_id: u.experimentId,
+            round: u.round,
+            task_id: u.taskId,
+            base_model_sha256: u.baseModelSha256,
+            update_sha256: updateSha256,
+            num_examples: u.numExamples,
+            metrics: u.metrics,
+            node_public_key: identity.publicKey,
+          }),
+          identity,
+        );
+        await write({ seal: { update_sha256: updateSha256, signature: Buffer.from(signature) } });
         call.end();
       })().catch((err: unknown) => reject(err));
     });
