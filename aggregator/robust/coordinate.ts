@@ -1,0 +1,298 @@
+// The coordinate-wise kernels behind the median, the trimmed mean and
+// Bulyan's second stage, and the verdicts they share.
+//
+// Coordinates are processed in blocks: a block of every update is gathered
+// into contiguous, coordinate-major scratch buffers (each coordinate's n
+// values side by side, as floats and as order-preserving int32 keys), then
+// each coordinate's order statistics are found there (order-statistics.ts:
+// sorting networks for small n, branch-free quickselect above), and one more
+// pass over its n values sums the kept ones and credits each update.
+//
+// An update's share of a coordinate is 1/m when its value is one of the m
+// values averaged there, 0 when it was trimmed; values tied at the edge of the
+// kept window share the window's remaining places equally (the aggregate does
+// not depend on which of equal values is kept, so neither does the verdict).
+
+import { percent } from './format.js';
+import { weightedSum } from './kernels.js';
+import { keyOfBits, keyToFloat, NETWORK_MAX, networkSelect, selected, selectFloat, selectPair } from './order-statistics.js';
+import { checkSameLength, type Verdict } from './verdict.js';
+
+export interface CoordinateUsage {
+  readonly aggregate: Float32Array;
+  /** Per update: its share of the aggregate, averaged over coordinates (the shares sum to 1). */
+  readonly weight: Float64Array;
+  /** Per update: the fraction of coordinates where it had no share (trimmed or unused). */
+  readonly unused: Float64Array;
+}
+
+/** Coordinates per block: the two scratch columns (8 bytes per value) stay in L2. */
+function blockFor(n: number): number {
+  return Math.max(32, Math.min(4096, Math.floor(65536 / Math.max(1, n))));
+}
+
+/** Scratch for one block: floats and keys, coordinate-major. */
+interface Columns {
+  readonly values: Float32Array;
+  readonly bits: Int32Array;
+  readonly keys: Int32Array;
+}
+
+function columns(n: number, B: number): Columns {
+  const values = new Float32Array(B * n);
+  return { values, bits: new Int32Array(values.buffer), keys: new Int32Array(B * n) };
+}
+
+/**
+ * bits[k·n + i] = the bits of updates[i][b0 + k], keys[k·n + i] = their key,
+ * for k < len; four updates at a time so four streams are in flight.
+ */
+function gather(cols: Columns, views: readonly Int32Array[], b0: number, len: number): void {
+  const n = views.length;
+  const { bits, keys } = cols;
+  let i = 0;
+  for (; i + 3 < n; i += 4) {
+    const u0 = views[i]!, u1 = views[i + 1]!, u2 = views[i + 2]!, u3 = views[i + 3]!;
+    for (let k = 0, p = i, j = b0; k < len; k++, p += n, j++) {
+      const a = u0[j]!, b = u1[j]!, c = u2[j]!, e = u3[j]!;
+      bits[p] = a;
+      bits[p + 1] = b;
+      bits[p + 2] = c;
+      bits[p + 3] = e;
+      keys[p] = keyOfBits(a);
+      keys[p + 1] = keyOfBits(b);
+      keys[p + 2] = keyOfBits(c);
+      keys[p + 3] = keyOfBits(e);
+    }
+  }
+  for (; i < n; i++) {
+    const u = views[i]!;
+    for (let k = 0, p = i, j = b0; k < len; k++, p += n, j++) {
+      const a = u[j]!;
+      bits[p] = a;
+      keys[p] = keyOfBits(a);
+    }
+  }
+}
+
+function bitViews(updates: readonly Float32Array[]): Int32Array[] {
+  return updates.map((u) => new Int32Array(u.buffer, u.byteOffset, u.length));
+}
+
+/**
+ * Coordinate-wise: sort each coordinate's n values and average the ones at
+ * sorted positions [lo, hi). The median is lo = ⌊(n−1)/2⌋, hi = n − lo; the
+ * β-trimmed mean lo = ⌊βn⌋, hi = n − lo. Inputs must be finite.
+ */
+export function rankWindow(updates: readonly Float32Array[], lo: number, hi: number): CoordinateUsage {
+  const d = checkSameLength(updates);
+  const n = updates.length;
+  if (!(Number.isInteger(lo) && Number.isInteger(hi) && 0 <= lo && lo < hi && hi <= n)) {
+    throw new RangeError(`rank window [${lo}, ${hi}) is not inside [0, ${n})`);
+  }
+  const m = hi - lo;
+  if (m === n) {
+    // Nothing trimmed: the plain (unweighted) mean, every update used everywhere.
+    return usage(weightedSum(updates, new Float64Array(n).fill(1 / n)), new Int32Array(n).fill(d), new Float64Array(n), n, d);
+  }
+  const B = blockFor(n);
+  const cols = columns(n, B);
+  const { values, keys } = cols;
+  const views = bitViews(updates);
+  const a = new Int32Array(n);
+  const b = new Int32Array(n);
+  const network = n <= NETWORK_MAX ? networkSelect(n, lo === hi - 1 ? [lo] : [lo, hi - 1]) : undefined;
+  const ends = new Int32Array(2);
+  const used = new Int32Array(n);
+  const extra = new Float64Array(n);
+  const out = new Float32Array(d);
+  // With one or two values kept, the aggregate is their mean: no sum needed.
+  const summing = m > 2;
+
+  for (let b0 = 0; b0 < d; b0 += B) {
+    const len = Math.min(B, d - b0);
+    gather(cols, views, b0, len);
+    for (let k = 0, base = 0; k < len; k++, base += n) {
+      let kLo: number;
+      let kHi: number;
+      if (network !== undefined) {
+        network(keys, base, ends);
+        kLo = ends[0]!;
+        kHi = lo === hi - 1 ? kLo : ends[1]!;
+      } else {
+        selectPair(keys, base, n, lo, hi - 1, a, b);
+        kLo = selected.low;
+        kHi = selected.high;
+      }
+      let inside = 0;
+      let sum = 0;
+      if (summing) {
+        for (let i = 0, p = base; i < n; i++, p++) {
+          const key = keys[p]!;
+          const c = +(key >= kLo) & +(key <= kHi);
+          used[i] += c;
+          inside += c;
+          sum += values[p]! * c;
+        }
+      } else {
+        for (let i = 0, p = base; i < n; i++, p++) {
+          const key = keys[p]!;
+          const c = +(key >= kLo) & +(key <= kHi);
+          used[i] += c;
+          inside += c;
+        }
+        sum = m === 1 ? keyToFloat(kLo) : keyToFloat(kLo) + keyToFloat(kHi);
+      }
+      out[b0 + k] = inside === m ? sum / m : windowWithTies(values, base, n, lo, hi, keyToFloat(kLo), keyToFloat(kHi), extra);
+    }
+  }
+  return usage(out, used, extra, m, d);
+}
+
+/**
+ * A coordinate where values equal to the window's edge values also lie
+ * outside it: the tied values share the window's places at that edge.
+ * `extra` (in units of 1/m) corrects the 1 the main pass counted for each of them.
+ */
+function windowWithTies(
+  values: Float32Array,
+  base: number,
+  n: number,
+  lo: number,
+  hi: number,
+  vLo: number,
+  vHi: number,
+  extra: Float64Array,
+): number {
+  const m = hi - lo;
+  let below = 0, atLo = 0, atHi = 0, above = 0, strict = 0;
+  for (let i = 0; i < n; i++) {
+    const x = values[base + i]!;
+    if (x < vLo) below++;
+    else if (x > vHi) above++;
+    else if (x === vLo) atLo++;
+    else if (x === vHi) atHi++;
+    else strict += x;
+  }
+  if (vLo === vHi) {
+    const share = m / atLo - 1;
+    for (let i = 0; i < n; i++) if (values[base + i] === vLo) extra[i] += share;
+    return vLo;
+  }
+  const keptLo = below + atLo - lo;
+  const keptHi = above + atHi - (n - hi);
+  const shareLo = keptLo / atLo - 1;
+  const shareHi = keptHi / atHi - 1;
+  for (let i = 0; i < n; i++) {
+    const x = values[base + i];
+    if (x === vLo) extra[i] += shareLo;
+    else if (x === vHi) extra[i] += shareHi;
+  }
+  return (strict + vLo * keptLo + vHi * keptHi) / m;
+}
+
+/**
+ * Bulyan's second stage (El Mhamdi et al. 2018): per coordinate, the mean of
+ * the `beta` values closest to the coordinate's median (the mean of the two
+ * middle values when n is even). Values tied at the cut-off distance share
+ * the remaining places. Inputs must be finite.
+ */
+export function closestToMedian(updates: readonly Float32Array[], beta: number): CoordinateUsage {
+  const d = checkSameLength(updates);
+  const n = updates.length;
+  if (!(Number.isInteger(beta) && beta >= 1 && beta <= n)) throw new RangeError(`cannot keep ${beta} of ${n} values`);
+  if (beta === n) {
+    return usage(weightedSum(updates, new Float64Array(n).fill(1 / n)), new Int32Array(n).fill(d), new Float64Array(n), n, d);
+  }
+  const B = blockFor(n);
+  const cols = columns(n, B);
+  const { values, keys } = cols;
+  const views = bitViews(updates);
+  const a = new Int32Array(n);
+  const b = new Int32Array(n);
+  const k1 = (n - 1) >> 1;
+  const k2 = n >> 1;
+  const network = n <= NETWORK_MAX ? networkSelect(n, k1 === k2 ? [k1] : [k1, k2]) : undefined;
+  const ends = new Int32Array(2);
+  const dist = new Float64Array(n);
+  const distA = new Float64Array(n);
+  const distB = new Float64Array(n);
+  const used = new Int32Array(n);
+  const extra = new Float64Array(n);
+  const out = new Float32Array(d);
+
+  for (let b0 = 0; b0 < d; b0 += B) {
+    const len = Math.min(B, d - b0);
+    gather(cols, views, b0, len);
+    for (let k = 0, base = 0; k < len; k++, base += n) {
+      let med: number;
+      if (network !== undefined) {
+        network(keys, base, ends);
+        med = k1 === k2 ? keyToFloat(ends[0]!) : (keyToFloat(ends[0]!) + keyToFloat(ends[1]!)) / 2;
+      } else {
+        selectPair(keys, base, n, k1, k2, a, b);
+        med = (keyToFloat(selected.low) + keyToFloat(selected.high)) / 2;
+      }
+      for (let i = 0; i < n; i++) {
+        const r = Math.abs(values[base + i]! - med);
+        dist[i] = r;
+        distA[i] = r;
+      }
+      const cut = selectFloat(distA, distB, n, beta - 1);
+      let sumIn = 0, inside = 0, sumAt = 0, at = 0;
+      for (let i = 0; i < n; i++) {
+        const x = values[base + i]!;
+        const r = dist[i]!;
+        const c = +(r < cut);
+        const e = +(r === cut);
+        sumIn += x * c;
+        sumAt += x * e;
+        inside += c;
+        at += e;
+        used[i] += c | e;
+      }
+      if (inside + at === beta) {
+        out[b0 + k] = (sumIn + sumAt) / beta;
+      } else {
+        // More values at the cut-off distance than places left: they share them.
+        const share = (beta - inside) / at;
+        for (let i = 0; i < n; i++) if (dist[i] === cut) extra[i] += share - 1;
+        out[b0 + k] = (sumIn + share * sumAt) / beta;
+      }
+    }
+  }
+  return usage(out, used, extra, beta, d);
+}
+
+function usage(aggregate: Float32Array, used: Int32Array, extra: Float64Array, m: number, d: number): CoordinateUsage {
+  const n = used.length;
+  const weight = new Float64Array(n);
+  const unused = new Float64Array(n);
+  for (let i = 0; i < n; i++) {
+    weight[i] = d === 0 ? 1 / n : (used[i]! + extra[i]!) / (m * d);
+    unused[i] = d === 0 ? 0 : (d - used[i]!) / d;
+  }
+  return { aggregate, weight, unused };
+}
+
+// ---------------------------------------------------------------------------
+// Verdicts for coordinate-wise rules.
+
+/**
+ * 'kept' from half a fair share (0.5/n) up, 'down-weighted' below it,
+ * 'rejected' at 0; score = the fraction of coordinates where it was `what`
+ * (trimmed, unused).
+ */
+export function coordinateVerdicts(usage: CoordinateUsage, what: string): Verdict[] {
+  const n = usage.weight.length;
+  const fair = 1 / n;
+  const verdicts: Verdict[] = [];
+  for (let i = 0; i < n; i++) {
+    const weight = usage.weight[i]!;
+    const unused = usage.unused[i]!;
+    const reason = `${what} in ${percent(unused)} of coordinates; share ${percent(weight)} of the aggregate (a fair share is ${percent(fair)})`;
+    const verdict = weight === 0 ? 'rejected' : weight >= 0.5 * fair ? 'kept' : 'down-weighted';
+    verdicts.push({ verdict, weight, reason, score: unused });
+  }
+  return verdicts;
+}
