@@ -66,6 +66,8 @@ export interface RunningAggregator {
 export async function startAggregator(o: AggregatorOptions): Promise<RunningAggregator> {
   const { experiment, runDir, runId, test } = o;
   const log = o.log ?? (() => {});
+  // First, so a rule the quorum cannot satisfy is refused before anything is written.
+  const strategy = strategyFor(experiment);
   const started = Date.now();
   mkdirSync(runDir, { recursive: true });
   const backend = await initBackend(experiment.backend, { log });
@@ -95,7 +97,7 @@ export async function startAggregator(o: AggregatorOptions): Promise<RunningAggr
     topology: spec.topology,
     manifest,
     initialWeights: initialWeights(spec, experiment.seed),
-    strategy: strategyFor(experiment),
+    strategy,
     store,
     sessions,
     checkpointsDir,

@@ -27,7 +27,7 @@ import type { Task } from '../proto/generated/crowdfl/v1/Task.js';
 import type { TensorSpec } from '../proto/generated/crowdfl/v1/TensorSpec.js';
 import type { UpdateMeta__Output } from '../proto/generated/crowdfl/v1/UpdateMeta.js';
 import type { UpdateSeal__Output } from '../proto/generated/crowdfl/v1/UpdateSeal.js';
-import type { Verdict } from './robust/verdict.js';
+import { AggregationError, type Verdict } from './robust/verdict.js';
 import { summarizeVerdicts } from './verdict-summary.js';
 import { reputationChanges, selectable } from './reputation.js';
 import { alreadyExists, invalid, notFound, precondition, RpcError } from './rpc-error.js';
@@ -35,7 +35,7 @@ import type { Session, Sessions } from './sessions.js';
 import { checkpointDirName, writeCheckpoint } from './store/checkpoints.js';
 import type { RunStore } from './store/run-store.js';
 import type { UpdateRow } from './store/schema.js';
-import type { ReceivedUpdate, Strategy } from './strategies/strategy.js';
+import type { ReceivedUpdate, Strategy, StrategyStep } from './strategies/strategy.js';
 import { status } from '@grpc/grpc-js';
 
 export interface RoundRecord {
@@ -193,6 +193,8 @@ export class RoundEngine {
       this.o.sessions.expire();
       const idle = this.eligibleIdle().length;
       if (idle >= selection.nodes_per_round) return;
+      // After the first round nobody is starting up: when every eligible node is idle, waiting brings no one.
+      if (graceMs === undefined && idle >= selection.min_updates && idle === this.eligible(this.o.sessions.all()).length) return;
       if (idle >= selection.min_updates && Date.now() - since >= grace) return;
       if (this.stopped) return;
       this.o.onEvent?.({ type: 'waiting-for-nodes', connected: idle, needed: selection.nodes_per_round });
@@ -208,8 +210,12 @@ export class RoundEngine {
 
   /** Idle sessions of nodes that are not banned and whose reputation allows selection. */
   private eligibleIdle(): Session[] {
+    return this.eligible(this.o.sessions.idle());
+  }
+
+  private eligible(sessions: Session[]): Session[] {
     const { store, experiment } = this.o;
-    return this.o.sessions.idle().filter((s) => {
+    return sessions.filter((s) => {
       const node = store.node(s.nodeId);
       return node?.status !== 'banned' && selectable(experiment.reputation, node?.reputation ?? 1);
     });
@@ -487,11 +493,18 @@ export class RoundEngine {
     return error;
   }
 
-  private async commit(open: OpenRound, selected: number): Promise<RoundRecord> {
+  private async commit(open: OpenRound, selected: number): Promise<RoundRecord | undefined> {
     const { strategy, store, runId, checkpointsDir, topology, manifest } = this.o;
     // Sorted by node so the aggregate does not depend on arrival order.
     const updates = [...open.accepted].sort((a, b) => (a.nodeId < b.nodeId ? -1 : a.nodeId > b.nodeId ? 1 : 0));
-    const step = strategy.aggregate(this.global.weights, updates);
+    let step: StrategyStep;
+    try {
+      step = strategy.aggregate(this.global.weights, updates);
+    } catch (err) {
+      // e.g. Krum's n > 2f + 2 failing because the pre-checks rejected too many updates.
+      if (err instanceof AggregationError) return this.abandon(open, selected, `aggregation refused: ${err.message}`);
+      throw err;
+    }
     const { accuracy, loss } = await this.o.evaluate(step.weights);
     const checkpoint = writeCheckpoint(checkpointsDir, checkpointDirName(open.round), topology, manifest, step.weights);
     const closedAt = Date.now();
@@ -567,9 +580,9 @@ export class RoundEngine {
     return record;
   }
 
-  private abandon(open: OpenRound, selected: number): undefined {
+  private abandon(open: OpenRound, selected: number, why?: string): undefined {
     const { store, runId, experiment } = this.o;
-    const reason = `${open.accepted.length} of ${selected} updates by the deadline; quorum is ${experiment.selection.min_updates}`;
+    const reason = why ?? `${open.accepted.length} of ${selected} updates by the deadline; quorum is ${experiment.selection.min_updates}`;
     const closedAt = Date.now();
     store.commitRound({
       round: {
@@ -589,7 +602,7 @@ export class RoundEngine {
       },
       updates: [
         ...open.accepted.map((u) =>
-          this.updateRow(open.round, u, { verdict: 'rejected', weight: 0, reason: 'round abandoned for lack of quorum' }),
+          this.updateRow(open.round, u, { verdict: 'rejected', weight: 0, reason: `round abandoned: ${reason}` }),
         ),
         ...open.rejected,
       ],

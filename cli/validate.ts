@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { loadExperimentFile } from '../core/experiment.js';
 import { action } from './errors.js';
+import { strategyFor } from '../aggregator/strategies/index.js';
 
 export function register(program: Command): void {
   program
@@ -10,6 +11,7 @@ export function register(program: Command): void {
     .action(
       action((file: string) => {
         const { experiment } = loadExperimentFile(file);
+        strategyFor(experiment); // refuses rules whose preconditions the quorum cannot meet
         process.stdout.write(`${JSON.stringify(experiment, null, 2)}\n`);
       }),
     );

@@ -8,7 +8,8 @@ const root = new URL('../../', import.meta.url);
 
 test('every shipped experiment file is valid and named after its file', (t) => {
   const dir = new URL('experiments/', root).pathname;
-  const files = readdirSync(dir).filter((f) => f.endsWith('.json'));
+  // *-matrix.json files describe many runs (experiments/poisoning.ts), not one experiment.
+  const files = readdirSync(dir).filter((f) => f.endsWith('.json') && !f.endsWith('-matrix.json'));
   t.true(files.includes('default.json'));
   for (const file of files) {
     const { experiment } = loadExperimentFile(join(dir, file));
@@ -41,4 +42,15 @@ test('a missing or malformed file gets a message saying what to do', (t) => {
   const file = join(dir, 'broken.json');
   writeFileSync(file, '{ "name": ');
   t.regex(t.throws(() => loadExperimentFile(file))!.message, /is not valid JSON/);
+});
+
+test('a robust rule whose precondition the quorum cannot meet is refused before the run starts', async (t) => {
+  const { strategyFor } = await import('../aggregator/strategies/index.js');
+  const { tinyExperiment } = await import('./support/fixtures.js');
+  const krum = tinyExperiment({ nodes: 10, selection: { nodes_per_round: 10, min_updates: 8, deadline_seconds: 60 }, aggregation: { rule: 'krum', f: 3 } });
+  t.throws(() => strategyFor(krum), { message: /krum cannot run on a round with selection\.min_updates = 8 updates: .*n > 2f \+ 2.*Raise min_updates/ });
+  const ok = tinyExperiment({ nodes: 10, selection: { nodes_per_round: 10, min_updates: 9, deadline_seconds: 60 }, aggregation: { rule: 'krum', f: 3 } });
+  t.is(strategyFor(ok).name, 'fedavg');
+  const bulyan = tinyExperiment({ nodes: 20, selection: { nodes_per_round: 20, min_updates: 18, deadline_seconds: 60 }, aggregation: { rule: 'bulyan', f: 4 } });
+  t.throws(() => strategyFor(bulyan), { message: /bulyan/ });
 });

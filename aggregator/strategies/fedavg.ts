@@ -1,24 +1,45 @@
-import type { TrainingSpec } from '../../core/experiment.js';
-import { weightedMean } from '../robust/mean.js';
+import type { AggregationSpec, ReputationSpec, TrainingSpec } from '../../core/experiment.js';
+import { aggregate } from '../robust/index.js';
 import type { ReceivedUpdate, Strategy, StrategyStep } from './strategy.js';
 
-/** McMahan et al. 2017: the new model is the example-weighted mean of the nodes' models. */
+// A node with reputation 0 still counts a little, so a round of only such nodes can aggregate.
+const REPUTATION_FLOOR = 0.01;
+
+/**
+ * McMahan et al. 2017: the new model is the global model plus the aggregate
+ * of the nodes' deltas. The aggregate is the example-weighted mean by
+ * default, or any robust rule of ../robust, which also says per update
+ * whether it was kept, down-weighted or rejected, and why.
+ */
 export class FedAvg implements Strategy {
   readonly name = 'fedavg';
+  /** The previous round's aggregate step: centered clipping's starting centre. */
+  private previousStep: Float32Array | undefined;
 
-  constructor(private readonly training: TrainingSpec) {}
+  constructor(
+    private readonly training: TrainingSpec,
+    private readonly aggregation: AggregationSpec = { rule: 'mean' },
+    private readonly reputation?: Pick<ReputationSpec, 'weight_updates'>,
+  ) {}
 
   configureTraining(): TrainingSpec {
     return this.training;
   }
 
   aggregate(global: Float32Array, updates: readonly ReceivedUpdate[]): StrategyStep {
-    const { aggregate, verdicts } = weightedMean(
-      updates.map((u) => u.delta),
-      updates.map((u) => u.numExamples),
+    const examples = updates.map((u) =>
+      this.reputation?.weight_updates ? u.numExamples * Math.max(REPUTATION_FLOOR, u.reputation) : u.numExamples,
     );
+    const centre = this.previousStep?.length === global.length ? this.previousStep : undefined;
+    const { aggregate: step, verdicts } = aggregate(
+      this.aggregation,
+      updates.map((u) => u.delta),
+      examples,
+      centre ? { center: centre } : undefined,
+    );
+    this.previousStep = step;
     const weights = new Float32Array(global.length);
-    for (let j = 0; j < global.length; j++) weights[j] = global[j]! + aggregate[j]!;
+    for (let j = 0; j < global.length; j++) weights[j] = global[j]! + step[j]!;
     return { weights, verdicts };
   }
 }

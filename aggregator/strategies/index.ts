@@ -1,10 +1,22 @@
-import type { Experiment } from '../../core/experiment.js';
+import { ExperimentError, type Experiment } from '../../core/experiment.js';
+import { precondition } from '../robust/index.js';
 import { FedAvg } from './fedavg.js';
 import type { Strategy } from './strategy.js';
 
+/**
+ * The experiment's strategy. Refuses, before any node is asked to train, an
+ * aggregation rule that could not run on a round that reaches only its quorum.
+ */
 export function strategyFor(experiment: Experiment): Strategy {
+  const problem = precondition(experiment.aggregation, experiment.selection.min_updates);
+  if (problem) {
+    throw new ExperimentError(
+      `aggregation.rule ${experiment.aggregation.rule} cannot run on a round with selection.min_updates = ` +
+        `${experiment.selection.min_updates} updates: ${problem}. Raise min_updates (and nodes_per_round) or lower f.`,
+    );
+  }
   switch (experiment.strategy.name) {
     case 'fedavg':
-      return new FedAvg(experiment.training);
+      return new FedAvg(experiment.training, experiment.aggregation, experiment.reputation);
   }
 }

@@ -1,0 +1,79 @@
+// Attacks end to end: Byzantine node processes send correctly signed but
+// poisoned updates, the aggregator's rule rejects them and says why, the
+// verdicts are stored, reputations fall, and the attacker is banned.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import test from 'ava';
+import { openDatabase } from '../aggregator/store/db.js';
+import { RunStore } from '../aggregator/store/run-store.js';
+import { simulate } from '../experiments/simulate.js';
+import { tempDir, tinyExperiment } from './support/fixtures.js';
+
+test('a scaling attacker is rejected by the norm pre-check every round, loses its reputation and is banned', async (t) => {
+  const experiment = tinyExperiment({
+    nodes: 5,
+    rounds: 4,
+    selection: { nodes_per_round: 5, min_updates: 3, deadline_seconds: 60 },
+    aggregation: { rule: 'median', max_norm: 20 },
+    attack: { kind: 'scaling', fraction: 0.2, factor: 1000 },
+    reputation: { decay: 0.5, ban_below: 0.3, ban_after: 2 },
+  });
+  const runsDir = tempDir('byz');
+  const summary = await simulate({ experiment, runsDir, runId: 'byz', progress: false, log: () => {} });
+  t.is(summary.rounds.length, 4);
+  t.truthy(summary.attack);
+  const [attacker] = summary.attack!.byzantine_nodes;
+  t.is(summary.attack!.byzantine_nodes.length, 1);
+
+  const { db, close } = openDatabase(join(runsDir, 'byz', 'crowdfl.db'));
+  const store = new RunStore(db);
+  // Rounds 1 and 2: the attacker's update arrives and is rejected with the pre-check's reason.
+  for (const round of [1, 2]) {
+    const mine = store.updatesOfRound('byz', round).filter((u) => u.nodeId === attacker);
+    t.is(mine.length, 1, `round ${round}`);
+    t.is(mine[0]!.verdict, 'rejected');
+    t.regex(mine[0]!.reason, /norm/);
+  }
+  t.regex(summary.rounds[0]!.verdicts, /1 of 5 rejected/);
+  // After two rejections (0.5, then 0.25 < 0.3) it is banned and gets no more tasks.
+  const node = store.node(attacker!)!;
+  t.is(node.status, 'banned');
+  t.regex(node.statusReason, /reputation 0\.250 fell below 0\.3 after 2 verdicts/);
+  for (const round of [3, 4]) t.is(store.updatesOfRound('byz', round).filter((u) => u.nodeId === attacker).length, 0);
+  t.is(summary.rounds[3]!.participants, 4);
+  // Honest nodes kept their standing.
+  for (const n of store.nodeRows().filter((r) => r.nodeId !== attacker)) {
+    t.is(n.status, 'active');
+    t.true(n.reputation > 0.5, `${n.nodeId} reputation ${n.reputation}`);
+  }
+  close();
+  t.deepEqual(summary.attack!.detection.byzantine, { updates: 2, rejected: 2, down_weighted: 0 });
+  t.is(summary.attack!.detection.honest.rejected, 0);
+  // The attacker's own log says what it did; the run says who attacked.
+  const attackFile = JSON.parse(readFileSync(join(runsDir, 'byz', 'attack.json'), 'utf8'));
+  t.deepEqual(attackFile.byzantine_nodes, [attacker]);
+});
+
+test('colluding ALIE attackers share their honest updates and send the same crafted update', async (t) => {
+  const experiment = tinyExperiment({
+    nodes: 5,
+    rounds: 2,
+    selection: { nodes_per_round: 5, min_updates: 5, deadline_seconds: 60 },
+    aggregation: { rule: 'trimmed-mean', beta: 0.2 },
+    attack: { kind: 'alie', fraction: 0.4, z: 1 },
+  });
+  const runsDir = tempDir('alie');
+  const summary = await simulate({ experiment, runsDir, runId: 'alie', progress: false, log: () => {} });
+  t.is(summary.rounds.length, 2);
+  const attackers = summary.attack!.byzantine_nodes;
+  t.is(attackers.length, 2);
+  const { db, close } = openDatabase(join(runsDir, 'alie', 'crowdfl.db'));
+  const store = new RunStore(db);
+  for (const round of [1, 2]) {
+    const theirs = store.updatesOfRound('alie', round).filter((u) => attackers.includes(u.nodeId));
+    t.is(theirs.length, 2);
+    // Both computed mean − z·std over the same two honest updates: identical bytes.
+    t.is(theirs[0]!.updateSha256, theirs[1]!.updateSha256, `round ${round}`);
+  }
+  close();
+});
