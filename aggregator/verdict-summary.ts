@@ -4,7 +4,7 @@ import type { Verdict } from './robust/verdict.js';
 
 /** The reason without its figures: "krum score 12.3, not among …" → "krum score", "clipped from 9 to 5" → "clipped". */
 export function reasonKind(reason: string): string {
-  const cut = reason.search(/[\d:;,(]/);
+  const cut = reason.search(/(^|\s)[-+]?[\d.]+|[:;,(]/);
   const head = (cut < 0 ? reason : reason.slice(0, cut)).trim().replace(/\s+(from|to|in|by|of|at|is)$/, '');
   return head || reason.trim();
 }

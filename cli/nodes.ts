@@ -16,7 +16,7 @@ function withStore<T>(runsDir: string, run: string, fn: (store: RunStore) => T):
 }
 
 export function register(program: Command): void {
-  const nodes = program.command('nodes').description("a run's node registry: keys, status, accepted and rejected updates; bans");
+  const nodes = program.command('nodes').description("a run's node registry: keys, status, accepted and rejected updates, reputation; bans");
   nodes
     .command('list')
     .argument('<run>', 'run directory or its name under --runs-dir')
@@ -24,11 +24,11 @@ export function register(program: Command): void {
     .action(
       action((run: string, opts: { runsDir: string }) =>
         withStore(opts.runsDir, run, (store) => {
-          process.stdout.write('node id                  fingerprint          status   accepted  rejected  last seen\n');
+          process.stdout.write('node id                  fingerprint          status   accepted  rejected  reputation  last seen\n');
           for (const n of store.nodeRows()) {
             const fp = n.publicKey ? fingerprint(publicKeyFromString(n.publicKey)) : '-';
             process.stdout.write(
-              `${n.nodeId.padEnd(24)} ${fp.padEnd(20)} ${n.status.padEnd(8)} ${String(n.accepted).padStart(8)}  ${String(n.rejected).padStart(8)}  ` +
+              `${n.nodeId.padEnd(24)} ${fp.padEnd(20)} ${n.status.padEnd(8)} ${String(n.accepted).padStart(8)}  ${String(n.rejected).padStart(8)}  ${n.reputation.toFixed(3).padStart(10)}  ` +
                 `${new Date(n.lastSeen).toISOString()}${n.statusReason ? `  (${n.statusReason})` : ''}\n`,
             );
           }

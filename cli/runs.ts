@@ -7,6 +7,7 @@ import { openDatabase } from '../aggregator/store/db.js';
 import { RunStore } from '../aggregator/store/run-store.js';
 import { auditRun } from '../aggregator/audit.js';
 import { action, UsageError } from './errors.js';
+import { summarizeVerdicts } from '../aggregator/verdict-summary.js';
 
 export function resolveRun(runsDir: string, run: string): string {
   for (const candidate of [run, join(runsDir, run)]) {
@@ -71,6 +72,8 @@ export function register(program: Command): void {
               `${((100 * r.overheadSeconds) / Math.max(r.seconds, 1e-9)).toFixed(1).padStart(7)}%  ${r.modelSha256.slice(0, 12)}  ${check.padEnd(10)}  ${problems.length ? 'FAIL' : 'ok'}\n`,
           );
           for (const p of problems) out.write(`         ! ${p}\n`);
+          const verdicts = summarizeVerdicts(ups.map((u) => ({ verdict: u.verdict, weight: u.weight, reason: u.reason })));
+          if (!verdicts.startsWith('all ')) out.write(`         verdicts: ${verdicts}\n`);
           if (opts.updates) {
             for (const u of ups) {
               out.write(`         ${u.nodeId}  ${u.numExamples} examples  ${u.verdict} (weight ${u.weight.toFixed(3)})  ${u.reason}\n`);

@@ -7,6 +7,7 @@ import test from 'ava';
 import { openDatabase } from '../aggregator/store/db.js';
 import { RunStore } from '../aggregator/store/run-store.js';
 import { simulate } from '../experiments/simulate.js';
+import { runCli } from './support/cli.js';
 import { tempDir, tinyExperiment } from './support/fixtures.js';
 
 test('a scaling attacker is rejected by the norm pre-check every round, loses its reputation and is banned', async (t) => {
@@ -52,6 +53,9 @@ test('a scaling attacker is rejected by the norm pre-check every round, loses it
   // The attacker's own log says what it did; the run says who attacked.
   const attackFile = JSON.parse(readFileSync(join(runsDir, 'byz', 'attack.json'), 'utf8'));
   t.deepEqual(attackFile.byzantine_nodes, [attacker]);
+  const show = await runCli(['runs', 'show', 'byz', '--runs-dir', runsDir]);
+  t.is(show.code, 0, show.stderr);
+  t.regex(show.stdout, /verdicts: 1 of 5 rejected \(L2 norm\)/);
 });
 
 test('colluding ALIE attackers share their honest updates and send the same crafted update', async (t) => {

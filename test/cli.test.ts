@@ -68,7 +68,7 @@ test('an evaluator can list a run, see every verdict and catch a tampered checkp
   const nodes = await runCli(['nodes', 'list', 'r1', '--runs-dir', runsDir]);
   const ids = nodes.stdout.match(/n-[0-9a-f]{20}/g) ?? [];
   t.is(ids.length, 3);
-  t.is(nodes.stdout.match(/ active +2 +0 /g)?.length, 3, nodes.stdout);
+  t.is(nodes.stdout.match(/ active +2 +0 +1\.000 /g)?.length, 3, nodes.stdout);
   const ban = await runCli(['nodes', 'ban', 'r1', ids[0]!, '--reason', 'sent poisoned updates', '--runs-dir', runsDir]);
   t.is(ban.code, 0, ban.stderr);
   t.regex((await runCli(['nodes', 'list', 'r1', '--runs-dir', runsDir])).stdout, /banned .*\(sent poisoned updates\)/);
