@@ -625,6 +625,7 @@ export class RoundEngine {
       metrics: JSON.stringify(u.meta.metrics ?? {}),
       verdict: v.verdict,
       weight: v.weight,
+      score: v.score ?? null,
       reason: v.reason,
       receivedAt: u.receivedAt,
     };

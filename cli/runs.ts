@@ -76,7 +76,7 @@ export function register(program: Command): void {
           if (!verdicts.startsWith('all ')) out.write(`         verdicts: ${verdicts}\n`);
           if (opts.updates) {
             for (const u of ups) {
-              out.write(`         ${u.nodeId}  ${u.numExamples} examples  ${u.verdict} (weight ${u.weight.toFixed(3)})  ${u.reason}\n`);
+              out.write(`         ${u.nodeId}  ${u.numExamples} examples  ${u.verdict} (weight ${u.weight.toFixed(3)}${u.score === null ? '' : `, score ${u.score.toPrecision(4)}`})  ${u.reason}\n`);
             }
           }
         }

@@ -10,7 +10,7 @@ import { join, resolve } from 'node:path';
 import { z } from 'zod';
 import { aggregationSchema, describeIssues, loadExperimentFile, type AggregationSpec, type Experiment } from '../core/experiment.js';
 import { attackSchema, type AttackSpec } from './attacks/spec.js';
-import { newRunId, simulate } from './simulate.js';
+import { newRunId, simulate, type AttackReport } from './simulate.js';
 import { heatmapSvg } from './heatmap.js';
 
 const matrixSchema = z
@@ -44,6 +44,12 @@ interface CellResult {
 }
 
 const CLEAN = 'none';
+
+/** The attack report simulate wrote next to the run (attack.json), if the run had an attack. */
+function readAttackReport(runDir: string): AttackReport | undefined {
+  const path = join(runDir, 'attack.json');
+  return existsSync(path) ? (JSON.parse(readFileSync(path, 'utf8')) as AttackReport) : undefined;
+}
 
 function parseArgs(argv: string[]): { file: string; resume?: string; only?: Set<string> } {
   let file = 'experiments/poisoning-matrix.json';
@@ -182,8 +188,21 @@ async function main(): Promise<void> {
     );
     lines.push(`| ${label} | ${accs.join(' | ')} |`);
   }
-  lines.push('', '## Detection (updates rejected by the rule, committed rounds)', '', '| rule | attack | Byzantine rejected | honest rejected |', '|---|---|---|---|');
-  for (const r of results.filter((x) => x.byzantine_rejected)) lines.push(`| ${r.rule} | ${r.attack} ${Math.round(r.fraction * 100)}% | ${r.byzantine_rejected} | ${r.honest_rejected} |`);
+  lines.push(
+    '',
+    '## Detection: what the rule decided about Byzantine and honest updates (committed rounds)',
+    '',
+    '| rule | attack | Byzantine rejected | Byzantine down-weighted | honest rejected | honest down-weighted |',
+    '|---|---|---|---|---|---|',
+  );
+  for (const r of results.filter((x) => x.attack !== CLEAN)) {
+    const report = readAttackReport(r.run_dir);
+    if (!report) continue;
+    const { byzantine: b, honest: h } = report.detection;
+    lines.push(
+      `| ${r.rule} | ${r.attack} ${Math.round(r.fraction * 100)}% | ${b.rejected}/${b.updates} | ${b.down_weighted}/${b.updates} | ${h.rejected}/${h.updates} | ${h.down_weighted}/${h.updates} |`,
+    );
+  }
   lines.push('', '## Targets', '');
   if (best && cleanAcc !== null) {
     const misses = attackKinds

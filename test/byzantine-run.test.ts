@@ -34,6 +34,7 @@ test('a scaling attacker is rejected by the norm pre-check every round, loses it
     t.is(mine.length, 1, `round ${round}`);
     t.is(mine[0]!.verdict, 'rejected');
     t.regex(mine[0]!.reason, /norm/);
+    t.true(mine[0]!.score! > 20, 'the score stored is the norm that failed the check');
   }
   t.regex(summary.rounds[0]!.verdicts, /1 of 5 rejected/);
   // After two rejections (0.5, then 0.25 < 0.3) it is banned and gets no more tasks.

@@ -143,8 +143,11 @@ export function aggregate(
   if (problem) throw new AggregationError(problem + afterFilter);
 
   const result = applyRule(spec, filtered.updates, filtered.examples, options);
-  const verdicts: Verdict[] = filtered.notes.map((note) =>
-    note?.kind === 'rejected' ? { verdict: 'rejected', weight: 0, reason: note.reason } : { verdict: 'kept', weight: 0, reason: '' },
+  // A pre-filter rejection's score is the update's L2 norm (NaN, i.e. none, when its length was wrong).
+  const verdicts: Verdict[] = filtered.notes.map((note, i) =>
+    note?.kind === 'rejected'
+      ? { verdict: 'rejected', weight: 0, reason: note.reason, ...(Number.isFinite(filtered.norms[i]!) ? { score: filtered.norms[i]! } : {}) }
+      : { verdict: 'kept', weight: 0, reason: '' },
   );
   filtered.passed.forEach((i, k) => {
     const v = result.verdicts[k]!;

@@ -86,6 +86,8 @@ export const updates = sqliteTable(
     metrics: text('metrics').notNull(),
     verdict: text('verdict', { enum: ['kept', 'down-weighted', 'rejected'] }).notNull(),
     weight: real('weight').notNull(),
+    // The rule's score behind the verdict (e.g. Krum score, share of coordinates trimmed); null when it has none.
+    score: real('score'),
     reason: text('reason').notNull().default(''),
     receivedAt: integer('received_at').notNull(),
     createdAt: integer('created_at').notNull().default(sql`(unixepoch() * 1000)`),
