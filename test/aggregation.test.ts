@@ -35,3 +35,23 @@ test('FedAvg adds the weighted mean delta to the global model', (t) => {
   t.is(step.verdicts.length, 2);
   t.deepEqual(Array.from(global), [10, 20], 'the previous global model is not modified');
 });
+
+test('FedAvg weights by examples × reputation when the experiment asks for it, and runs the configured robust rule', (t) => {
+  const training = { epochs: 1, batch_size: 10, learning_rate: 0.1 };
+  const global = Float32Array.from([0, 0]);
+  const ups = [
+    { nodeId: 'a', taskId: '1', numExamples: 100, reputation: 1, delta: Float32Array.from([1, 1]) },
+    { nodeId: 'b', taskId: '2', numExamples: 100, reputation: 0.25, delta: Float32Array.from([-1, 3]) },
+  ];
+  // (1·1 + 0.25·(−1)) / 1.25 = 0.6; (1·1 + 0.25·3) / 1.25 = 1.4
+  const weighted = new FedAvg(training, { rule: 'mean' }, { weight_updates: true }).aggregate(global, ups);
+  t.deepEqual(Array.from(weighted.weights).map((x) => +x.toFixed(6)), [0.6, 1.4]);
+  const plain = new FedAvg(training, { rule: 'mean' }, { weight_updates: false }).aggregate(global, ups);
+  t.deepEqual(Array.from(plain.weights), [0, 2]);
+  // The median of three: the outlier moves nothing.
+  const median = new FedAvg(training, { rule: 'median' }).aggregate(global, [
+    ...ups,
+    { nodeId: 'c', taskId: '3', numExamples: 100, reputation: 1, delta: Float32Array.from([1000, -1000]) },
+  ]);
+  t.deepEqual(Array.from(median.weights), [1, 1]);
+});
