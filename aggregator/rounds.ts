@@ -104,6 +104,8 @@ interface OpenRound {
   wake: () => void;
 }
 
+const CLOSED_ROUNDS_REMEMBERED = 10;
+
 export class RoundEngine {
   private global: { weights: Float32Array; sha256: string };
   /** Models nodes may still be downloading: the current one and the one before. */
@@ -192,12 +194,12 @@ export class RoundEngine {
     for (;;) {
       this.o.sessions.expire();
       const idle = this.eligibleIdle().length;
-      if (idle >= selection.nodes_per_round) return;
+      if (idle >= this.selectionSize()) return;
       // After the first round nobody is starting up: when every eligible node is idle, waiting brings no one.
       if (graceMs === undefined && idle >= selection.min_updates && idle === this.eligible(this.o.sessions.all()).length) return;
       if (idle >= selection.min_updates && Date.now() - since >= grace) return;
       if (this.stopped) return;
-      this.o.onEvent?.({ type: 'waiting-for-nodes', connected: idle, needed: selection.nodes_per_round });
+      this.o.onEvent?.({ type: 'waiting-for-nodes', connected: idle, needed: this.selectionSize() });
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, 250);
         this.stopWaiting = () => {
@@ -225,7 +227,13 @@ export class RoundEngine {
     const idle = this.eligibleIdle().sort((a, b) => (a.nodeId < b.nodeId ? -1 : a.nodeId > b.nodeId ? 1 : 0));
     const rng = new Rng((this.o.experiment.seed * 1_000_003 + round * 101 + attempt) >>> 0);
     rng.shuffle(idle);
-    return idle.slice(0, this.o.experiment.selection.nodes_per_round);
+    return idle.slice(0, this.selectionSize());
+  }
+
+  /** How many nodes a round asks: the target, over-selected to make up for those that will drop. */
+  private selectionSize(): number {
+    const { nodes_per_round, over_selection } = this.o.experiment.selection;
+    return Math.ceil(nodes_per_round * over_selection - 1e-9);
   }
 
   private async runAttempt(round: number, attempt: number): Promise<RoundRecord | undefined> {
@@ -284,10 +292,11 @@ export class RoundEngine {
     }
     this.o.onEvent?.({ type: 'round-started', round, attempt, selected: selected.length, deadline });
 
-    // Wait until every task is answered, or the deadline passes.
+    // Wait until the target number of updates is in, every task is answered, or the deadline passes.
+    const target = experiment.selection.nodes_per_round;
     const leaseCheck = setInterval(() => this.dropDeadNodes(), 1000);
     try {
-      while (!this.stopped && Date.now() < deadline && this.pending(open) > 0) {
+      while (!this.stopped && Date.now() < deadline && this.pending(open) > 0 && open.accepted.length < target) {
         await new Promise<void>((resolve) => {
           const t = setTimeout(resolve, Math.max(0, deadline - Date.now()));
           wake = () => {
@@ -301,6 +310,8 @@ export class RoundEngine {
     }
     // Closed: later uploads for this round get "round closed".
     this.open = undefined;
+    // Remembered for a few rounds so a straggler hears "round N closed"; older ids are just unknown.
+    for (const [taskId, closedIn] of this.closedTasks) if (closedIn < round - CLOSED_ROUNDS_REMEMBERED) this.closedTasks.delete(taskId);
     for (const [taskId, t] of open.tasks) {
       this.closedTasks.set(taskId, round);
       sessions.release(taskId);

@@ -159,6 +159,15 @@ export const selectionSchema = z
     nodes_per_round: z.number().int().positive().describe('how many nodes are asked to train each round'),
     min_updates: z.number().int().positive().describe('quorum: fewer updates than this by the deadline abandons the round'),
     deadline_seconds: z.number().positive().max(86400),
+    over_selection: z
+      .number()
+      .min(1)
+      .max(10)
+      .default(1)
+      .describe(
+        'ask ceil(nodes_per_round × this) nodes and commit as soon as nodes_per_round updates arrived, so nodes that drop or ' +
+          'straggle do not hold the round (Bonawitz et al. 2019 use 1.3)',
+      ),
   })
   .strict()
   .refine((s) => s.min_updates <= s.nodes_per_round, {
