@@ -18,6 +18,7 @@ import { Sessions } from './sessions.js';
 import { openDatabase } from './store/db.js';
 import { RunStore } from './store/run-store.js';
 import { strategyFor } from './strategies/index.js';
+import { resumePoint, type ResumePoint } from './resume.js';
 
 export interface RunSummary {
   run_id: string;
@@ -76,27 +77,41 @@ export async function startAggregator(o: AggregatorOptions): Promise<RunningAggr
   const databasePath = join(runDir, 'crowdfl.db');
   const { db, close: closeDb } = openDatabase(databasePath);
   const store = new RunStore(db);
-  store.createRun({
-    id: runId,
-    experimentName: experiment.name,
-    experimentJson: JSON.stringify(experiment),
-    seed: experiment.seed,
-    backend,
-    aggregatorPublicKey: publicKeyToString(o.identity.publicKey),
-    software: JSON.stringify(softwareVersions()),
-    status: 'running',
-    startedAt: started,
-  });
+  const checkpointsDir = join(runDir, 'checkpoints');
+  const existing = store.getRun(runId);
+  let resumed: ResumePoint | undefined;
+  if (existing) {
+    try {
+      resumed = resumePoint(store, existing, experiment, publicKeyToString(o.identity.publicKey), checkpointsDir);
+    } catch (err) {
+      closeDb();
+      throw err;
+    }
+    store.resumeRun(runId);
+    log(`resuming run ${runId} at round ${resumed.nextRound} of ${experiment.rounds} (${resumed.records.length} rounds committed before)`);
+  } else {
+    store.createRun({
+      id: runId,
+      experimentName: experiment.name,
+      experimentJson: JSON.stringify(experiment),
+      seed: experiment.seed,
+      backend,
+      aggregatorPublicKey: publicKeyToString(o.identity.publicKey),
+      software: JSON.stringify(softwareVersions()),
+      status: 'running',
+      startedAt: started,
+    });
+  }
   const heartbeatIntervalMs = o.heartbeatIntervalMs ?? 5000;
   const sessions = new Sessions(heartbeatIntervalMs * 4, () => 1000 + Math.floor(Math.random() * 1000));
-  const checkpointsDir = join(runDir, 'checkpoints');
   const engine = new RoundEngine({
     experiment,
     runId,
     identity: o.identity,
     topology: spec.topology,
     manifest,
-    initialWeights: initialWeights(spec, experiment.seed),
+    initialWeights: resumed?.weights ?? initialWeights(spec, experiment.seed),
+    startRound: resumed?.nextRound,
     strategy,
     store,
     sessions,
@@ -124,7 +139,7 @@ export async function startAggregator(o: AggregatorOptions): Promise<RunningAggr
   const done = (async () => {
     let records: RoundRecord[] = [];
     try {
-      records = await engine.run();
+      records = [...(resumed?.records ?? []), ...(await engine.run())];
       store.finishRun(runId, stopped ? 'failed' : 'finished');
     } catch (err) {
       store.finishRun(runId, 'failed');

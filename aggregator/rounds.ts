@@ -82,6 +82,8 @@ export interface EngineOptions {
   /** The same, for the run's first round, when nodes may still be starting up. */
   firstRoundGraceMs?: number;
   maxAttemptsPerRound?: number;
+  /** Set when resuming a run: the first round to run (initialWeights are the model the round before committed). */
+  startRound?: number;
 }
 
 type TaskState = 'assigned' | 'receiving' | 'accepted' | 'rejected' | 'dropped';
@@ -168,13 +170,16 @@ export class RoundEngine {
 
   async run(): Promise<RoundRecord[]> {
     const { experiment, checkpointsDir, topology, manifest } = this.o;
-    writeCheckpoint(checkpointsDir, checkpointDirName(0), topology, manifest, this.global.weights);
+    const startRound = this.o.startRound ?? 1;
+    if (startRound === 1) writeCheckpoint(checkpointsDir, checkpointDirName(0), topology, manifest, this.global.weights);
     const records: RoundRecord[] = [];
     const maxAttempts = this.o.maxAttemptsPerRound ?? 20;
-    for (let round = 1; round <= experiment.rounds && !this.stopped; round++) {
+    for (let round = startRound; round <= experiment.rounds && !this.stopped; round++) {
       let record: RoundRecord | undefined;
-      for (let attempt = 0; !record && !this.stopped; attempt++) {
-        if (attempt >= maxAttempts) {
+      // A resumed round continues the attempt numbering of the run it belongs to.
+      const firstAttempt = this.o.store.nextAttempt(this.o.runId, round);
+      for (let attempt = firstAttempt; !record && !this.stopped; attempt++) {
+        if (attempt - firstAttempt >= maxAttempts) {
           throw new Error(`round ${round} was abandoned ${maxAttempts} times in a row; giving up`);
         }
         await this.waitForNodes(round === 1 && attempt === 0 ? this.o.firstRoundGraceMs : undefined);

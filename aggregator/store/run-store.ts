@@ -24,6 +24,21 @@ export class RunStore {
     this.db.update(runs).set({ status, finishedAt: Date.now() }).where(eq(runs.id, id)).run();
   }
 
+  /** A restarted aggregator takes its run back. */
+  resumeRun(id: string): void {
+    this.db.update(runs).set({ status: 'running', finishedAt: null }).where(eq(runs.id, id)).run();
+  }
+
+  /** The attempt number the next try of `round` gets: attempts already recorded (abandoned ones too) are never reused. */
+  nextAttempt(runId: string, round: number): number {
+    const row = this.db
+      .select({ last: sql<number | null>`max(${rounds.attempt})` })
+      .from(rounds)
+      .where(and(eq(rounds.runId, runId), eq(rounds.round, round)))
+      .get();
+    return row?.last === null || row?.last === undefined ? 0 : row.last + 1;
+  }
+
   getRun(id: string): RunRow | undefined {
     return this.db.select().from(runs).where(eq(runs.id, id)).get();
   }

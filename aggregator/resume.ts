@@ -1,0 +1,74 @@
+// Restarting an aggregator on a run it had started (after a crash, a kill -9,
+// a reboot) continues that run: from the last committed round, with the global
+// model that round committed, checked against its recorded hash. Nothing the
+// crashed process had not committed is trusted; its open round is run again.
+import { join } from 'node:path';
+import { ExperimentError, type Experiment } from '../core/experiment.js';
+import type { RoundRecord } from './rounds.js';
+import { checkpointDirName, readCheckpointWeights } from './store/checkpoints.js';
+import type { RunStore } from './store/run-store.js';
+import type { RunRow } from './store/schema.js';
+import { summarizeVerdicts } from './verdict-summary.js';
+
+export interface ResumePoint {
+  /** The first round still to run. */
+  nextRound: number;
+  weights: Float32Array;
+  /** The rounds committed before the restart, as the round engine would have reported them. */
+  records: RoundRecord[];
+}
+
+/** Checks that `run` may be continued with this experiment and key, and loads where it stopped. */
+export function resumePoint(
+  store: RunStore,
+  run: RunRow,
+  experiment: Experiment,
+  aggregatorPublicKey: string,
+  checkpointsDir: string,
+): ResumePoint {
+  if (run.status === 'finished') {
+    throw new ExperimentError(`run ${run.id} already finished; pass a new --run-id to start another run`);
+  }
+  if (run.experimentJson !== JSON.stringify(experiment)) {
+    throw new ExperimentError(
+      `run ${run.id} was started with a different experiment; a run can only be resumed with the same experiment file ` +
+        `(and --backend), or started afresh under a new --run-id`,
+    );
+  }
+  if (run.aggregatorPublicKey !== aggregatorPublicKey) {
+    throw new ExperimentError(`run ${run.id} was signed by aggregator key ${run.aggregatorPublicKey}; resume it with that key (--key)`);
+  }
+  const rows = store.committedRounds(run.id);
+  const last = rows.at(-1);
+  const dir = join(checkpointsDir, checkpointDirName(last?.round ?? 0));
+  let checkpoint: { weights: Float32Array; sha256: string };
+  try {
+    checkpoint = readCheckpointWeights(dir);
+  } catch (err) {
+    throw new ExperimentError(`cannot resume run ${run.id}: checkpoint ${dir} is unreadable (${(err as Error).message})`);
+  }
+  if (last && checkpoint.sha256 !== last.modelSha256) {
+    throw new ExperimentError(
+      `cannot resume run ${run.id}: checkpoint ${dir} hashes to ${checkpoint.sha256}, but round ${last.round} committed ${last.modelSha256}`,
+    );
+  }
+  const records = rows.map((r): RoundRecord => {
+    const ups = store.updatesOfRound(run.id, r.round).filter((u) => u.receivedAt >= r.startedAt && u.receivedAt <= r.closedAt);
+    return {
+      round: r.round,
+      accuracy: r.accuracy ?? 0,
+      loss: r.loss ?? 0,
+      participants: r.participants,
+      selected: r.selected,
+      rejected: ups.filter((u) => u.verdict === 'rejected').length,
+      examples: r.examples,
+      seconds: r.seconds,
+      overhead_seconds: r.overheadSeconds,
+      model_sha256: r.modelSha256,
+      round_digest: r.roundDigest,
+      aggregator_signature: r.aggregatorSignature,
+      verdicts: summarizeVerdicts(ups.map((u) => ({ verdict: u.verdict, weight: u.weight, reason: u.reason }))),
+    };
+  });
+  return { nextRound: (last?.round ?? 0) + 1, weights: checkpoint.weights, records };
+}
