@@ -182,7 +182,8 @@ export class RoundEngine {
         if (attempt - firstAttempt >= maxAttempts) {
           throw new Error(`round ${round} was abandoned ${maxAttempts} times in a row; giving up`);
         }
-        await this.waitForNodes(round === 1 && attempt === 0 ? this.o.firstRoundGraceMs : undefined);
+        const first = round === startRound && attempt === firstAttempt;
+        await this.waitForNodes(first ? this.o.firstRoundGraceMs : undefined, first);
         if (this.stopped) break;
         record = await this.runAttempt(round, attempt);
       }
@@ -192,7 +193,7 @@ export class RoundEngine {
     return records;
   }
 
-  private async waitForNodes(graceMs?: number): Promise<void> {
+  private async waitForNodes(graceMs: number | undefined, firstRound: boolean): Promise<void> {
     const { selection } = this.o.experiment;
     const grace = graceMs ?? this.o.selectionGraceMs ?? 10_000;
     const since = Date.now();
@@ -200,8 +201,8 @@ export class RoundEngine {
       this.o.sessions.expire();
       const idle = this.eligibleIdle().length;
       if (idle >= this.selectionSize()) return;
-      // After the first round nobody is starting up: when every eligible node is idle, waiting brings no one.
-      if (graceMs === undefined && idle >= selection.min_updates && idle === this.eligible(this.o.sessions.all()).length) return;
+      // Past the run's first round nodes are not starting up: when every eligible node is idle, waiting brings no one.
+      if (!firstRound && idle >= selection.min_updates && idle === this.eligible(this.o.sessions.all()).length) return;
       if (idle >= selection.min_updates && Date.now() - since >= grace) return;
       if (this.stopped) return;
       this.o.onEvent?.({ type: 'waiting-for-nodes', connected: idle, needed: this.selectionSize() });

@@ -4,7 +4,7 @@
 // processes, real signatures). Results are appended to results.json as each
 // run ends, so an interrupted matrix resumes where it stopped (--resume DIR).
 //
-//   npm run poisoning [-- experiments/poisoning-matrix.json] [--resume runs/poisoning-…] [--only RULE,…]
+//   npm run poisoning [-- experiments/poisoning-matrix.json] [--resume runs/poisoning-…] [--only RULE,…] [--report-only]
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { z } from 'zod';
@@ -51,18 +51,21 @@ function readAttackReport(runDir: string): AttackReport | undefined {
   return existsSync(path) ? (JSON.parse(readFileSync(path, 'utf8')) as AttackReport) : undefined;
 }
 
-function parseArgs(argv: string[]): { file: string; resume?: string; only?: Set<string> } {
+function parseArgs(argv: string[]): { file: string; resume?: string; only?: Set<string>; reportOnly: boolean } {
   let file = 'experiments/poisoning-matrix.json';
   let resume: string | undefined;
   let only: Set<string> | undefined;
+  let reportOnly = false;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === '--resume') resume = argv[++i];
+    else if (a === '--report-only') reportOnly = true;
     else if (a === '--only') only = new Set((argv[++i] ?? '').split(','));
-    else if (a.startsWith('--')) throw new Error(`unknown option ${a}; use --resume DIR or --only RULE,RULE`);
+    else if (a.startsWith('--')) throw new Error(`unknown option ${a}; use --resume DIR, --only RULE,RULE or --report-only`);
     else file = a;
   }
-  return { file, resume, only };
+  if (reportOnly && !resume) throw new Error('--report-only needs --resume DIR: the matrix whose results to report');
+  return { file, resume, only, reportOnly };
 }
 
 function loadMatrix(path: string): { matrix: Matrix; base: Experiment; attacks: AttackSpec[] } {
@@ -124,6 +127,7 @@ async function main(): Promise<void> {
     const attack = cell.attack && cell.attack.fraction > 0 ? cell.attack : undefined;
     const key = { rule: cell.label, attack: attack?.kind ?? CLEAN, fraction: attack?.fraction ?? 0 };
     if (results.some((r) => r.rule === key.rule && r.attack === key.attack && r.fraction === key.fraction)) return;
+    if (args.reportOnly) return; // a table of what has run so far
     const experiment = cellExperiment(base, cell.label, cell.aggregation, attack);
     const eta = ran ? ` — ETA ${Math.round((((Date.now() - started) / ran) * (total - index)) / 60000)} min` : '';
     process.stderr.write(`\n[${index + 1}/${total}] ${key.rule} × ${key.attack} at ${Math.round(key.fraction * 100)}%${eta}\n`);
