@@ -5,6 +5,7 @@ import { Option, type Command } from 'commander';
 import { backendPreferenceSchema, type BackendPreference } from '../core/experiment.js';
 import { readLocalData } from '../datasets/local-dir.js';
 import { runNode } from '../trainer/node.js';
+import { Rng } from '../datasets/random.js';
 import { adversary, poisonData, readAttackFile } from '../experiments/byzantine-node.js';
 import { action, UsageError } from './errors.js';
 import { readPinnedKey } from './keys.js';
@@ -24,6 +25,8 @@ interface Options {
   exitWhenFinished: boolean;
   quiet: boolean;
   attack?: string;
+  vanishProbability?: number;
+  faultSeed?: number;
 }
 
 /** Aggregator keys pinned on first use, per address, kept across restarts. */
@@ -53,6 +56,8 @@ export function register(program: Command): void {
     .option('--quiet', 'log only errors', false)
     // Attack experiments only (written by `crowdfl simulate` for Byzantine nodes); hidden from operators.
     .addOption(new Option('--attack <file>', 'run as a Byzantine node of an attack experiment').hideHelp())
+    .addOption(new Option('--vanish-probability <p>', 'fault injection: vanish mid-round with this probability per task').argParser(Number).hideHelp())
+    .addOption(new Option('--fault-seed <n>', 'seed of the fault injection').argParser(Number).default(0).hideHelp())
     .addHelpText(
       'after',
       '\nThe node never runs code it is sent: a task carries a declarative tfjs layers model (JSON), built\n' +
@@ -100,6 +105,9 @@ export function register(program: Command): void {
           log,
           signal: controller.signal,
           adversary: attack ? adversary(attack, nodeId, log) : undefined,
+          vanishes: opts.vanishProbability
+            ? (round) => Rng.derive(opts.faultSeed ?? 0, 'vanish', nodeId, round).uniform() < opts.vanishProbability!
+            : undefined,
         });
         log(`done: ${tasksDone} tasks`);
         process.exit(0);

@@ -188,6 +188,17 @@ export const experimentSchema = z
     strategy: strategySchema.default({ name: 'fedavg' }),
     aggregation: aggregationSchema.default({ rule: 'mean' }),
     attack: attackSchema.optional().describe('simulations only: a share of the nodes run this attack'),
+    faults: z
+      .object({
+        vanish_probability: z
+          .number()
+          .min(0)
+          .lt(1)
+          .describe('each task, a node vanishes mid-round with this probability (seeded) and rejoins after the deadline'),
+      })
+      .strict()
+      .optional()
+      .describe('simulations only: injected node failures'),
     reputation: reputationSchema.default({ decay: 0.3, weight_updates: false, ban_after: 3 }),
     selection: selectionSchema,
     training: trainingSchema,

@@ -122,6 +122,9 @@ export async function simulate(o: SimulateOptions): Promise<RunSummary & { run_d
         experiment.backend,
         '--exit-when-finished',
         ...(byzantine.has(i) ? ['--attack', join(dir, 'attack.json')] : []),
+        ...(experiment.faults
+          ? ['--vanish-probability', String(experiment.faults.vanish_probability), '--fault-seed', String(experiment.seed)]
+          : []),
       ],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );

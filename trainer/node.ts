@@ -41,6 +41,19 @@ export interface NodeOptions {
   log?: (msg: string) => void;
   signal?: AbortSignal;
   adversary?: UpdateAdversary;
+  /**
+   * Fault injection for experiments only: when it says so for a task, the node
+   * goes silent mid-round (no heartbeat, no upload, connection closed) and
+   * comes back after the task's deadline, like a machine that went to sleep.
+   */
+  vanishes?: (round: number) => boolean;
+}
+
+/** Thrown inside the loop when fault injection makes the node vanish until `until`. */
+class Vanished extends Error {
+  constructor(readonly until: number) {
+    super('vanished (fault injection)');
+  }
 }
 
 /** The aggregator said no in a way retrying cannot fix (banned, not invited, wrong version). */
@@ -115,6 +128,11 @@ export async function runNode(o: NodeOptions): Promise<{ tasksDone: number }> {
         tasksDone++;
       }
     } catch (err) {
+      if (err instanceof Vanished) {
+        conn.close();
+        await sleep(Math.max(0, err.until - Date.now()), o.signal);
+        continue;
+      }
       if (!isTransient(err)) {
         const details = (err as { details?: string }).details;
         throw details ? new AggregatorRefusal(`the aggregator at ${o.aggregator} refused this node: ${details}`) : err;
@@ -151,6 +169,10 @@ async function work(
     return;
   }
   const manifest = weightManifest(spec);
+  if (o.vanishes?.(task.round)) {
+    log(`round ${task.round}: vanishing mid-round (fault injection) until after the deadline`);
+    throw new Vanished(Number(task.deadline_unix_ms) + 1000);
+  }
   await ensureBackendFor(spec, { log });
   let base = modelCache.get(task.base_model_sha256);
   if (!base) {
