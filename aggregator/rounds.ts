@@ -599,7 +599,7 @@ export class RoundEngine {
 
   private abandon(open: OpenRound, selected: number, why?: string): undefined {
     const { store, runId, experiment } = this.o;
-    const reason = why ?? `${open.accepted.length} of ${selected} updates by the deadline; quorum is ${experiment.selection.min_updates}`;
+    const reason = why ?? `${open.accepted.length} of ${selected} updates when the round closed (deadline passed, or every task answered or dropped); quorum is ${experiment.selection.min_updates}`;
     const closedAt = Date.now();
     store.commitRound({
       round: {
