@@ -106,7 +106,8 @@ export function register(program: Command): void {
           signal: controller.signal,
           adversary: attack ? adversary(attack, nodeId, log) : undefined,
           vanishes: opts.vanishProbability
-            ? (round) => Rng.derive(opts.faultSeed ?? 0, 'vanish', nodeId, round).uniform() < opts.vanishProbability!
+            ? // Per task, not per round: a retried round is a fresh draw, as a real machine's luck would be.
+              ({ taskId }) => Rng.derive(opts.faultSeed ?? 0, 'vanish', nodeId, taskId).uniform() < opts.vanishProbability!
             : undefined,
         });
         log(`done: ${tasksDone} tasks`);

@@ -46,7 +46,7 @@ export interface NodeOptions {
    * goes silent mid-round (no heartbeat, no upload, connection closed) and
    * comes back after the task's deadline, like a machine that went to sleep.
    */
-  vanishes?: (round: number) => boolean;
+  vanishes?: (task: { round: number; taskId: string }) => boolean;
 }
 
 /** Thrown inside the loop when fault injection makes the node vanish until `until`. */
@@ -169,7 +169,7 @@ async function work(
     return;
   }
   const manifest = weightManifest(spec);
-  if (o.vanishes?.(task.round)) {
+  if (o.vanishes?.({ round: task.round, taskId: task.task_id })) {
     log(`round ${task.round}: vanishing mid-round (fault injection) until after the deadline`);
     throw new Vanished(Number(task.deadline_unix_ms) + 1000);
   }
