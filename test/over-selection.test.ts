@@ -27,7 +27,7 @@ test('a round asks ceil(target × over_selection) nodes and commits as soon as t
   close();
 });
 
-test('rounds keep committing when selected nodes vanish mid-round, and the vanished nodes come back', async (t) => {
+test('rounds keep committing when selected nodes vanish mid-round', async (t) => {
   const experiment = tinyExperiment({
     nodes: 6,
     rounds: 4,
@@ -42,6 +42,7 @@ test('rounds keep committing when selected nodes vanish mid-round, and the vanis
   const logs = [0, 1, 2, 3, 4, 5].map((i) => readFileSync(join(runsDir, 'vanish', 'nodes', `node-00${i}`, 'node.log'), 'utf8'));
   const vanished = logs.filter((l) => /vanishing mid-round \(fault injection\)/.test(l));
   t.true(vanished.length > 0, 'some node vanished');
-  // A node that vanished said hello again afterwards.
-  t.true(vanished.some((l) => (l.match(/joined experiment/g) ?? []).length >= 2), 'a vanished node rejoined');
+  // Whether a vanished node is back before the run ends depends on timing (it sleeps past its
+  // round's deadline while over-selection commits without it), so rejoining is not asserted here;
+  // test/node-reconnect.test.ts covers a node coming back.
 });
