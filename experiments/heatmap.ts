@@ -1,6 +1,6 @@
 // A labelled heat map (rows × columns → value) as SVG, drawn by Vega-Lite.
-import * as vega from 'vega';
-import { compile, type TopLevelSpec } from 'vega-lite';
+import type { TopLevelSpec } from 'vega-lite';
+import { renderSvg } from './plot.js';
 
 export interface HeatCell {
   row: string;
@@ -35,8 +35,5 @@ export async function heatmapSvg(
     ],
     config: { background: 'white', font: 'sans-serif' },
   } as TopLevelSpec;
-  const view = new vega.View(vega.parse(compile(spec).spec), { renderer: 'none' });
-  const svg = await view.toSVG();
-  view.finalize();
-  return svg;
+  return renderSvg(spec);
 }

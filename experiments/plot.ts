@@ -45,6 +45,11 @@ export async function curvesSvg(runs: readonly CurveRun[], title = 'test accurac
     hconcat: [chart(runs, 'accuracy', 'accuracy (dashed: target)'), chart(runs, 'loss', 'loss')],
     config: { background: 'white', font: 'sans-serif' },
   } as TopLevelSpec;
+  return renderSvg(spec);
+}
+
+/** Any Vega-Lite spec as an SVG string, rendered headless. */
+export async function renderSvg(spec: TopLevelSpec): Promise<string> {
   const view = new vega.View(vega.parse(compile(spec).spec), { renderer: 'none' });
   const svg = await view.toSVG();
   view.finalize();

@@ -128,48 +128,34 @@ test('bad input gets clear statuses and never touches the global model', async (
     s = await statusOf(a.conn.submitUpdate(submission(b.task, manifest, new Float32Array(n)), a.identity));
     t.is(s.code, grpc.status.PERMISSION_DENIED);
 
+    // A raw upload for b's task: its metadata, then the given messages, then the end of the stream.
+    const rawUpload = (...after: object[]) =>
+      statusOf(
+        new Promise((res, rej) => {
+          const call = client.SubmitUpdate((e, r) => (e ? rej(e) : res(r)));
+          call.write({
+            meta: {
+              session_id: b.conn.session!.session_id,
+              task_id: b.task.task_id,
+              experiment_id: b.task.experiment_id,
+              round: 1,
+              base_model_sha256: b.task.base_model_sha256,
+              num_examples: 10,
+              manifest: { tensors: manifest.map((m) => ({ name: m.name, dtype: 'FLOAT32', shape: [...m.shape] })), total_bytes: n * 4 },
+            },
+          });
+          for (const m of after) call.write(m);
+          call.end();
+        }),
+      );
+
     // Truncated stream: fewer bytes than announced; b may then still submit.
-    s = await statusOf(
-      new Promise((res, rej) => {
-        const call = client.SubmitUpdate((e, r) => (e ? rej(e) : res(r)));
-        call.write({
-          meta: {
-            session_id: b.conn.session!.session_id,
-            task_id: b.task.task_id,
-            experiment_id: b.task.experiment_id,
-            round: 1,
-            base_model_sha256: b.task.base_model_sha256,
-            num_examples: 10,
-            manifest: { tensors: manifest.map((m) => ({ name: m.name, dtype: 'FLOAT32', shape: [...m.shape] })), total_bytes: n * 4 },
-          },
-        });
-        call.write({ data: Buffer.alloc(8) });
-        call.end();
-      }),
-    );
+    s = await rawUpload({ data: Buffer.alloc(8) });
     t.is(s.code, grpc.status.INVALID_ARGUMENT);
     t.regex(s.details, /stream ended after 8 of/);
 
     // A seal that is not the last message; b may still submit afterwards.
-    s = await statusOf(
-      new Promise((res, rej) => {
-        const call = client.SubmitUpdate((e, r) => (e ? rej(e) : res(r)));
-        call.write({
-          meta: {
-            session_id: b.conn.session!.session_id,
-            task_id: b.task.task_id,
-            experiment_id: b.task.experiment_id,
-            round: 1,
-            base_model_sha256: b.task.base_model_sha256,
-            num_examples: 10,
-            manifest: { tensors: manifest.map((m) => ({ name: m.name, dtype: 'FLOAT32', shape: [...m.shape] })), total_bytes: n * 4 },
-          },
-        });
-        call.write({ seal: { update_sha256: '0'.repeat(64), signature: Buffer.alloc(64, 1) } });
-        call.write({ data: Buffer.alloc(8) });
-        call.end();
-      }),
-    );
+    s = await rawUpload({ seal: { update_sha256: '0'.repeat(64), signature: Buffer.alloc(64, 1) } }, { data: Buffer.alloc(8) });
     t.is(s.code, grpc.status.INVALID_ARGUMENT);
     t.regex(s.details, /the seal must be the last message/);
 
