@@ -27,6 +27,7 @@ import type { Task } from '../proto/generated/crowdfl/v1/Task.js';
 import type { TensorSpec } from '../proto/generated/crowdfl/v1/TensorSpec.js';
 import type { UpdateMeta__Output } from '../proto/generated/crowdfl/v1/UpdateMeta.js';
 import type { UpdateSeal__Output } from '../proto/generated/crowdfl/v1/UpdateSeal.js';
+import { crashPoint } from './crash-points.js';
 import { AggregationError, type Verdict } from './robust/verdict.js';
 import { summarizeVerdicts } from './verdict-summary.js';
 import { reputationChanges, selectable } from './reputation.js';
@@ -271,8 +272,9 @@ export class RoundEngine {
           epochs: training.epochs,
           batch_size: training.batch_size,
           learning_rate: training.learning_rate,
-          // Each node and round gets its own shuffling seed, reproducible from the experiment's.
-          seed: (experiment.seed * 7919 + round * 131 + open.tasks.size) >>> 0,
+          // One seed per node and round, the same in every attempt: a round retried (or re-run after
+          // a crash) asks each node for the same update it would have computed the first time.
+          seed: Rng.derive(experiment.seed, 'task', round, session.nodeId).uint32(),
         },
         deadline_unix_ms: deadline,
         node_id: session.nodeId,
@@ -295,6 +297,7 @@ export class RoundEngine {
       open.tasks.set(task.task_id!, { task, sessionId: session.id, nodeId: session.nodeId, state: 'assigned' });
       store.recordTask({ taskId: task.task_id!, runId, round, nodeId: session.nodeId, issuedAt: startedAt, deadline });
       sessions.assign(session, task);
+      crashPoint('selection', round);
     }
     this.o.onEvent?.({ type: 'round-started', round, attempt, selected: selected.length, deadline });
 
@@ -387,6 +390,7 @@ export class RoundEngine {
       throw this.reject(open, t, meta, invalid(`num_examples must be a positive integer, got ${meta.num_examples}`));
     }
     t.state = 'receiving';
+    crashPoint('mid-upload', open.round);
     return this.expectedBytes;
   }
 
@@ -524,6 +528,7 @@ export class RoundEngine {
     }
     const { accuracy, loss } = await this.o.evaluate(step.weights);
     const checkpoint = writeCheckpoint(checkpointsDir, checkpointDirName(open.round), topology, manifest, step.weights);
+    crashPoint('mid-commit', open.round);
     const closedAt = Date.now();
     const seconds = (closedAt - open.startedAt) / 1000;
     const longestTraining = Math.max(0, ...updates.map((u) => u.meta.metrics?.train_seconds ?? 0));
@@ -587,6 +592,7 @@ export class RoundEngine {
       },
       updates: [...updates.map((u, i) => this.updateRow(open.round, u, step.verdicts[i]!)), ...open.rejected],
     });
+    crashPoint('after-commit', open.round);
     this.publish(step.weights);
     for (const banned of reputations.filter((r) => r.ban)) {
       // Its next call finds no session, and its next hello is refused with the reason.
