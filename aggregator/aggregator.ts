@@ -19,6 +19,10 @@ import { openDatabase } from './store/db.js';
 import { RunStore } from './store/run-store.js';
 import { strategyFor } from './strategies/index.js';
 import { resumePoint, type ResumePoint } from './resume.js';
+import { DEFAULT_PACE, pollRetryAfterMs, type PacePolicy } from './pace.js';
+
+/** The longest a node's PollTask is held open before it is told to come back. */
+const MAX_POLL_MS = 20_000;
 
 export interface RunSummary {
   run_id: string;
@@ -52,8 +56,17 @@ export interface AggregatorOptions {
   heartbeatIntervalMs?: number;
   /** How long the first round waits for a full selection before starting with a quorum. */
   firstRoundGraceMs?: number;
+  /** Pace steering; omitted fields take DEFAULT_PACE's. */
+  pace?: Partial<PacePolicy>;
   log?: (msg: string) => void;
   onEvent?: (event: EngineEvent) => void;
+}
+
+/** The pace policy, with retries kept inside half a lease so an idle node never expires between two polls. */
+function pacePolicy(leaseMs: number, given: Partial<PacePolicy> = {}): PacePolicy {
+  const p = { ...DEFAULT_PACE, ...given };
+  const maxRetryMs = Math.min(p.maxRetryMs, Math.floor(leaseMs / 2));
+  return { ...p, maxRetryMs, minRetryMs: Math.min(p.minRetryMs, maxRetryMs) };
 }
 
 export interface RunningAggregator {
@@ -103,7 +116,9 @@ export async function startAggregator(o: AggregatorOptions): Promise<RunningAggr
     });
   }
   const heartbeatIntervalMs = o.heartbeatIntervalMs ?? 5000;
-  const sessions = new Sessions(heartbeatIntervalMs * 4, () => 1000 + Math.floor(Math.random() * 1000));
+  const leaseMs = heartbeatIntervalMs * 4;
+  const pace = pacePolicy(leaseMs, o.pace);
+  const sessions: Sessions = new Sessions(leaseMs, () => pollRetryAfterMs(sessions.idle().length, MAX_POLL_MS, pace, Math.random));
   const engine = new RoundEngine({
     experiment,
     runId,
@@ -131,6 +146,8 @@ export async function startAggregator(o: AggregatorOptions): Promise<RunningAggr
     port: o.port,
     credentials: serverCredentials(o.tls),
     heartbeatIntervalMs,
+    maxPollMs: MAX_POLL_MS,
+    pace,
     log,
   });
   log(`aggregator for ${experiment.name} (run ${runId}) listening on ${o.host ?? '127.0.0.1'}:${server.port} (${o.tls ? (o.tls.clientCa ? 'mutual TLS' : 'TLS') : 'plaintext'}), backend ${backend}`);

@@ -63,6 +63,7 @@ export type EngineEvent =
   | { type: 'update'; round: number; nodeId: string; accepted: boolean; reason: string; received: number; selected: number }
   | { type: 'round-committed'; record: RoundRecord }
   | { type: 'node-banned'; round: number; nodeId: string; reason: string }
+  | { type: 'task-declined'; round: number; nodeId: string; reason: string }
   | { type: 'round-abandoned'; round: number; attempt: number; reason: string };
 
 export interface EngineOptions {
@@ -87,7 +88,7 @@ export interface EngineOptions {
   startRound?: number;
 }
 
-type TaskState = 'assigned' | 'receiving' | 'accepted' | 'rejected' | 'dropped';
+type TaskState = 'assigned' | 'receiving' | 'accepted' | 'rejected' | 'declined' | 'dropped';
 
 interface OpenTask {
   task: Task;
@@ -354,6 +355,24 @@ export class RoundEngine {
     return t !== undefined && (t.state === 'assigned' || t.state === 'receiving');
   }
 
+  /** The node will not answer its task: free the slot now rather than at the deadline. */
+  declineTask(session: Session, taskId: string, reason: string): void {
+    const open = this.open;
+    const t = open?.tasks.get(taskId);
+    if (!open || !t) {
+      const closedRound = this.closedTasks.get(taskId);
+      if (closedRound !== undefined) throw precondition(`round ${closedRound} already closed; there is nothing to decline`);
+      throw notFound(`unknown task ${JSON.stringify(taskId)}`);
+    }
+    if (t.nodeId !== session.nodeId) throw new RpcError(status.PERMISSION_DENIED, `task ${taskId} was not assigned to this node`);
+    if (t.state !== 'assigned') throw alreadyExists(`task ${taskId} was already answered (${t.state})`);
+    t.state = 'declined';
+    this.o.store.recordDecline(taskId, t.nodeId, reason);
+    this.o.sessions.release(taskId);
+    this.o.onEvent?.({ type: 'task-declined', round: open.round, nodeId: t.nodeId, reason });
+    open.wake();
+  }
+
   /**
    * Checks an upload's metadata before any bytes are accepted, so a wrong or
    * late upload costs the aggregator nothing. Returns the bytes to expect.
@@ -605,7 +624,11 @@ export class RoundEngine {
 
   private abandon(open: OpenRound, selected: number, why?: string): undefined {
     const { store, runId, experiment } = this.o;
-    const reason = why ?? `${open.accepted.length} of ${selected} updates when the round closed (deadline passed, or every task answered or dropped); quorum is ${experiment.selection.min_updates}`;
+    const count = (state: TaskState) => [...open.tasks.values()].filter((t) => t.state === state).length;
+    const reason =
+      why ??
+      `${open.accepted.length} of ${selected} updates when the round closed (deadline passed, or every task answered or dropped): ` +
+        `${count('declined')} declined, ${count('dropped')} dropped, ${count('rejected')} rejected; quorum is ${experiment.selection.min_updates}`;
     const closedAt = Date.now();
     store.commitRound({
       round: {

@@ -10,6 +10,16 @@ export class RpcError extends Error {
   }
 }
 
+/** The aggregator is busy: come back after `retryAfterMs` (sent as the `retry-after-ms` trailer). */
+export class BusyError extends RpcError {
+  constructor(
+    readonly retryAfterMs: number,
+    message: string,
+  ) {
+    super(status.RESOURCE_EXHAUSTED, message);
+  }
+}
+
 export const invalid = (msg: string) => new RpcError(status.INVALID_ARGUMENT, msg);
 export const notFound = (msg: string) => new RpcError(status.NOT_FOUND, msg);
 export const precondition = (msg: string) => new RpcError(status.FAILED_PRECONDITION, msg);

@@ -12,7 +12,8 @@ import type { Identity } from '../core/keys.js';
 import { nodeIdFromPublicKey, publicKeyToString } from '../core/keys.js';
 import { admit, type AdmissionPolicy } from './admission.js';
 import type { RoundEngine } from './rounds.js';
-import { invalid, precondition, RpcError } from './rpc-error.js';
+import { HelloPacer, type PacePolicy } from './pace.js';
+import { BusyError, invalid, precondition, RpcError } from './rpc-error.js';
 import type { Session, Sessions } from './sessions.js';
 import type { RunStore } from './store/run-store.js';
 
@@ -29,6 +30,7 @@ export interface ServerOptions {
   heartbeatIntervalMs?: number;
   maxChunkBytes?: number;
   maxPollMs?: number;
+  pace: PacePolicy;
   log?: (msg: string) => void;
 }
 
@@ -40,6 +42,11 @@ export interface RunningServer {
 const NODE_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
 function toServiceError(err: unknown, log?: (msg: string) => void): Partial<grpc.StatusObject> {
+  if (err instanceof BusyError) {
+    const metadata = new grpc.Metadata();
+    metadata.set('retry-after-ms', String(err.retryAfterMs));
+    return { code: err.code, details: err.message, metadata };
+  }
   if (err instanceof RpcError) return { code: err.code, details: err.message };
   if (err instanceof CodecError) return { code: grpc.status.INVALID_ARGUMENT, details: err.message };
   log?.(`internal error: ${(err as Error)?.stack ?? String(err)}`);
@@ -51,6 +58,7 @@ export async function startAggregatorServer(o: ServerOptions): Promise<RunningSe
   const heartbeatMs = o.heartbeatIntervalMs ?? 5000;
   const maxPollMs = o.maxPollMs ?? 20_000;
   const { engine, sessions, store } = o;
+  const hellos = new HelloPacer(o.pace);
 
   const handlers: AggregatorHandlers = {
     Hello(call, callback) {
@@ -63,6 +71,9 @@ export async function startAggregatorServer(o: ServerOptions): Promise<RunningSe
         }
         if (req.node_id && !NODE_ID.test(req.node_id)) throw invalid('node_id must be 1-128 characters of A-Z a-z 0-9 . _ : -');
         if (!req.capabilities) throw invalid('capabilities are missing');
+        // Paced before the signature check and the database write, which are what a wave of Hellos costs.
+        const wait = hellos.admit();
+        if (wait > 0) throw new BusyError(wait, `the aggregator is taking ${o.pace.hellosPerSecond} new nodes per second; say hello again in ${wait} ms`);
         const { nodeId, publicKey } = admit(req, o.admission, o.identity, store, o.experimentId);
         const session = sessions.open(nodeId, publicKey, req.capabilities);
         store.touchNode(nodeId, publicKeyToString(publicKey), JSON.stringify(req.capabilities), req.software.slice(0, 200));
@@ -76,7 +87,7 @@ export async function startAggregatorServer(o: ServerOptions): Promise<RunningSe
         });
       } catch (err) {
         const key = call.request.node_public_key;
-        if (err instanceof RpcError && key?.length === 32) {
+        if (err instanceof RpcError && !(err instanceof BusyError) && key?.length === 32) {
           // Who knocked and was turned away is part of the record evaluators read.
           store.recordRefusal(nodeIdFromPublicKey(key), publicKeyToString(key), err.message);
         }
@@ -188,6 +199,19 @@ export async function startAggregatorServer(o: ServerOptions): Promise<RunningSe
         store.seeNode(session.nodeId);
         const wanted = call.request.task_id ? engine.taskStillWanted(call.request.task_id) : false;
         callback(null, { task_still_wanted: wanted });
+      } catch (err) {
+        callback(toServiceError(err, o.log));
+      }
+    },
+
+    DeclineTask(call, callback) {
+      try {
+        const session = sessions.get(call.request.session_id);
+        const reason = call.request.reason.trim();
+        if (!reason) throw invalid('a decline must say why (reason is empty)');
+        if (reason.length > 500) throw invalid(`reason is ${reason.length} characters; at most 500`);
+        engine.declineTask(session, call.request.task_id, reason);
+        callback(null, { retry_after_ms: sessions.retryAfter() });
       } catch (err) {
         callback(toServiceError(err, o.log));
       }

@@ -30,6 +30,11 @@ export class Sessions {
     private readonly retryAfterMs: () => number,
   ) {}
 
+  /** Pace steering: when an idle node should poll again. */
+  retryAfter(): number {
+    return this.retryAfterMs();
+  }
+
   open(nodeId: string, publicKey: Uint8Array, capabilities: NodeCapabilities__Output): Session {
     // A node that restarts says hello again: its old session is dead.
     for (const s of this.byId.values()) if (s.nodeId === nodeId) this.close(s.id);

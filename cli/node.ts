@@ -10,7 +10,7 @@ import { adversary, poisonData, readAttackFile } from '../experiments/byzantine-
 import { action, UsageError } from './errors.js';
 import { readPinnedKey } from './keys.js';
 import { fingerprint, loadOrCreateIdentity, nodeIdFromPublicKey, publicKeyToString } from '../core/keys.js';
-import { parseAddress, parseChoice } from './options.js';
+import { parseAddress, parseChoice, parseFraction } from './options.js';
 
 interface Options {
   aggregator: string;
@@ -27,6 +27,7 @@ interface Options {
   attack?: string;
   vanishProbability?: number;
   faultSeed?: number;
+  minEpochFraction: number;
 }
 
 /** Aggregator keys pinned on first use, per address, kept across restarts. */
@@ -53,10 +54,17 @@ export function register(program: Command): void {
     .option('--tls-cert <file>', "this node's client certificate, for an aggregator that requires mutual TLS")
     .option('--tls-key <file>', 'the private key of --tls-cert')
     .option('--exit-when-finished', 'exit when the aggregator finishes its experiment, instead of waiting for the next', false)
+    .option(
+      '--min-epoch-fraction <share>',
+      'decline a task (freeing its slot at once) when its deadline leaves time for less than this share of one local epoch; ' +
+        'with more time a slow node sends a partial update',
+      parseFraction,
+      0.25,
+    )
     .option('--quiet', 'log only errors', false)
     // Attack experiments only (written by `crowdfl simulate` for Byzantine nodes); hidden from operators.
     .addOption(new Option('--attack <file>', 'run as a Byzantine node of an attack experiment').hideHelp())
-    .addOption(new Option('--vanish-probability <p>', 'fault injection: vanish mid-round with this probability per task').argParser(Number).hideHelp())
+    .addOption(new Option('--vanish-probability <p>', 'fault injection: vanish mid-round with this probability per task').argParser(parseFraction).hideHelp())
     .addOption(new Option('--fault-seed <n>', 'seed of the fault injection').argParser(Number).default(0).hideHelp())
     .addHelpText(
       'after',
@@ -105,6 +113,7 @@ export function register(program: Command): void {
           log,
           signal: controller.signal,
           adversary: attack ? adversary(attack, nodeId, log) : undefined,
+          minEpochFraction: opts.minEpochFraction,
           vanishes: opts.vanishProbability
             ? // Per task, not per round: a retried round is a fresh draw, as a real machine's luck would be.
               ({ taskId }) => Rng.derive(opts.faultSeed ?? 0, 'vanish', nodeId, taskId).uniform() < opts.vanishProbability!

@@ -69,6 +69,9 @@ export class RunProgress {
       case 'node-banned':
         this.line(`  round ${e.round}: banned ${e.nodeId}: ${e.reason}`);
         break;
+      case 'task-declined':
+        this.line(`  round ${e.round}: ${e.nodeId} declined its task: ${e.reason}`);
+        break;
       case 'round-abandoned':
         this.line(`  round ${e.round} attempt ${e.attempt + 1} abandoned: ${e.reason}`);
         break;

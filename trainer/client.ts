@@ -119,6 +119,15 @@ export class AggregatorConnection {
     );
   }
 
+  /** Tells the aggregator this node will not answer the task; returns when to poll again. */
+  declineTask(taskId: string, reason: string): Promise<number> {
+    return new Promise((resolve, reject) =>
+      this.client.DeclineTask({ session_id: this.sessionId, task_id: taskId, reason }, this.deadline(10_000), (err, reply) =>
+        err ? reject(err) : resolve(reply!.retry_after_ms),
+      ),
+    );
+  }
+
   heartbeat(taskId: string, progress: number): Promise<boolean> {
     return new Promise((resolve, reject) =>
       this.client.Heartbeat({ session_id: this.sessionId, task_id: taskId, progress }, this.deadline(10_000), (err, reply) =>
@@ -233,6 +242,14 @@ export function isTransient(err: unknown): boolean {
     code === grpc.status.CANCELLED ||
     code === grpc.status.NOT_FOUND || // session expired: say hello again
     code === grpc.status.INTERNAL ||
-    code === grpc.status.UNKNOWN
+    code === grpc.status.UNKNOWN ||
+    code === grpc.status.RESOURCE_EXHAUSTED // busy (pace steering): come back later
   );
+}
+
+/** Pace steering: how long a busy aggregator asked this node to wait (its `retry-after-ms` trailer), if it did. */
+export function retryAfterMs(err: unknown): number | undefined {
+  const metadata = (err as { metadata?: grpc.Metadata }).metadata;
+  const value = Number(metadata?.get?.('retry-after-ms')[0]);
+  return Number.isFinite(value) && value >= 0 ? Math.min(value, 10 * 60_000) : undefined;
 }

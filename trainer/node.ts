@@ -11,9 +11,9 @@ import { parseModelJson } from '../core/model-zoo.js';
 import type { ModelSpec } from '../core/model-zoo.js';
 import type { Dataset } from '../datasets/types.js';
 import type { Task__Output } from '../proto/generated/crowdfl/v1/Task.js';
-import { AggregatorConnection, isTransient } from './client.js';
+import { AggregatorConnection, isTransient, retryAfterMs } from './client.js';
 import { fingerprint, nodeIdFromPublicKey, type Identity } from '../core/keys.js';
-import { taskProblem } from './task-check.js';
+import { taskProblem, tooSlowForDeadline } from './task-check.js';
 import { channelCredentials, type ClientTlsFiles } from '../core/tls.js';
 import { trainLocally } from './local-training.js';
 import { SOFTWARE } from '../core/version.js';
@@ -47,7 +47,12 @@ export interface NodeOptions {
    * comes back after the task's deadline, like a machine that went to sleep.
    */
   vanishes?: (task: { round: number; taskId: string }) => boolean;
+  /** Decline a task whose deadline leaves time for less than this share of one local epoch (default 0.25). */
+  minEpochFraction?: number;
 }
+
+/** Time the upload needs after training: local work stops this long before the deadline. */
+const UPLOAD_MARGIN_MS = 3000;
 
 /** Thrown inside the loop when fault injection makes the node vanish until `until`. */
 class Vanished extends Error {
@@ -99,6 +104,7 @@ export async function runNode(o: NodeOptions): Promise<{ tasksDone: number }> {
   let pinned = o.aggregatorKey;
   const backoff = new Backoff();
   const modelCache = new Map<string, Float32Array>();
+  const speed: NodeSpeed = {};
   let tasksDone = 0;
   while (!o.signal?.aborted) {
     const conn = new AggregatorConnection(o.aggregator, channelCredentials(o.tls));
@@ -124,7 +130,7 @@ export async function runNode(o: NodeOptions): Promise<{ tasksDone: number }> {
           await sleep(reply.retry_after_ms, o.signal);
           continue;
         }
-        await work(conn, reply.task, hello.heartbeat_interval_ms, modelCache, { ...o, nodeId, aggregatorKey: pinned }, log);
+        await work(conn, reply.task, hello.heartbeat_interval_ms, modelCache, speed, { ...o, nodeId, aggregatorKey: pinned }, log);
         tasksDone++;
       }
     } catch (err) {
@@ -137,8 +143,10 @@ export async function runNode(o: NodeOptions): Promise<{ tasksDone: number }> {
         const details = (err as { details?: string }).details;
         throw details ? new AggregatorRefusal(`the aggregator at ${o.aggregator} refused this node: ${details}`) : err;
       }
-      const wait = backoff.next();
-      log(`aggregator unreachable (${(err as Error).message}); retrying in ${(wait / 1000).toFixed(1)} s`);
+      // A busy aggregator says when to come back (pace steering); otherwise the node's own backoff decides.
+      const asked = retryAfterMs(err);
+      const wait = asked ?? backoff.next();
+      log(`aggregator ${asked !== undefined ? 'busy' : 'unreachable'} (${(err as Error).message}); retrying in ${(wait / 1000).toFixed(1)} s`);
       await sleep(wait, o.signal);
     } finally {
       conn.close();
@@ -147,25 +155,53 @@ export async function runNode(o: NodeOptions): Promise<{ tasksDone: number }> {
   return { tasksDone };
 }
 
+/** What this node learnt about its own speed from the tasks it trained. */
+interface NodeSpeed {
+  examplesPerSecond?: number;
+}
+
 async function work(
   conn: AggregatorConnection,
   task: Task__Output,
   heartbeatMs: number,
   modelCache: Map<string, Float32Array>,
+  speed: NodeSpeed,
   o: NodeOptions & { nodeId: string; aggregatorKey: Uint8Array },
   log: (msg: string) => void,
 ): Promise<void> {
   const started = Date.now();
+  // Telling the aggregator frees this node's slot now instead of at the deadline.
+  const decline = async (reason: string) => {
+    log(`round ${task.round}: declined task ${task.task_id}: ${reason}`);
+    try {
+      await conn.declineTask(task.task_id, reason);
+    } catch (err) {
+      log(`round ${task.round}: the aggregator did not take the decline: ${(err as Error).message}`);
+    }
+  };
   const problem = taskProblem(task, o.nodeId, o.aggregatorKey);
   if (problem) {
-    log(`refused task ${task.task_id} of round ${task.round}: ${problem}`);
+    await decline(`refused the task: ${problem}`);
     return;
   }
   let spec: ModelSpec;
   try {
     spec = parseModelJson(task.model_json);
   } catch (err) {
-    log(`refused task ${task.task_id}: ${(err as Error).message}`);
+    await decline(`refused the model: ${(err as Error).message}`);
+    return;
+  }
+  // Leave time for the upload: stop local work a little before the deadline.
+  const trainUntil = Number(task.deadline_unix_ms) - UPLOAD_MARGIN_MS;
+  const tooSlow = tooSlowForDeadline({
+    trainUntil,
+    now: Date.now(),
+    examplesPerSecond: speed.examplesPerSecond,
+    localExamples: o.data.numExamples,
+    minEpochFraction: o.minEpochFraction ?? 0.25,
+  });
+  if (tooSlow) {
+    await decline(tooSlow);
     return;
   }
   const manifest = weightManifest(spec);
@@ -190,8 +226,6 @@ async function work(
   }, heartbeatMs);
   try {
     const training = task.training!;
-    // Leave time for the upload: stop local work a little before the deadline.
-    const deadline = Number(task.deadline_unix_ms) - 3000;
     const result = await trainLocally({
       spec,
       baseWeights: base,
@@ -200,16 +234,21 @@ async function work(
       batchSize: training.batch_size,
       learningRate: training.learning_rate,
       seed: training.seed,
-      deadline,
-      shouldStop: () => !wanted,
+      deadline: trainUntil,
+      shouldStop: () => !wanted || (o.signal?.aborted ?? false),
       onProgress: (p) => (progress = p.examplesSeen / Math.max(1, o.data.numExamples * training.epochs)),
     });
+    if (result.examplesTrained > 0) speed.examplesPerSecond = result.metrics.examples_per_second;
     if (!wanted) {
       log(`round ${task.round} closed before training finished; task dropped`);
       return;
     }
+    if (o.signal?.aborted) {
+      await decline('the node is shutting down');
+      return;
+    }
     if (result.examplesTrained === 0) {
-      log(`round ${task.round}: no time to train before the deadline; task dropped`);
+      await decline('no time to train a single batch before the deadline');
       return;
     }
     let delta: Float32Array = new Float32Array(base.length);

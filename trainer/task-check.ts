@@ -21,3 +21,31 @@ export function taskProblem(task: Task__Output, nodeId: string, aggregatorKey: U
   return undefined;
 }
 
+
+export interface TimeBudget {
+  /** When the update must be uploaded by, minus the time the upload itself needs (epoch ms). */
+  trainUntil: number;
+  now: number;
+  /** This node's training speed on earlier tasks; unknown before its first task. */
+  examplesPerSecond: number | undefined;
+  localExamples: number;
+  /** Less than this share of one epoch is not worth sending (the aggregator would weigh it by its few examples anyway). */
+  minEpochFraction: number;
+}
+
+/**
+ * Why this node should decline a task for lack of time, or undefined when it
+ * should try. A slow node with some time submits a partial update with its
+ * true example count; one that could not even do `minEpochFraction` of an
+ * epoch says so at once, which frees its slot instead of holding the round.
+ */
+export function tooSlowForDeadline(b: TimeBudget): string | undefined {
+  if (!b.examplesPerSecond || !(b.examplesPerSecond > 0)) return undefined;
+  const secondsLeft = (b.trainUntil - b.now) / 1000;
+  const needed = (b.minEpochFraction * b.localExamples) / b.examplesPerSecond;
+  if (secondsLeft >= needed) return undefined;
+  return (
+    `too slow for the deadline: ${Math.max(0, secondsLeft).toFixed(1)} s left, and ${(100 * b.minEpochFraction).toFixed(0)}% of an epoch ` +
+    `(${Math.ceil(b.minEpochFraction * b.localExamples)} examples) takes ~${needed.toFixed(1)} s at this node's ${Math.round(b.examplesPerSecond)} examples/s`
+  );
+}

@@ -93,6 +93,17 @@ export class RunStore {
     this.db.insert(tasks).values(row).run();
   }
 
+  recordDecline(taskId: string, nodeId: string, reason: string): void {
+    this.db.transaction((tx) => {
+      tx.update(tasks).set({ declinedAt: Date.now(), declineReason: reason }).where(eq(tasks.taskId, taskId)).run();
+      tx.update(nodes).set({ declined: sql`${nodes.declined} + 1` }).where(eq(nodes.nodeId, nodeId)).run();
+    });
+  }
+
+  task(taskId: string): (typeof tasks.$inferSelect) | undefined {
+    return this.db.select().from(tasks).where(eq(tasks.taskId, taskId)).get();
+  }
+
   commitRound(outcome: RoundOutcome): void {
     this.db.transaction((tx) => {
       tx.insert(rounds).values(outcome.round).run();

@@ -30,6 +30,7 @@ export const nodes = sqliteTable('nodes', {
   // Moving average of the aggregator's verdicts on this node's updates (1 = always kept).
   reputation: real('reputation').notNull().default(1),
   verdicts: integer('verdicts').notNull().default(0),
+  declined: integer('declined').notNull().default(0),
 });
 
 export const rounds = sqliteTable(
@@ -68,6 +69,9 @@ export const tasks = sqliteTable('tasks', {
   nodeId: text('node_id').notNull(),
   issuedAt: integer('issued_at').notNull(),
   deadline: integer('deadline').notNull(),
+  // Set when the node said it would not answer the task, and why.
+  declinedAt: integer('declined_at'),
+  declineReason: text('decline_reason'),
 });
 
 export const updates = sqliteTable(
