@@ -53,7 +53,7 @@ export function resumePoint(
     );
   }
   const records = rows.map((r): RoundRecord => {
-    const ups = store.updatesOfRound(run.id, r.round).filter((u) => u.receivedAt >= r.startedAt && u.receivedAt <= r.closedAt);
+    const ups = store.updatesOfAttempt(r);
     return {
       round: r.round,
       accuracy: r.accuracy ?? 0,

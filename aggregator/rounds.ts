@@ -296,7 +296,7 @@ export class RoundEngine {
         ),
       );
       open.tasks.set(task.task_id!, { task, sessionId: session.id, nodeId: session.nodeId, state: 'assigned' });
-      store.recordTask({ taskId: task.task_id!, runId, round, nodeId: session.nodeId, issuedAt: startedAt, deadline });
+      store.recordTask({ taskId: task.task_id!, runId, round, attempt, nodeId: session.nodeId, issuedAt: startedAt, deadline });
       sessions.assign(session, task);
       crashPoint('selection', round);
     }

@@ -5,12 +5,13 @@ import { TlsError } from '../core/tls.js';
 import { InvitationError } from '../core/signing.js';
 import { ImpostorError } from '../trainer/client.js';
 import { AggregatorRefusal } from '../trainer/node.js';
+import { NotARunError } from '../experiments/report.js';
 
 /** A mistake the user can fix: printed as a message, not a stack trace. */
 export class UsageError extends Error {}
 
 export function isUserError(err: unknown): err is Error {
-  return [UsageError, TlsError, ExperimentError, DatasetError, KeyFileError, InvitationError, ImpostorError, AggregatorRefusal].some(
+  return [UsageError, TlsError, ExperimentError, DatasetError, KeyFileError, InvitationError, ImpostorError, AggregatorRefusal, NotARunError].some(
     (kind) => err instanceof kind,
   );
 }

@@ -8,6 +8,7 @@ import { register as registerData } from './data.js';
 import { register as registerKeys } from './keys.js';
 import { register as registerNode } from './node.js';
 import { register as registerNodes } from './nodes.js';
+import { register as registerReport } from './report.js';
 import { register as registerRuns } from './runs.js';
 import { register as registerSimulate } from './simulate.js';
 import { register as registerValidate } from './validate.js';
@@ -24,13 +25,15 @@ program
       '  crowdfl simulate experiments/default.json          # aggregator + 10 node processes on this machine\n' +
       '  crowdfl aggregator --experiment my.json --port 7070 # serve an experiment to real nodes\n' +
       '  crowdfl node --aggregator host:7070 --data ./mydata # contribute local training\n' +
-      '  crowdfl runs show runs/<run-id> --updates           # every round and verdict of a run',
+      '  crowdfl runs show runs/<run-id> --updates           # every round and verdict of a run\n' +
+      '  crowdfl report runs/<run-a> runs/<run-b>            # markdown report and charts comparing runs',
   );
 registerSimulate(program);
 registerAggregator(program);
 registerNode(program);
 registerData(program);
 registerRuns(program);
+registerReport(program);
 registerNodes(program);
 registerKeys(program);
 registerCerts(program);

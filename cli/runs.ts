@@ -56,7 +56,8 @@ export function register(program: Command): void {
         const runId = basenameRunId(store, dir);
         const audits = new Map(auditRun(store, runId).map((a) => [a.round, a.problems]));
         for (const r of store.committedRounds(runId)) {
-          const ups = store.updatesOfRound(r.runId, r.round);
+          // The committing attempt's updates only: an abandoned attempt's are not this round's rejections.
+          const ups = store.updatesOfAttempt(r);
           const rejected = ups.filter((u) => u.verdict === 'rejected').length;
           const ckpt = join(dir, 'checkpoints', checkpointDirName(r.round));
           let check = 'missing';

@@ -21,6 +21,7 @@ import { backendVersions, ensureBackendFor, initBackend, missingTrainingKernels 
 import type { BackendPreference, ModelName } from '../core/experiment.js';
 import { modelSpec } from '../core/model-zoo.js';
 import { BENCH_INPUT, forwardMacsPerSample, measureTraining, trainingFlopsPerSample } from './train-throughput.js';
+import { markdownCell } from './markdown.js';
 
 type BenchModel = Extract<ModelName, '2nn' | 'cnn'>;
 type BenchBackend = Extract<BackendPreference, 'tensorflow' | 'tensorflow-gpu' | 'wasm' | 'cpu'>;
@@ -424,11 +425,6 @@ function fmtRatio(x: number): string {
   return x >= 10 ? `${x.toFixed(0)}×` : x >= 0.1 ? `${x.toFixed(2)}×` : `${x.toPrecision(2)}×`;
 }
 
-/** Table cells come from error messages too; a stray '|' or newline would break the markdown row. */
-function cellText(s: string): string {
-  return s.replace(/\|/g, '\\|').replace(/\s*\n\s*/g, ' ');
-}
-
 function loadText(): string {
   return loadavg()
     .map((l) => l.toFixed(2))
@@ -566,7 +562,7 @@ async function main(): Promise<void> {
     const ratio = r !== undefined && torchRate !== undefined ? fmtRatio(r / torchRate) : c.backend === 'pytorch' && r !== undefined ? '1×' : '–';
     const label = c.backend === auto ? `${c.backend} (default)` : c.backend;
     const note = c.status === 'error' ? (c.note ?? '') : c.status === 'ok' ? (c.note ?? (c.batches !== undefined ? `${c.batches} batches, ${c.seconds?.toFixed(1)} s` : '')) : '';
-    return `| ${MODEL_LABEL[c.model]} | ${c.batch} | ${label} | ${cellText(shown)} | ${pct} | ${ratio} | ${cellText(note)} |`;
+    return `| ${MODEL_LABEL[c.model]} | ${c.batch} | ${label} | ${markdownCell(shown)} | ${pct} | ${ratio} | ${markdownCell(note)} |`;
   });
   const table = ['| model | batch | backend | samples/s | % of peak | vs PyTorch | measured over |', '|---|---:|---|---:|---:|---:|---|', ...rows];
 

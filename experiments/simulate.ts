@@ -172,7 +172,7 @@ function committedVerdicts(database: string, runId: string, byzantineIds: Readon
   const { db, close } = openDatabase(database);
   try {
     const store = new RunStore(db);
-    return detection(store.committedRounds(runId).flatMap((r) => store.updatesOfRound(runId, r.round)), byzantineIds);
+    return detection(store.committedRounds(runId).flatMap((r) => store.updatesOfAttempt(r)), byzantineIds);
   } finally {
     close();
   }

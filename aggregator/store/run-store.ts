@@ -1,7 +1,7 @@
 // The queries the aggregator makes. A round's outcome (its row, every
 // update's verdict, the nodes' counters) is written in ONE transaction, so a
 // crash leaves either the whole round or none of it.
-import { and, asc, eq, sql } from 'drizzle-orm';
+import { and, asc, eq, getTableColumns, sql } from 'drizzle-orm';
 import type { ReputationChange } from '../reputation.js';
 import type { Db } from './db.js';
 import { invitations, nodes, refusals, rounds, runs, tasks, updates, type NodeRow, type RoundRow, type RunRow, type UpdateRow } from './schema.js';
@@ -41,6 +41,10 @@ export class RunStore {
 
   getRun(id: string): RunRow | undefined {
     return this.db.select().from(runs).where(eq(runs.id, id)).get();
+  }
+
+  runRows(): RunRow[] {
+    return this.db.select().from(runs).orderBy(asc(runs.startedAt)).all();
   }
 
   touchNode(nodeId: string, publicKey: string, capabilities: string, software: string): void {
@@ -134,6 +138,22 @@ export class RunStore {
       .from(rounds)
       .where(and(eq(rounds.runId, runId), eq(rounds.status, 'committed')))
       .orderBy(asc(rounds.round))
+      .all();
+  }
+
+  /** Every attempt of every round, abandoned ones included, in the order they were tried. */
+  roundAttempts(runId: string): RoundRow[] {
+    return this.db.select().from(rounds).where(eq(rounds.runId, runId)).orderBy(asc(rounds.round), asc(rounds.attempt)).all();
+  }
+
+  /** The updates of one attempt of a round: those answering the tasks that attempt issued. */
+  updatesOfAttempt(attempt: Pick<RoundRow, 'runId' | 'round' | 'attempt'>): (typeof updates.$inferSelect)[] {
+    return this.db
+      .select(getTableColumns(updates))
+      .from(updates)
+      .innerJoin(tasks, eq(tasks.taskId, updates.taskId))
+      .where(and(eq(updates.runId, attempt.runId), eq(updates.round, attempt.round), eq(tasks.attempt, attempt.attempt)))
+      .orderBy(asc(updates.id))
       .all();
   }
 

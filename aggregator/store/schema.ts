@@ -66,6 +66,8 @@ export const tasks = sqliteTable('tasks', {
   taskId: text('task_id').primaryKey(),
   runId: text('run_id').notNull().references(() => runs.id),
   round: integer('round').notNull(),
+  // Which attempt of the round issued the task (0 in databases from before attempts were recorded here).
+  attempt: integer('attempt').notNull().default(0),
   nodeId: text('node_id').notNull(),
   issuedAt: integer('issued_at').notNull(),
   deadline: integer('deadline').notNull(),
