@@ -127,6 +127,7 @@ export async function startAggregator(o: AggregatorOptions): Promise<RunningAggr
     manifest,
     initialWeights: resumed?.weights ?? initialWeights(spec, experiment.seed),
     startRound: resumed?.nextRound,
+    previousWeights: resumed?.previousWeights,
     strategy,
     store,
     sessions,

@@ -14,6 +14,8 @@ export interface ResumePoint {
   /** The first round still to run. */
   nextRound: number;
   weights: Float32Array;
+  /** The model before `weights` (what the strategy's history needs); absent when nothing was committed. */
+  previousWeights?: Float32Array;
   /** The rounds committed before the restart, as the round engine would have reported them. */
   records: RoundRecord[];
 }
@@ -40,18 +42,8 @@ export function resumePoint(
   }
   const rows = store.committedRounds(run.id);
   const last = rows.at(-1);
-  const dir = join(checkpointsDir, checkpointDirName(last?.round ?? 0));
-  let checkpoint: { weights: Float32Array; sha256: string };
-  try {
-    checkpoint = readCheckpointWeights(dir);
-  } catch (err) {
-    throw new ExperimentError(`cannot resume run ${run.id}: checkpoint ${dir} is unreadable (${(err as Error).message})`);
-  }
-  if (last && checkpoint.sha256 !== last.modelSha256) {
-    throw new ExperimentError(
-      `cannot resume run ${run.id}: checkpoint ${dir} hashes to ${checkpoint.sha256}, but round ${last.round} committed ${last.modelSha256}`,
-    );
-  }
+  const checkpoint = committedCheckpoint(run.id, checkpointsDir, last?.round ?? 0, last?.modelSha256);
+  const previous = last ? committedCheckpoint(run.id, checkpointsDir, last.round - 1, last.previousModelSha256) : undefined;
   const records = rows.map((r): RoundRecord => {
     const ups = store.updatesOfAttempt(r);
     return {
@@ -70,5 +62,20 @@ export function resumePoint(
       verdicts: summarizeVerdicts(ups.map((u) => ({ verdict: u.verdict, weight: u.weight, reason: u.reason }))),
     };
   });
-  return { nextRound: (last?.round ?? 0) + 1, weights: checkpoint.weights, records };
+  return { nextRound: (last?.round ?? 0) + 1, weights: checkpoint.weights, previousWeights: previous?.weights, records };
+}
+
+/** A round's checkpoint, checked against the hash the database committed for it (round 0: the initial model). */
+function committedCheckpoint(runId: string, checkpointsDir: string, round: number, sha256: string | undefined): { weights: Float32Array } {
+  const dir = join(checkpointsDir, checkpointDirName(round));
+  let checkpoint: { weights: Float32Array; sha256: string };
+  try {
+    checkpoint = readCheckpointWeights(dir);
+  } catch (err) {
+    throw new ExperimentError(`cannot resume run ${runId}: checkpoint ${dir} is unreadable (${(err as Error).message})`);
+  }
+  if (sha256 && checkpoint.sha256 !== sha256) {
+    throw new ExperimentError(`cannot resume run ${runId}: checkpoint ${dir} hashes to ${checkpoint.sha256}, but round ${round} committed ${sha256}`);
+  }
+  return checkpoint;
 }

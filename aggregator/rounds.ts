@@ -86,6 +86,8 @@ export interface EngineOptions {
   maxAttemptsPerRound?: number;
   /** Set when resuming a run: the first round to run (initialWeights are the model the round before committed). */
   startRound?: number;
+  /** When resuming: the model before initialWeights, for the strategy's history. */
+  previousWeights?: Float32Array;
 }
 
 type TaskState = 'assigned' | 'receiving' | 'accepted' | 'rejected' | 'declined' | 'dropped';
@@ -112,6 +114,7 @@ const CLOSED_ROUNDS_REMEMBERED = 10;
 
 export class RoundEngine {
   private global: { weights: Float32Array; sha256: string };
+  private previousGlobal: Float32Array | undefined;
   /** Models nodes may still be downloading: the current one and the one before. */
   private readonly served = new Map<string, Buffer>();
   private open: OpenRound | undefined;
@@ -131,6 +134,7 @@ export class RoundEngine {
     this.modelJson = JSON.stringify(o.topology);
     this.modelJsonSha256 = modelJsonSha256(this.modelJson);
     this.global = { weights: o.initialWeights, sha256: '' };
+    this.previousGlobal = o.previousWeights;
     this.publish(o.initialWeights);
   }
 
@@ -539,7 +543,7 @@ export class RoundEngine {
     const updates = [...open.accepted].sort((a, b) => (a.nodeId < b.nodeId ? -1 : a.nodeId > b.nodeId ? 1 : 0));
     let step: StrategyStep;
     try {
-      step = strategy.aggregate(this.global.weights, updates);
+      step = strategy.aggregate(this.global.weights, updates, { previousGlobal: this.previousGlobal });
     } catch (err) {
       // e.g. Krum's n > 2f + 2 failing because the pre-checks rejected too many updates.
       if (err instanceof AggregationError) return this.abandon(open, selected, `aggregation refused: ${err.message}`);
@@ -612,6 +616,7 @@ export class RoundEngine {
       updates: [...updates.map((u, i) => this.updateRow(open.round, u, step.verdicts[i]!)), ...open.rejected],
     });
     crashPoint('after-commit', open.round);
+    this.previousGlobal = this.global.weights;
     this.publish(step.weights);
     for (const banned of reputations.filter((r) => r.ban)) {
       // Its next call finds no session, and its next hello is refused with the reason.

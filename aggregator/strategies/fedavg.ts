@@ -1,6 +1,6 @@
 import type { AggregationSpec, ReputationSpec, TrainingSpec } from '../../core/experiment.js';
 import { aggregate } from '../robust/index.js';
-import type { ReceivedUpdate, Strategy, StrategyStep } from './strategy.js';
+import type { ReceivedUpdate, Strategy, StrategyHistory, StrategyStep } from './strategy.js';
 
 // A node with reputation 0 still counts a little, so a round of only such nodes can aggregate.
 const REPUTATION_FLOOR = 0.01;
@@ -13,8 +13,6 @@ const REPUTATION_FLOOR = 0.01;
  */
 export class FedAvg implements Strategy {
   readonly name = 'fedavg';
-  /** The previous round's aggregate step: centered clipping's starting centre. */
-  private previousStep: Float32Array | undefined;
 
   constructor(
     private readonly training: TrainingSpec,
@@ -26,20 +24,26 @@ export class FedAvg implements Strategy {
     return this.training;
   }
 
-  aggregate(global: Float32Array, updates: readonly ReceivedUpdate[]): StrategyStep {
+  aggregate(global: Float32Array, updates: readonly ReceivedUpdate[], history: StrategyHistory): StrategyStep {
     const examples = updates.map((u) =>
       this.reputation?.weight_updates ? u.numExamples * Math.max(REPUTATION_FLOOR, u.reputation) : u.numExamples,
     );
-    const centre = this.previousStep?.length === global.length ? this.previousStep : undefined;
+    // Centered clipping starts from the last round's global step (Karimireddy et al. 2021's momentum centre).
+    const centre = history.previousGlobal?.length === global.length ? difference(global, history.previousGlobal) : undefined;
     const { aggregate: step, verdicts } = aggregate(
       this.aggregation,
       updates.map((u) => u.delta),
       examples,
       centre ? { center: centre } : undefined,
     );
-    this.previousStep = step;
     const weights = new Float32Array(global.length);
     for (let j = 0; j < global.length; j++) weights[j] = global[j]! + step[j]!;
     return { weights, verdicts };
   }
+}
+
+function difference(a: Float32Array, b: Float32Array): Float32Array {
+  const out = new Float32Array(a.length);
+  for (let j = 0; j < a.length; j++) out[j] = a[j]! - b[j]!;
+  return out;
 }

@@ -14,6 +14,11 @@ export interface ReceivedUpdate {
   readonly delta: Float32Array;
 }
 
+export interface StrategyHistory {
+  /** The global model before `global` (the previous round's base); absent in round 1. */
+  readonly previousGlobal?: Float32Array;
+}
+
 export interface StrategyStep {
   readonly weights: Float32Array;
   readonly verdicts: readonly Verdict[];
@@ -23,6 +28,11 @@ export interface Strategy {
   readonly name: string;
   /** The training hyperparameters sent with this round's tasks. */
   configureTraining(round: number): TrainingSpec;
-  /** The next global model from the current one and the round's updates. */
-  aggregate(global: Float32Array, updates: readonly ReceivedUpdate[]): StrategyStep;
+  /**
+   * The next global model from the current one and the round's updates. A
+   * strategy keeps no state between calls: whatever it needs of the past comes
+   * in `history` (which the engine restores on resume and replay rebuilds from
+   * checkpoints), so a round's result depends only on its recorded inputs.
+   */
+  aggregate(global: Float32Array, updates: readonly ReceivedUpdate[], history: StrategyHistory): StrategyStep;
 }
