@@ -19,6 +19,9 @@ import { openDatabase } from './store/db.js';
 import { RunStore } from './store/run-store.js';
 import { strategyFor } from './strategies/index.js';
 import { resumePoint, type ResumePoint } from './resume.js';
+import { UPDATE_BLOBS_DIR, UpdateBlobs } from './store/update-blobs.js';
+import { float32ToBytes, sha256Hex } from '../core/tensor-codec.js';
+import { runDigest, sign, signatureToString } from '../core/signing.js';
 import { DEFAULT_PACE, pollRetryAfterMs, type PacePolicy } from './pace.js';
 
 /** The longest a node's PollTask is held open before it is told to come back. */
@@ -92,7 +95,9 @@ export async function startAggregator(o: AggregatorOptions): Promise<RunningAggr
   const store = new RunStore(db);
   const checkpointsDir = join(runDir, 'checkpoints');
   const existing = store.getRun(runId);
+  const experimentJson = JSON.stringify(experiment);
   let resumed: ResumePoint | undefined;
+  let initial: Float32Array;
   if (existing) {
     try {
       resumed = resumePoint(store, existing, experiment, publicKeyToString(o.identity.publicKey), checkpointsDir);
@@ -101,13 +106,24 @@ export async function startAggregator(o: AggregatorOptions): Promise<RunningAggr
       throw err;
     }
     store.resumeRun(runId);
+    initial = resumed.weights;
     log(`resuming run ${runId} at round ${resumed.nextRound} of ${experiment.rounds} (${resumed.records.length} rounds committed before)`);
   } else {
+    initial = initialWeights(spec, experiment.seed);
+    const initialModelSha256 = sha256Hex(float32ToBytes(initial));
+    const digest = runDigest({
+      experiment_id: runId,
+      experiment_sha256: sha256Hex(Buffer.from(experimentJson)),
+      seed: experiment.seed,
+      initial_model_sha256: initialModelSha256,
+    });
     store.createRun({
       id: runId,
       experimentName: experiment.name,
-      experimentJson: JSON.stringify(experiment),
+      experimentJson,
       seed: experiment.seed,
+      initialModelSha256,
+      runSignature: signatureToString(sign(digest, o.identity)),
       backend,
       aggregatorPublicKey: publicKeyToString(o.identity.publicKey),
       software: JSON.stringify(softwareVersions()),
@@ -125,13 +141,14 @@ export async function startAggregator(o: AggregatorOptions): Promise<RunningAggr
     identity: o.identity,
     topology: spec.topology,
     manifest,
-    initialWeights: resumed?.weights ?? initialWeights(spec, experiment.seed),
+    initialWeights: initial,
     startRound: resumed?.nextRound,
     previousWeights: resumed?.previousWeights,
     strategy,
     store,
     sessions,
     checkpointsDir,
+    updateBlobs: experiment.record.update_tensors ? new UpdateBlobs(join(runDir, UPDATE_BLOBS_DIR)) : undefined,
     evaluate: (weights) => evaluate(spec, weights, test),
     onEvent: o.onEvent,
     firstRoundGraceMs: o.firstRoundGraceMs,

@@ -35,6 +35,7 @@ import { alreadyExists, invalid, notFound, precondition, RpcError } from './rpc-
 import type { Session, Sessions } from './sessions.js';
 import { checkpointDirName, writeCheckpoint } from './store/checkpoints.js';
 import type { RunStore } from './store/run-store.js';
+import type { UpdateBlobs } from './store/update-blobs.js';
 import type { UpdateRow } from './store/schema.js';
 import type { ReceivedUpdate, Strategy, StrategyStep } from './strategies/strategy.js';
 import { status } from '@grpc/grpc-js';
@@ -77,6 +78,8 @@ export interface EngineOptions {
   store: RunStore;
   sessions: Sessions;
   checkpointsDir: string;
+  /** Where accepted updates' bytes are kept for replay; absent when the experiment records none. */
+  updateBlobs?: UpdateBlobs;
   evaluate: (weights: Float32Array) => Promise<{ accuracy: number; loss: number }>;
   onEvent?: (event: EngineEvent) => void;
   /** How long to wait for a full selection before starting with a quorum. */
@@ -479,6 +482,8 @@ export class RoundEngine {
     if (bad >= 0) {
       throw this.reject(open, t, meta, invalid(`update value ${bad} is ${delta[bad]}; only finite numbers are accepted`), sha);
     }
+    // Durable before the round that uses it commits, so a committed round never names bytes that are not there.
+    this.o.updateBlobs?.put(sha, new Uint8Array(delta.buffer, delta.byteOffset, delta.byteLength));
     t.state = 'accepted';
     open.accepted.push({
       nodeId: session.nodeId,
@@ -613,7 +618,7 @@ export class RoundEngine {
         seconds,
         overheadSeconds: record.overhead_seconds,
       },
-      updates: [...updates.map((u, i) => this.updateRow(open.round, u, step.verdicts[i]!)), ...open.rejected],
+      updates: [...updates.map((u, i) => this.updateRow(open.round, u, step.verdicts[i]!, u.reputation)), ...open.rejected],
     });
     crashPoint('after-commit', open.round);
     this.previousGlobal = this.global.weights;
@@ -662,7 +667,7 @@ export class RoundEngine {
     return undefined;
   }
 
-  private updateRow(round: number, u: OpenRound['accepted'][number], v: Verdict): UpdateRow {
+  private updateRow(round: number, u: OpenRound['accepted'][number], v: Verdict, inputReputation: number | null = null): UpdateRow {
     return {
       runId: this.o.runId,
       round,
@@ -678,6 +683,7 @@ export class RoundEngine {
       weight: v.weight,
       score: v.score ?? null,
       reason: v.reason,
+      inputReputation,
       receivedAt: u.receivedAt,
     };
   }

@@ -203,6 +203,15 @@ export const experimentSchema = z
     selection: selectionSchema,
     training: trainingSchema,
     backend: backendPreferenceSchema.default('auto'),
+    record: z
+      .object({
+        update_tensors: z
+          .boolean()
+          .default(true)
+          .describe("keep every aggregated update's bytes in the run directory (content-addressed), so `crowdfl replay` can re-run each aggregation"),
+      })
+      .strict()
+      .default({ update_tensors: true }),
     target: z
       .object({ accuracy: z.number().min(0).max(1), within_rounds: z.number().int().positive() })
       .strict()

@@ -49,6 +49,10 @@
 //   then for each accepted update, in the record's order:
 //     str(task_id) str(update_digest_hex) str(signature_b64)
 //
+// Run record, signed by the aggregator when the run starts:
+//   str("crowdfl/run/v1") str(experiment_id) str(experiment_sha256 = SHA-256 of
+//   the UTF-8 experiment JSON the run stores) u32(seed) str(initial_model_sha256)
+//
 // Hello (proof of key possession at join), signed by the node:
 //   str("crowdfl/hello/v1") bytes(node_public_key: 32 bytes)
 //   bytes(aggregator_public_key: 32 bytes, or 0 bytes when the node pins none) u64(timestamp_ms)
@@ -67,6 +71,7 @@ export const TASK_TAG = 'crowdfl/task/v1';
 export const UPDATE_TAG = 'crowdfl/update/v1';
 export const ROUND_TAG = 'crowdfl/round/v1';
 export const HELLO_TAG = 'crowdfl/hello/v1';
+export const RUN_TAG = 'crowdfl/run/v1';
 export const INVITE_TAG = 'crowdfl/invite/v1';
 
 /** An input that cannot be signed: out of range, or not in canonical form. */
@@ -115,6 +120,14 @@ export interface RoundSigningInput {
   previous_model_sha256: string;
   model_sha256: string;
   accepted: readonly AcceptedUpdateRef[];
+}
+
+export interface RunSigningInput {
+  experiment_id: string;
+  /** SHA-256 (lowercase hex) of the experiment JSON exactly as the run stores it. */
+  experiment_sha256: string;
+  seed: number;
+  initial_model_sha256: string;
 }
 
 export interface HelloSigningInput {
@@ -277,6 +290,15 @@ export function roundLayout(r: RoundSigningInput): Uint8Array {
   return l.finish();
 }
 
+export function runLayout(r: RunSigningInput): Uint8Array {
+  return new Layout(RUN_TAG)
+    .str('experiment_id', r.experiment_id)
+    .sha256Hex('experiment_sha256', r.experiment_sha256)
+    .u32('seed', r.seed)
+    .sha256Hex('initial_model_sha256', r.initial_model_sha256)
+    .finish();
+}
+
 export function helloLayout(h: HelloSigningInput): Uint8Array {
   const l = new Layout(HELLO_TAG);
   publicKeyField(l, 'node_public_key', h.node_public_key);
@@ -307,6 +329,10 @@ export function updateDigest(u: UpdateSigningInput): Uint8Array {
 
 export function roundDigest(r: RoundSigningInput): Uint8Array {
   return sha256(roundLayout(r));
+}
+
+export function runDigest(r: RunSigningInput): Uint8Array {
+  return sha256(runLayout(r));
 }
 
 export function helloDigest(h: HelloSigningInput): Uint8Array {

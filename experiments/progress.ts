@@ -88,3 +88,30 @@ export class RunProgress {
     if (this.live) this.out.write('\r\x1b[2K');
   }
 }
+
+/** A bar with an ETA for work done in equal-ish steps (replaying rounds, say). */
+export class StepProgress {
+  private readonly started = Date.now();
+  private done = 0;
+  private readonly live: boolean;
+
+  constructor(
+    private readonly label: string,
+    private readonly total: number,
+    private readonly out: NodeJS.WriteStream = process.stderr,
+  ) {
+    this.live = Boolean(out.isTTY);
+  }
+
+  step(text: string): void {
+    this.done++;
+    const bar = '#'.repeat(Math.round((20 * this.done) / Math.max(1, this.total))).padEnd(20, '.');
+    const perStep = (Date.now() - this.started) / 1000 / this.done;
+    const line = `[${bar}] ${this.label} ${this.done}/${this.total}  ${text}  ETA ${formatDuration(perStep * (this.total - this.done))}`;
+    this.out.write(this.live ? `\r\x1b[2K${line}` : `${line}\n`);
+  }
+
+  close(): void {
+    if (this.live) this.out.write('\n');
+  }
+}

@@ -79,7 +79,7 @@ function percent(x: number | null): string {
   return x === null ? '—' : `${(x * 100).toFixed(2)}%`;
 }
 
-function openRunStore(dir: string): { store: RunStore; close: () => void } {
+export function openRunStore(dir: string): { store: RunStore; close: () => void } {
   if (!existsSync(dir)) throw new NotARunError(`${dir} does not exist: give a run directory, e.g. runs/<run-id>`);
   const database = join(dir, 'crowdfl.db');
   // Checked before opening: opening would create an empty database where none was.
@@ -89,7 +89,7 @@ function openRunStore(dir: string): { store: RunStore; close: () => void } {
 }
 
 /** The run a directory holds: the one named like the directory, or its only run when the directory was renamed. */
-function runOfDirectory(store: RunStore, dir: string): RunRow {
+export function runOfDirectory(store: RunStore, dir: string): RunRow {
   const byName = store.getRun(basename(resolve(dir)));
   if (byName) return byName;
   const all = store.runRows();

@@ -10,7 +10,7 @@ export interface Checkpoint {
   sha256: string;
 }
 
-function writeFileDurably(path: string, data: Uint8Array | string): void {
+export function writeFileDurably(path: string, data: Uint8Array | string): void {
   const fd = openSync(path, 'w');
   try {
     const bytes = typeof data === 'string' ? Buffer.from(data) : data;
@@ -22,7 +22,7 @@ function writeFileDurably(path: string, data: Uint8Array | string): void {
   }
 }
 
-function fsyncDir(dir: string): void {
+export function fsyncDir(dir: string): void {
   const fd = openSync(dir, 'r');
   try {
     fsyncSync(fd);

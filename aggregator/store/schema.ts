@@ -12,6 +12,9 @@ export const runs = sqliteTable('runs', {
   aggregatorPublicKey: text('aggregator_public_key').notNull(),
   software: text('software').notNull(),
   status: text('status', { enum: ['running', 'finished', 'failed'] }).notNull(),
+  // The aggregator's signature over the "crowdfl/run/v1" digest: experiment JSON hash, seed, initial model.
+  initialModelSha256: text('initial_model_sha256').notNull().default(''),
+  runSignature: text('run_signature').notNull().default(''),
   startedAt: integer('started_at').notNull(),
   finishedAt: integer('finished_at'),
 });
@@ -95,6 +98,9 @@ export const updates = sqliteTable(
     // The rule's score behind the verdict (e.g. Krum score, share of coordinates trimmed); null when it has none.
     score: real('score'),
     reason: text('reason').notNull().default(''),
+    // The reputation the aggregation weighed this update with; null when the update never reached
+    // the aggregation (refused by the protocol checks, or its attempt was abandoned).
+    inputReputation: real('input_reputation'),
     receivedAt: integer('received_at').notNull(),
     createdAt: integer('created_at').notNull().default(sql`(unixepoch() * 1000)`),
   },
