@@ -144,6 +144,7 @@ export async function startAggregator(o: AggregatorOptions): Promise<RunningAggr
     initialWeights: initial,
     startRound: resumed?.nextRound,
     previousWeights: resumed?.previousWeights,
+    serverState: resumed?.serverState,
     strategy,
     store,
     sessions,

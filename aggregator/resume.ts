@@ -2,10 +2,12 @@
 // a reboot) continues that run: from the last committed round, with the global
 // model that round committed, checked against its recorded hash. Nothing the
 // crashed process had not committed is trusted; its open round is run again.
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ExperimentError, type Experiment } from '../core/experiment.js';
 import type { RoundRecord } from './rounds.js';
-import { checkpointDirName, readCheckpointWeights } from './store/checkpoints.js';
+import { checkpointDirName, readCheckpointWeights, SERVER_STATE_FILE } from './store/checkpoints.js';
+import { decodeServerState, type ServerOptimizerState } from './strategies/server-optimizers.js';
 import type { RunStore } from './store/run-store.js';
 import type { RunRow } from './store/schema.js';
 import { summarizeVerdicts } from './verdict-summary.js';
@@ -16,6 +18,8 @@ export interface ResumePoint {
   weights: Float32Array;
   /** The model before `weights` (what the strategy's history needs); absent when nothing was committed. */
   previousWeights?: Float32Array;
+  /** The server optimizer's state saved with the last committed checkpoint, when the strategy has one. */
+  serverState?: ServerOptimizerState;
   /** The rounds committed before the restart, as the round engine would have reported them. */
   records: RoundRecord[];
 }
@@ -62,7 +66,9 @@ export function resumePoint(
       verdicts: summarizeVerdicts(ups.map((u) => ({ verdict: u.verdict, weight: u.weight, reason: u.reason }))),
     };
   });
-  return { nextRound: (last?.round ?? 0) + 1, weights: checkpoint.weights, previousWeights: previous?.weights, records };
+  const stateFile = join(checkpointsDir, checkpointDirName(last?.round ?? 0), SERVER_STATE_FILE);
+  const serverState = existsSync(stateFile) ? decodeServerState(readFileSync(stateFile), checkpoint.weights.length) : undefined;
+  return { nextRound: (last?.round ?? 0) + 1, weights: checkpoint.weights, previousWeights: previous?.weights, serverState, records };
 }
 
 /** A round's checkpoint, checked against the hash the database committed for it (round 0: the initial model). */

@@ -36,6 +36,7 @@ import type { Session, Sessions } from './sessions.js';
 import { checkpointDirName, writeCheckpoint } from './store/checkpoints.js';
 import type { RunStore } from './store/run-store.js';
 import type { UpdateBlobs } from './store/update-blobs.js';
+import { encodeServerState, type ServerOptimizerState } from './strategies/server-optimizers.js';
 import type { UpdateRow } from './store/schema.js';
 import type { ReceivedUpdate, Strategy, StrategyStep } from './strategies/strategy.js';
 import { status } from '@grpc/grpc-js';
@@ -91,6 +92,8 @@ export interface EngineOptions {
   startRound?: number;
   /** When resuming: the model before initialWeights, for the strategy's history. */
   previousWeights?: Float32Array;
+  /** When resuming: the server optimizer's state the last committed round left. */
+  serverState?: ServerOptimizerState;
 }
 
 type TaskState = 'assigned' | 'receiving' | 'accepted' | 'rejected' | 'declined' | 'dropped';
@@ -118,6 +121,7 @@ const CLOSED_ROUNDS_REMEMBERED = 10;
 export class RoundEngine {
   private global: { weights: Float32Array; sha256: string };
   private previousGlobal: Float32Array | undefined;
+  private serverState: ServerOptimizerState | undefined;
   /** Models nodes may still be downloading: the current one and the one before. */
   private readonly served = new Map<string, Buffer>();
   private open: OpenRound | undefined;
@@ -138,6 +142,7 @@ export class RoundEngine {
     this.modelJsonSha256 = modelJsonSha256(this.modelJson);
     this.global = { weights: o.initialWeights, sha256: '' };
     this.previousGlobal = o.previousWeights;
+    this.serverState = o.serverState;
     this.publish(o.initialWeights);
   }
 
@@ -270,20 +275,22 @@ export class RoundEngine {
     };
     this.open = open;
     for (const session of selected) {
+      const taskTraining = {
+        epochs: training.epochs,
+        batch_size: training.batch_size,
+        learning_rate: training.learning_rate,
+        // One seed per node and round, the same in every attempt: a round retried (or re-run after
+        // a crash) asks each node for the same update it would have computed the first time.
+        seed: Rng.derive(experiment.seed, 'task', round, session.nodeId).uint32(),
+        proximal_mu: training.proximal_mu,
+      };
       const task: Task = {
         task_id: randomUUID(),
         experiment_id: runId,
         round,
         model_json: this.modelJson,
         base_model_sha256: this.global.sha256,
-        training: {
-          epochs: training.epochs,
-          batch_size: training.batch_size,
-          learning_rate: training.learning_rate,
-          // One seed per node and round, the same in every attempt: a round retried (or re-run after
-          // a crash) asks each node for the same update it would have computed the first time.
-          seed: Rng.derive(experiment.seed, 'task', round, session.nodeId).uint32(),
-        },
+        training: taskTraining,
         deadline_unix_ms: deadline,
         node_id: session.nodeId,
       };
@@ -295,7 +302,7 @@ export class RoundEngine {
             task_id: task.task_id!,
             base_model_sha256: this.global.sha256,
             model_json_sha256: this.modelJsonSha256,
-            training: task.training as { epochs: number; batch_size: number; learning_rate: number; seed: number },
+            training: taskTraining,
             deadline_unix_ms: deadline,
             node_id: session.nodeId,
           }),
@@ -548,14 +555,22 @@ export class RoundEngine {
     const updates = [...open.accepted].sort((a, b) => (a.nodeId < b.nodeId ? -1 : a.nodeId > b.nodeId ? 1 : 0));
     let step: StrategyStep;
     try {
-      step = strategy.aggregate(this.global.weights, updates, { previousGlobal: this.previousGlobal });
+      step = strategy.aggregate(this.global.weights, updates, { previousGlobal: this.previousGlobal, serverState: this.serverState });
     } catch (err) {
       // e.g. Krum's n > 2f + 2 failing because the pre-checks rejected too many updates.
       if (err instanceof AggregationError) return this.abandon(open, selected, `aggregation refused: ${err.message}`);
       throw err;
     }
     const { accuracy, loss } = await this.o.evaluate(step.weights);
-    const checkpoint = writeCheckpoint(checkpointsDir, checkpointDirName(open.round), topology, manifest, step.weights);
+    // The optimizer state goes into the checkpoint directory, renamed into place with the model it belongs to.
+    const checkpoint = writeCheckpoint(
+      checkpointsDir,
+      checkpointDirName(open.round),
+      topology,
+      manifest,
+      step.weights,
+      step.serverState ? encodeServerState(step.serverState) : undefined,
+    );
     crashPoint('mid-commit', open.round);
     const closedAt = Date.now();
     const seconds = (closedAt - open.startedAt) / 1000;
@@ -622,6 +637,7 @@ export class RoundEngine {
     });
     crashPoint('after-commit', open.round);
     this.previousGlobal = this.global.weights;
+    this.serverState = step.serverState;
     this.publish(step.weights);
     for (const banned of reputations.filter((r) => r.ban)) {
       // Its next call finds no session, and its next hello is refused with the reason.

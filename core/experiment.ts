@@ -61,8 +61,36 @@ export const trainingSchema = z
   .strict();
 export type TrainingSpec = z.infer<typeof trainingSchema>;
 
+// Server optimizers (Reddi et al. 2021, "Adaptive Federated Optimization"): the round's aggregate
+// Δ is a pseudo-gradient the server applies with its own optimizer and learning rate η.
+const serverLearningRate = z.number().positive().max(100).describe('η: the server optimizer\'s learning rate');
+const adaptiveOptimizer = {
+  server_learning_rate: serverLearningRate,
+  beta1: z.number().min(0).lt(1).default(0.9).describe('decay of the first moment m'),
+  beta2: z.number().min(0).lt(1).default(0.99).describe('decay of the second moment v (not used by fedadagrad)'),
+  tau: z.number().positive().max(1).default(1e-3).describe('τ: adaptivity; v starts at τ² and steps divide by √v + τ'),
+};
+
 export const strategySchema = z.discriminatedUnion('name', [
-  z.object({ name: z.literal('fedavg') }).strict(),
+  z.object({ name: z.literal('fedavg') }).strict().describe('McMahan et al. 2017: the new model is the old plus the aggregate'),
+  z
+    .object({
+      name: z.literal('fedprox'),
+      mu: z.number().nonnegative().max(100).describe('μ of the proximal term μ/2·‖w − w_global‖² added to every node\'s local loss'),
+    })
+    .strict()
+    .describe('Li et al. 2020: FedAvg whose nodes stay near the global model, for skewed data and partial work'),
+  z
+    .object({
+      name: z.literal('fedavgm'),
+      server_learning_rate: serverLearningRate.default(1),
+      momentum: z.number().min(0).lt(1).default(0.9).describe('β of the server momentum m ← βm + Δ'),
+    })
+    .strict()
+    .describe('Hsu et al. 2019: FedAvg with server momentum'),
+  z.object({ name: z.literal('fedadagrad'), ...adaptiveOptimizer }).strict(),
+  z.object({ name: z.literal('fedadam'), ...adaptiveOptimizer }).strict(),
+  z.object({ name: z.literal('fedyogi'), ...adaptiveOptimizer }).strict(),
 ]);
 export type StrategySpec = z.infer<typeof strategySchema>;
 

@@ -31,10 +31,11 @@
 // key anyone can forge signatures (OpenSSL accepts them).
 //
 // Task, signed by the aggregator:
-//   str("crowdfl/task/v1") str(experiment_id) u32(round) str(task_id)
+//   str("crowdfl/task/v2") str(experiment_id) u32(round) str(task_id)
 //   str(base_model_sha256) str(model_json_sha256 = SHA-256 of the UTF-8 model_json, or "")
 //   u32(training.epochs) u32(training.batch_size) f64(training.learning_rate) u32(training.seed)
-//   u64(deadline_unix_ms) str(node_id)
+//   f64(training.proximal_mu) u64(deadline_unix_ms) str(node_id)
+//   (v1, protocol version 2, had no proximal_mu.)
 //
 // Update (UpdateMeta), signed by the node:
 //   str("crowdfl/update/v1") str(experiment_id) u32(round) str(task_id)
@@ -67,7 +68,7 @@ import { fingerprint, PUBLIC_KEY_BYTES, strictBase64Decode, type Identity } from
 export const DIGEST_BYTES = 32;
 export const SIGNATURE_BYTES = 64;
 
-export const TASK_TAG = 'crowdfl/task/v1';
+export const TASK_TAG = 'crowdfl/task/v2';
 export const UPDATE_TAG = 'crowdfl/update/v1';
 export const ROUND_TAG = 'crowdfl/round/v1';
 export const HELLO_TAG = 'crowdfl/hello/v1';
@@ -84,7 +85,7 @@ export interface TaskSigningInput {
   base_model_sha256: string;
   /** SHA-256 (lowercase hex) of the task's model_json; absent = "". */
   model_json_sha256?: string;
-  training: { epochs: number; batch_size: number; learning_rate: number; seed: number };
+  training: { epochs: number; batch_size: number; learning_rate: number; seed: number; proximal_mu: number };
   deadline_unix_ms: number;
   node_id: string;
 }
@@ -247,6 +248,7 @@ export function taskLayout(t: TaskSigningInput): Uint8Array {
     .u32('training.batch_size', t.training.batch_size)
     .f64('training.learning_rate', t.training.learning_rate)
     .u32('training.seed', t.training.seed)
+    .f64('training.proximal_mu', t.training.proximal_mu)
     .u64('deadline_unix_ms', t.deadline_unix_ms)
     .str('node_id', t.node_id)
     .finish();

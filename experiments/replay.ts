@@ -6,12 +6,13 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { auditRun } from '../aggregator/audit.js';
-import { checkpointDirName, readCheckpointWeights } from '../aggregator/store/checkpoints.js';
+import { checkpointDirName, readCheckpointWeights, SERVER_STATE_FILE } from '../aggregator/store/checkpoints.js';
 import type { RunStore } from '../aggregator/store/run-store.js';
 import type { RunRow } from '../aggregator/store/schema.js';
 import { UPDATE_BLOBS_DIR, UpdateBlobs } from '../aggregator/store/update-blobs.js';
 import { strategyFor } from '../aggregator/strategies/index.js';
-import type { ReceivedUpdate } from '../aggregator/strategies/strategy.js';
+import type { ReceivedUpdate, StrategyHistory } from '../aggregator/strategies/strategy.js';
+import { decodeServerState, encodeServerState, type ServerOptimizerState } from '../aggregator/strategies/server-optimizers.js';
 import { initBackend } from '../core/backend.js';
 import { evaluate } from '../core/evaluate.js';
 import { parseExperiment, type BackendPreference, type Experiment } from '../core/experiment.js';
@@ -94,9 +95,15 @@ export async function replayRun(o: ReplayOptions): Promise<ReplayResult> {
     const rounds: RoundReplay[] = [];
     let global = initial;
     let previousGlobal: Float32Array | undefined;
+    let serverState: ServerOptimizerState | undefined;
     for (const r of committed) {
       const problems = [...(audits.get(r.round) ?? [])];
-      const replay = replayAggregation(store, blobs, experiment, r, global, previousGlobal, problems);
+      const replay = replayAggregation(store, blobs, experiment, r, { previousGlobal, serverState }, global, problems);
+      serverState = replay.serverState ?? storedServerState(checkpoints, r.round, global.length);
+      const stored = storedServerStateBytes(checkpoints, r.round);
+      if (replay.serverState && stored && Buffer.compare(Buffer.from(encodeServerState(replay.serverState)), stored) !== 0) {
+        problems.push(`the server optimizer state saved with ${checkpointDirName(r.round)} is not the one the replayed round produces`);
+      }
       const checkpoint = readCheckpoint(checkpoints, r.round);
       if (!checkpoint) problems.push(`checkpoint ${checkpointDirName(r.round)} is missing`);
       else if (checkpoint.sha256 !== r.modelSha256) {
@@ -165,10 +172,10 @@ function replayAggregation(
   blobs: UpdateBlobs,
   experiment: Experiment,
   r: ReturnType<RunStore['committedRounds']>[number],
+  history: StrategyHistory,
   global: Float32Array,
-  previousGlobal: Float32Array | undefined,
   problems: string[],
-): { inputs: number; outcome: RoundReplay['aggregation']; weights?: Float32Array } {
+): { inputs: number; outcome: RoundReplay['aggregation']; weights?: Float32Array; serverState?: ServerOptimizerState } {
   const baseSha = sha256Hex(float32ToBytes(global));
   if (r.previousModelSha256 !== baseSha) {
     problems.push(`the round says it started from ${r.previousModelSha256.slice(0, 12)}, the previous round committed ${baseSha.slice(0, 12)}`);
@@ -200,7 +207,7 @@ function replayAggregation(
   }
   let step;
   try {
-    step = strategyFor(experiment).aggregate(global, inputs, { previousGlobal });
+    step = strategyFor(experiment).aggregate(global, inputs, history);
   } catch (err) {
     problems.push(`the recorded rule refuses the recorded updates: ${(err as Error).message}`);
     return { inputs: inputs.length, outcome: 'differs' };
@@ -221,7 +228,18 @@ function replayAggregation(
   if (r.participants !== step.verdicts.filter((v) => v.verdict !== 'rejected').length) {
     problems.push(`the round records ${r.participants} participants, the verdicts keep ${step.verdicts.filter((v) => v.verdict !== 'rejected').length}`);
   }
-  return { inputs: inputs.length, outcome, weights: step.weights };
+  return { inputs: inputs.length, outcome, weights: step.weights, serverState: step.serverState };
+}
+
+function storedServerStateBytes(checkpoints: string, round: number): Buffer | undefined {
+  const file = join(checkpoints, checkpointDirName(round), SERVER_STATE_FILE);
+  return existsSync(file) ? readFileSync(file) : undefined;
+}
+
+/** When a round could not be re-run, the next goes on from the state the run saved. */
+function storedServerState(checkpoints: string, round: number, length: number): ServerOptimizerState | undefined {
+  const bytes = storedServerStateBytes(checkpoints, round);
+  return bytes ? decodeServerState(bytes, length) : undefined;
 }
 
 function accuracyProblems(

@@ -46,7 +46,7 @@ const TASK: TaskSigningInput = {
   task_id: 't-7-3',
   base_model_sha256: sha('base model'),
   model_json_sha256: modelJsonSha256('{"class_name":"Sequential"}'),
-  training: { epochs: 5, batch_size: 10, learning_rate: 0.05, seed: 42 },
+  training: { epochs: 5, batch_size: 10, learning_rate: 0.05, seed: 42, proximal_mu: 0.01 },
   deadline_unix_ms: 1_767_225_600_000,
   node_id: 'n-56475aa75463474c0285',
 };
@@ -91,9 +91,9 @@ const GOLDEN = {
     input: TASK,
     fn: taskDigest as DigestFn,
     signer: aggregator,
-    digest: '592d38cc774236c44f4d516dc04d32e99a9e5794bd7e7f225a6829ba55d55b84',
+    digest: 'e2a2a764e3da3ca111bd5ada8798c5284c1fc6eb2233c6fcdb9094c8e4efec92',
     signature:
-      '821a8ed89d9393d54dd3c93c184fa67dfbc657026aae89ed4400ac5729e36eca407c32f1619c85f67178b36cc6b24e48141db14bf87f2a553b0257681c8ff80e',
+      '1a94fa3c9ca0076e5c07dd5754b5ac9e4f2ac4c3988be62946e935e01581d874c725338de794336f608c47f719bf86f3674bd1e2b3cdc05a26db5389ea32db04',
   },
   update: {
     input: UPDATE,
@@ -194,7 +194,7 @@ test('the update layout is exactly the documented byte layout', (t) => {
   t.deepEqual(Buffer.from(updateLayout(UPDATE)), specUpdateLayout(UPDATE));
   const digest = createHash('sha256').update(specUpdateLayout(UPDATE)).digest();
   t.deepEqual(Buffer.from(updateDigest(UPDATE)), digest);
-  t.is(Buffer.from(taskLayout(TASK)).subarray(0, 19).toString('latin1'), '\x00\x00\x00\x0fcrowdfl/task/v1');
+  t.is(Buffer.from(taskLayout(TASK)).subarray(0, 19).toString('latin1'), '\x00\x00\x00\x0fcrowdfl/task/v2');
 });
 
 test('tweetnacl signatures are byte-identical to node:crypto Ed25519 and verify with it', (t) => {

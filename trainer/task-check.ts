@@ -13,7 +13,7 @@ export function taskProblem(task: Task__Output, nodeId: string, aggregatorKey: U
     task_id: task.task_id,
     base_model_sha256: task.base_model_sha256,
     model_json_sha256: modelJsonSha256(task.model_json),
-    training: { epochs: t.epochs, batch_size: t.batch_size, learning_rate: t.learning_rate, seed: t.seed },
+    training: { epochs: t.epochs, batch_size: t.batch_size, learning_rate: t.learning_rate, seed: t.seed, proximal_mu: t.proximal_mu },
     deadline_unix_ms: Number(task.deadline_unix_ms),
     node_id: task.node_id,
   });

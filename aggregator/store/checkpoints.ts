@@ -31,6 +31,8 @@ export function fsyncDir(dir: string): void {
   }
 }
 
+export const SERVER_STATE_FILE = 'server-state.bin';
+
 export function checkpointDirName(round: number): string {
   return `round-${String(round).padStart(4, '0')}`;
 }
@@ -42,6 +44,8 @@ export function writeCheckpoint(
   topology: object,
   manifest: readonly TensorEntry[],
   weights: Float32Array,
+  /** The server optimizer's state after this model, when the strategy has one. */
+  serverState?: Uint8Array,
 ): Checkpoint {
   mkdirSync(parent, { recursive: true });
   const final = join(parent, name);
@@ -58,6 +62,7 @@ export function writeCheckpoint(
   };
   writeFileDurably(join(temp, 'weights.bin'), bytes);
   writeFileDurably(join(temp, 'model.json'), JSON.stringify(modelJson));
+  if (serverState) writeFileDurably(join(temp, SERVER_STATE_FILE), serverState);
   fsyncDir(temp);
   rmSync(final, { recursive: true, force: true });
   renameSync(temp, final);

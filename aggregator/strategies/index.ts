@@ -1,6 +1,6 @@
 import { ExperimentError, type Experiment } from '../../core/experiment.js';
 import { precondition } from '../robust/index.js';
-import { FedAvg } from './fedavg.js';
+import { FedOpt } from './fedopt.js';
 import type { Strategy } from './strategy.js';
 
 /**
@@ -15,8 +15,5 @@ export function strategyFor(experiment: Experiment): Strategy {
         `${experiment.selection.min_updates} updates: ${problem}. Raise min_updates (and nodes_per_round) or lower f.`,
     );
   }
-  switch (experiment.strategy.name) {
-    case 'fedavg':
-      return new FedAvg(experiment.training, experiment.aggregation, experiment.reputation);
-  }
+  return new FedOpt(experiment.strategy, experiment.training, experiment.aggregation, experiment.reputation);
 }

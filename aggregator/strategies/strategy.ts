@@ -3,6 +3,12 @@
 // pure functions over Float32Arrays.
 import type { TrainingSpec } from '../../core/experiment.js';
 import type { Verdict } from '../robust/verdict.js';
+import type { ServerOptimizerState } from './server-optimizers.js';
+
+/** What a round's tasks ask of nodes: the experiment's training, plus FedProx's μ (0 = plain local SGD). */
+export interface RoundTraining extends TrainingSpec {
+  proximal_mu: number;
+}
 
 export interface ReceivedUpdate {
   readonly nodeId: string;
@@ -17,17 +23,21 @@ export interface ReceivedUpdate {
 export interface StrategyHistory {
   /** The global model before `global` (the previous round's base); absent in round 1. */
   readonly previousGlobal?: Float32Array;
+  /** The server optimizer's state after the previous round; absent before the first. */
+  readonly serverState?: ServerOptimizerState;
 }
 
 export interface StrategyStep {
   readonly weights: Float32Array;
   readonly verdicts: readonly Verdict[];
+  /** The server optimizer's state after this round, for the next (and for the checkpoint). */
+  readonly serverState?: ServerOptimizerState;
 }
 
 export interface Strategy {
   readonly name: string;
   /** The training hyperparameters sent with this round's tasks. */
-  configureTraining(round: number): TrainingSpec;
+  configureTraining(round: number): RoundTraining;
   /**
    * The next global model from the current one and the round's updates. A
    * strategy keeps no state between calls: whatever it needs of the past comes
