@@ -237,8 +237,10 @@ export class RoundEngine {
 
   private eligible(sessions: Session[]): Session[] {
     const { store, experiment } = this.o;
+    // One query for the registry, not one per session: selection runs with thousands connected.
+    const registry = new Map(store.nodeRows().map((n) => [n.nodeId, n]));
     return sessions.filter((s) => {
-      const node = store.node(s.nodeId);
+      const node = registry.get(s.nodeId);
       return node?.status !== 'banned' && selectable(experiment.reputation, node?.reputation ?? 1);
     });
   }

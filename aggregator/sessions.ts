@@ -13,6 +13,8 @@ export interface Session {
   readonly publicKey: Uint8Array;
   readonly capabilities: NodeCapabilities__Output;
   lastSeen: number;
+  /** When the registry's last_seen was last written for this session (Hello writes it too). */
+  lastPersisted: number;
   /** A long poll waiting for work. */
   waiting?: { resolve: (reply: PollTaskReply) => void; timer: NodeJS.Timeout };
   /** A task handed out but not yet fetched by a poll. */
@@ -38,7 +40,8 @@ export class Sessions {
   open(nodeId: string, publicKey: Uint8Array, capabilities: NodeCapabilities__Output): Session {
     // A node that restarts says hello again: its old session is dead.
     for (const s of this.byId.values()) if (s.nodeId === nodeId) this.close(s.id);
-    const session: Session = { id: randomUUID(), nodeId, publicKey, capabilities, lastSeen: Date.now() };
+    const now = Date.now();
+    const session: Session = { id: randomUUID(), nodeId, publicKey, capabilities, lastSeen: now, lastPersisted: now };
     this.byId.set(session.id, session);
     return session;
   }

@@ -43,6 +43,7 @@ export class AggregatorConnection {
   constructor(
     readonly address: string,
     credentials: grpc.ChannelCredentials = grpc.credentials.createInsecure(),
+    channelOptions: grpc.ChannelOptions = {},
   ) {
     const proto = loadProto();
     this.client = new proto.crowdfl.v1.Aggregator(address, credentials, {
@@ -50,6 +51,7 @@ export class AggregatorConnection {
       // Reconnect attempts are paced by the node's own backoff, not grpc's.
       'grpc.initial_reconnect_backoff_ms': 500,
       'grpc.max_reconnect_backoff_ms': 5000,
+      ...channelOptions,
     });
   }
 
@@ -111,12 +113,18 @@ export class AggregatorConnection {
     return reply;
   }
 
-  pollTask(waitMs: number): Promise<PollTaskReply__Output> {
-    return new Promise((resolve, reject) =>
-      this.client.PollTask({ session_id: this.sessionId, wait_ms: waitMs }, this.deadline(waitMs + 10_000), (err, reply) =>
-        err ? reject(err) : resolve(reply!),
-      ),
-    );
+  /** Long poll; `signal` calls it off (a node stopping, or learning its session is gone, need not wait it out). */
+  pollTask(waitMs: number, signal?: AbortSignal): Promise<PollTaskReply__Output> {
+    return new Promise((resolve, reject) => {
+      const cancel = () => call.cancel();
+      const call = this.client.PollTask({ session_id: this.sessionId, wait_ms: waitMs }, this.deadline(waitMs + 10_000), (err, reply) => {
+        signal?.removeEventListener('abort', cancel);
+        if (err) reject(err);
+        else resolve(reply!);
+      });
+      if (signal?.aborted) call.cancel();
+      else signal?.addEventListener('abort', cancel, { once: true });
+    });
   }
 
   /** Tells the aggregator this node will not answer the task; returns when to poll again. */

@@ -119,7 +119,7 @@ export async function runNode(o: NodeOptions): Promise<{ tasksDone: number }> {
       backoff.reset();
       for (;;) {
         if (o.signal?.aborted) return { tasksDone };
-        const reply = await conn.pollTask(20_000);
+        const reply = await conn.pollTask(20_000, o.signal);
         if (reply.experiment_finished) {
           log('the aggregator finished its experiment');
           if (o.exitWhenFinished) return { tasksDone };
