@@ -59,6 +59,8 @@ export interface AggregatorOptions {
   heartbeatIntervalMs?: number;
   /** How long the first round waits for a full selection before starting with a quorum. */
   firstRoundGraceMs?: number;
+  /** Nodes the first round waits for (within firstRoundGraceMs) before selecting, when more are coming than it selects. */
+  firstRoundNodes?: number;
   /** Pace steering; omitted fields take DEFAULT_PACE's. */
   pace?: Partial<PacePolicy>;
   log?: (msg: string) => void;
@@ -153,6 +155,7 @@ export async function startAggregator(o: AggregatorOptions): Promise<RunningAggr
     evaluate: (weights) => evaluate(spec, weights, test),
     onEvent: o.onEvent,
     firstRoundGraceMs: o.firstRoundGraceMs,
+    firstRoundNodes: o.firstRoundNodes,
   });
   const server = await startAggregatorServer({
     engine,

@@ -87,6 +87,12 @@ export interface EngineOptions {
   selectionGraceMs?: number;
   /** The same, for the run's first round, when nodes may still be starting up. */
   firstRoundGraceMs?: number;
+  /**
+   * How many nodes the first round waits for (within firstRoundGraceMs) when more are expected than it
+   * selects: a simulation knows how many it started. Selecting among the first to connect would make
+   * who trains round 1 depend on start-up order, and the seeded selection unrepeatable.
+   */
+  firstRoundNodes?: number;
   maxAttemptsPerRound?: number;
   /** Set when resuming a run: the first round to run (initialWeights are the model the round before committed). */
   startRound?: number;
@@ -210,16 +216,17 @@ export class RoundEngine {
   private async waitForNodes(graceMs: number | undefined, firstRound: boolean): Promise<void> {
     const { selection } = this.o.experiment;
     const grace = graceMs ?? this.o.selectionGraceMs ?? 10_000;
+    const wanted = firstRound ? Math.max(this.selectionSize(), this.o.firstRoundNodes ?? 0) : this.selectionSize();
     const since = Date.now();
     for (;;) {
       this.o.sessions.expire();
       const idle = this.eligibleIdle().length;
-      if (idle >= this.selectionSize()) return;
+      if (idle >= wanted) return;
       // Past the run's first round nodes are not starting up: when every eligible node is idle, waiting brings no one.
       if (!firstRound && idle >= selection.min_updates && idle === this.eligible(this.o.sessions.all()).length) return;
       if (idle >= selection.min_updates && Date.now() - since >= grace) return;
       if (this.stopped) return;
-      this.o.onEvent?.({ type: 'waiting-for-nodes', connected: idle, needed: this.selectionSize() });
+      this.o.onEvent?.({ type: 'waiting-for-nodes', connected: idle, needed: wanted });
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, 250);
         this.stopWaiting = () => {

@@ -10,6 +10,7 @@ import { register as registerNode } from './node.js';
 import { register as registerNodes } from './nodes.js';
 import { register as registerReport } from './report.js';
 import { register as registerReplay } from './replay.js';
+import { register as registerRerun } from './rerun.js';
 import { register as registerRuns } from './runs.js';
 import { register as registerSimulate } from './simulate.js';
 import { register as registerValidate } from './validate.js';
@@ -27,7 +28,8 @@ program
       '  crowdfl aggregator --experiment my.json --port 7070 # serve an experiment to real nodes\n' +
       '  crowdfl node --aggregator host:7070 --data ./mydata # contribute local training\n' +
       '  crowdfl runs show runs/<run-id> --updates           # every round and verdict of a run\n' +
-      '  crowdfl report runs/<run-a> runs/<run-b>            # markdown report and charts comparing runs',
+      '  crowdfl report runs/<run-a> runs/<run-b>            # markdown report and charts comparing runs\n' +
+      '  crowdfl rerun runs/<run-id>                         # run it again with its seed; compare every round',
   );
 registerSimulate(program);
 registerAggregator(program);
@@ -36,6 +38,7 @@ registerData(program);
 registerRuns(program);
 registerReplay(program);
 registerReport(program);
+registerRerun(program);
 registerNodes(program);
 registerKeys(program);
 registerCerts(program);

@@ -17,6 +17,13 @@ export function parseFraction(value: string): number {
   return n;
 }
 
+/** Percentage points from 0 to 100, e.g. an accuracy difference; returned as a fraction. */
+export function parsePoints(value: string): number {
+  const n = Number(value);
+  if (value.trim() === '' || !Number.isFinite(n) || n < 0 || n > 100) throw new InvalidArgumentError(`expected percentage points from 0 to 100, got ${JSON.stringify(value)}`);
+  return n / 100;
+}
+
 export function parsePort(value: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError('a port is a whole number from 0 to 65535');

@@ -7,7 +7,7 @@ import { openDatabase } from '../aggregator/store/db.js';
 import { RunStore } from '../aggregator/store/run-store.js';
 import type { RunRow } from '../aggregator/store/schema.js';
 import { reasonKind, summarizeVerdicts } from '../aggregator/verdict-summary.js';
-import { parseExperiment } from '../core/experiment.js';
+import { parseExperiment, type Experiment } from '../core/experiment.js';
 import { markdownTable } from './markdown.js';
 import { ACCURACY_CHART, LOSS_CHART, roundChartSvg, type RoundChart } from './plot.js';
 
@@ -29,6 +29,10 @@ export interface ReportRound {
   /** Tries the round took, the committed one included. */
   attempts: number;
   verdicts: string;
+  /** The address of the round's model: the SHA-256 of its checkpoint's weights.bin. */
+  modelSha256: string;
+  /** Updates whose node stopped training early (at its deadline, or when the round no longer wanted it). */
+  partial: number;
 }
 
 export interface AbandonedAttempt {
@@ -50,10 +54,17 @@ export interface RunReport {
   dir: string;
   runId: string;
   experimentName: string;
+  /** The experiment as the aggregator ran it (from the database, defaults filled in). */
+  experiment: Experiment;
   /** The run directory's copy of the experiment file, when it has one. */
   experimentFile: string | null;
   seed: number;
+  /** The tfjs backend the aggregator computed on ('tensorflow', 'wasm' or 'cpu'). */
   backend: string;
+  /** Versions of crowdfl, Node and the tfjs packages the aggregator loaded. */
+  software: Record<string, string>;
+  /** Every node that joined, by id. */
+  nodeIds: string[];
   status: RunRow['status'];
   /** The aggregation rule with its parameters, e.g. "krum f=1". */
   rule: string;
@@ -145,6 +156,8 @@ export function loadRun(dir: string): Omit<RunReport, 'label'> {
       verdicts: updates.length
         ? summarizeVerdicts(updates.map((u) => ({ verdict: u.verdict, weight: u.weight, reason: u.reason })))
         : 'no updates',
+      modelSha256: a.modelSha256,
+      partial: updates.filter((u) => (JSON.parse(u.metrics) as { partial?: unknown }).partial === true).length,
     }));
     const evaluated = rounds.filter((r): r is ReportRound & { accuracy: number } => r.accuracy !== null);
     const best = evaluated.reduce<RunReport['best']>((top, r) => (top && top.accuracy >= r.accuracy ? top : { accuracy: r.accuracy, round: r.round }), null);
@@ -153,9 +166,12 @@ export function loadRun(dir: string): Omit<RunReport, 'label'> {
       dir,
       runId: run.id,
       experimentName: run.experimentName,
+      experiment,
       experimentFile: existsSync(experimentFile) ? experimentFile : null,
       seed: run.seed,
       backend: run.backend,
+      software: JSON.parse(run.software) as Record<string, string>,
+      nodeIds: store.nodeRows().map((n) => n.nodeId),
       status: run.status,
       rule: describeRule(experiment.aggregation),
       nodes: experiment.nodes,

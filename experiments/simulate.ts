@@ -4,8 +4,8 @@
 // operator runs.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { createWriteStream, mkdirSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { chmodSync, constants, copyFileSync, createWriteStream, mkdirSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startAggregator, type RunSummary } from '../aggregator/aggregator.js';
 import type { BackendPreference, Experiment } from '../core/experiment.js';
@@ -30,6 +30,25 @@ export interface SimulateOptions {
   heartbeatIntervalMs?: number;
   log?: (msg: string) => void;
   progress?: boolean;
+  /**
+   * A run directory whose node keys the nodes take (node i gets that run's node i's key), so they
+   * join under the same ids as in that run and are given the same task seeds: how a rerun repeats a run.
+   */
+  nodeKeysFrom?: string;
+}
+
+/** A simulated node's name: node-000, node-001, … in the order of the data partitions. */
+export function nodeName(index: number): string {
+  return `node-${String(index).padStart(3, '0')}`;
+}
+
+function nodeDir(runDir: string, index: number): string {
+  return join(runDir, 'nodes', nodeName(index));
+}
+
+/** Where a simulated node keeps its key: node processes create it on first start. */
+export function nodeKeyFile(runDir: string, index: number): string {
+  return join(nodeDir(runDir, index), 'state', 'key.json');
 }
 
 export function newRunId(name: string): string {
@@ -56,8 +75,15 @@ export async function simulate(o: SimulateOptions): Promise<RunSummary & { run_d
   log(`preparing ${experiment.dataset.name} for ${experiment.nodes} nodes (${experiment.dataset.partition.kind} partition)…`);
   const data = await federatedData(experiment.dataset, experiment.nodes, experiment.seed, { log });
   const nodeDirs = data.partitions.map((partition, i) => {
-    const dir = join(runDir, 'nodes', `node-${String(i).padStart(3, '0')}`);
+    const dir = nodeDir(runDir, i);
     writeLocalData(join(dir, 'data'), partition);
+    if (o.nodeKeysFrom) {
+      const key = nodeKeyFile(runDir, i);
+      mkdirSync(dirname(key), { recursive: true, mode: 0o700 });
+      // The node refuses a key file others can read.
+      copyFileSync(nodeKeyFile(o.nodeKeysFrom, i), key, constants.COPYFILE_EXCL);
+      chmodSync(key, 0o600);
+    }
     return dir;
   });
   const sizes = data.partitions.map((p) => p.numExamples);
@@ -74,6 +100,8 @@ export async function simulate(o: SimulateOptions): Promise<RunSummary & { run_d
     identity,
     // Every node process is starting at once; on a loaded machine that takes a while.
     firstRoundGraceMs: 120_000,
+    // Round 1 selects among every node started, not the first to connect, so the seed alone decides who trains it.
+    firstRoundNodes: experiment.nodes,
     heartbeatIntervalMs: o.heartbeatIntervalMs,
     log,
     onEvent: progress?.handle,
@@ -85,7 +113,7 @@ export async function simulate(o: SimulateOptions): Promise<RunSummary & { run_d
     const npr = experiment.selection.nodes_per_round;
     log(
       `attack: ${experiment.attack.kind} on ${byzantine.size} of ${experiment.nodes} nodes ` +
-        `(${[...byzantine].map((i) => `node-${String(i).padStart(3, '0')}`).join(', ') || 'none'})`,
+        `(${[...byzantine].map(nodeName).join(', ') || 'none'})`,
     );
     for (const i of byzantine) {
       // The key is made here rather than by the node, so the run knows which node ids are Byzantine.

@@ -9,7 +9,7 @@ import { freePort, runCli, spawnCli } from './support/cli.js';
 test('--help lists every subcommand and each has its own help', async (t) => {
   const help = await runCli(['--help']);
   t.is(help.code, 0);
-  for (const sub of ['simulate', 'aggregator', 'node', 'data', 'runs', 'validate']) t.regex(help.stdout, new RegExp(`\\b${sub}\\b`));
+  for (const sub of ['simulate', 'aggregator', 'node', 'data', 'runs', 'rerun', 'validate']) t.regex(help.stdout, new RegExp(`\\b${sub}\\b`));
   const nodeHelp = await runCli(['node', '--help']);
   t.regex(nodeHelp.stdout, /--aggregator <host:port>/);
   t.regex(nodeHelp.stdout, /--backend <name>/);
