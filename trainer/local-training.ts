@@ -7,6 +7,11 @@
 // (2nn, logreg) take the hand-written step of trainer/dense-step.ts, several
 // times faster; anything else (the CNN) goes through the layers API and tfjs
 // autodiff. Both minimise the same loss and agree up to float rounding.
+//
+// With proximalMu = μ > 0 the loss is FedProx's local objective (Li et al.
+// 2020), F_k(w) + μ/2‖w − w₀‖² with w₀ = baseWeights: every step adds
+// μ(w − w₀) to the gradient, so a node whose data pulls far from the global
+// model drifts less. The reported loss stays the data's cross-entropy.
 import * as tf from '@tensorflow/tfjs';
 import { countCorrect, crossEntropy, inputShape, numOutputs, outputsProbabilities, setFlatWeights, getFlatWeights, withModel } from '../core/model.js';
 import type { ModelSpec } from '../core/model-zoo.js';
@@ -32,6 +37,11 @@ export interface TrainLocallyOptions {
   batchSize: number;
   learningRate: number;
   seed: number;
+  /**
+   * FedProx's μ: the weight of μ/2‖w − baseWeights‖² in the local objective.
+   * 0 (the default) is plain local SGD, as in FedAvg.
+   */
+  proximalMu?: number;
   /** Epoch milliseconds: stop before starting a batch after this time and report the partial work. */
   deadline?: number;
   /** Checked between batches like the deadline, e.g. when the aggregator no longer wants the update. */
@@ -78,6 +88,8 @@ function checkOptions(o: TrainLocallyOptions): void {
   if (!Number.isInteger(o.epochs) || o.epochs < 0) throw new RangeError(`epochs must be a non-negative integer, got ${o.epochs}`);
   if (!Number.isInteger(o.batchSize) || o.batchSize < 1) throw new RangeError(`batchSize must be a positive integer, got ${o.batchSize}`);
   if (!(o.learningRate > 0) || !Number.isFinite(o.learningRate)) throw new RangeError(`learningRate must be positive, got ${o.learningRate}`);
+  const mu = o.proximalMu ?? 0;
+  if (!(mu >= 0) || !Number.isFinite(mu)) throw new RangeError(`proximalMu must be a finite number ≥ 0, got ${mu}`);
   const expected = inputShape(o.spec);
   if (expected.join(',') !== o.data.featureShape.join(',')) {
     throw new RangeError(
@@ -114,13 +126,50 @@ function choosePlan(o: TrainLocallyOptions): DensePlan | undefined {
   return plan;
 }
 
-/** Trains `spec` from `baseWeights` on `data` with plain SGD; see TrainLocallyOptions. */
+/**
+ * The generic step's SGD with FedProx's proximal term: the trainable
+ * variables' starting values and μ stay on the backend for the whole call.
+ */
+class ProximalSgd {
+  private readonly base: tf.Tensor[];
+  private readonly mu: tf.Scalar;
+
+  constructor(
+    private readonly optimizer: tf.SGDOptimizer,
+    private readonly variables: tf.Variable[],
+    mu: number,
+  ) {
+    this.base = variables.map((v) => tf.clone(v));
+    this.mu = tf.scalar(mu);
+  }
+
+  /** optimizer.minimize(f, true, variables), with μ(w − w₀) added to each gradient. */
+  minimize(f: () => tf.Scalar): tf.Scalar {
+    const { value, grads } = this.optimizer.computeGradients(f, this.variables);
+    let pulled: tf.NamedTensorMap = {};
+    try {
+      pulled = tf.tidy(() =>
+        Object.fromEntries(this.variables.map((v, i) => [v.name, tf.add(grads[v.name], tf.mul(tf.sub(v, this.base[i]), this.mu))])),
+      );
+      this.optimizer.applyGradients(pulled);
+    } finally {
+      tf.dispose([...Object.values(grads), ...Object.values(pulled)]);
+    }
+    return value;
+  }
+
+  dispose(): void {
+    tf.dispose([...this.base, this.mu]);
+  }
+}
+
+/** Trains `spec` from `baseWeights` on `data` with SGD (FedProx's when proximalMu > 0); see TrainLocallyOptions. */
 export async function trainLocally(o: TrainLocallyOptions): Promise<TrainLocallyResult> {
   checkOptions(o);
   const plan = choosePlan(o);
   if (plan) {
     const started = performance.now();
-    const trainer = new DenseTrainer(plan, o.baseWeights, o.learningRate);
+    const trainer = new DenseTrainer(plan, o.baseWeights, o.learningRate, o.proximalMu);
     try {
       const stepper: Stepper = {
         batchShape: (size) => [size, plan.inputSize],
@@ -137,21 +186,20 @@ export async function trainLocally(o: TrainLocallyOptions): Promise<TrainLocally
     setFlatWeights(model, o.baseWeights);
     const variables = model.trainableWeights.map((w) => w.read() as tf.Variable);
     const optimizer = tf.train.sgd(o.learningRate);
+    // Only built for μ > 0, so plain SGD keeps optimizer.minimize and its exact kernels.
+    const proximal = o.proximalMu ? new ProximalSgd(optimizer, variables, o.proximalMu) : undefined;
+    const minimize = (f: () => tf.Scalar): tf.Scalar => (proximal ? proximal.minimize(f) : (optimizer.minimize(f, true, variables) as tf.Scalar));
     const probabilities = outputsProbabilities(o.spec);
     try {
       const stepper: Stepper = {
         batchShape: (size) => [size, ...o.data.featureShape],
         step: (x, y, size) => {
           let correct: tf.Scalar | undefined;
-          const cost = optimizer.minimize(
-            () => {
-              const output = model.apply(x, { training: true }) as tf.Tensor2D;
-              correct = tf.keep(countCorrect(output, y));
-              return crossEntropy(output, y, probabilities, 'mean');
-            },
-            true,
-            variables,
-          ) as tf.Scalar;
+          const cost = minimize(() => {
+            const output = model.apply(x, { training: true }) as tf.Tensor2D;
+            correct = tf.keep(countCorrect(output, y));
+            return crossEntropy(output, y, probabilities, 'mean');
+          });
           const loss = tf.mul(cost, size) as tf.Scalar;
           cost.dispose();
           return { loss, correct: correct as tf.Scalar };
@@ -160,6 +208,7 @@ export async function trainLocally(o: TrainLocallyOptions): Promise<TrainLocally
       };
       return await runLoop(o, stepper, 'generic', started);
     } finally {
+      proximal?.dispose();
       optimizer.dispose();
     }
   });

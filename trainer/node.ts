@@ -234,6 +234,7 @@ async function work(
       batchSize: training.batch_size,
       learningRate: training.learning_rate,
       seed: training.seed,
+      proximalMu: training.proximal_mu,
       deadline: trainUntil,
       shouldStop: () => !wanted || (o.signal?.aborted ?? false),
       onProgress: (p) => (progress = p.examplesSeen / Math.max(1, o.data.numExamples * training.epochs)),
