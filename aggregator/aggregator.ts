@@ -61,6 +61,12 @@ export interface AggregatorOptions {
   firstRoundGraceMs?: number;
   /** Nodes the first round waits for (within firstRoundGraceMs) before selecting, when more are coming than it selects. */
   firstRoundNodes?: number;
+  /**
+   * After the last round, keep answering "finished" for up to this long until every registered
+   * node has heard it: a node in reconnect backoff (after an aggregator restart, say) would
+   * otherwise find nobody there and retry forever. Default 0.
+   */
+  lingerMs?: number;
   /** Pace steering; omitted fields take DEFAULT_PACE's. */
   pace?: Partial<PacePolicy>;
   log?: (msg: string) => void;
@@ -184,8 +190,11 @@ export async function startAggregator(o: AggregatorOptions): Promise<RunningAggr
       store.finishRun(runId, 'failed');
       throw err;
     } finally {
-      // Give polling nodes a moment to hear that the experiment is over.
+      // Give polling nodes a moment to hear that the experiment is over, and lingering ones up to lingerMs.
       await new Promise((r) => setTimeout(r, 300));
+      const lingerUntil = Date.now() + (o.lingerMs ?? 0);
+      const registered = () => store.nodeRows().filter((n) => n.status === 'active').map((n) => n.nodeId);
+      while (Date.now() < lingerUntil && !sessions.allHeardFinished(registered())) await new Promise((r) => setTimeout(r, 200));
       await server.close();
       closeDb();
     }

@@ -26,6 +26,8 @@ export interface Session {
 export class Sessions {
   private readonly byId = new Map<string, Session>();
   private finished = false;
+  /** Nodes that have been told the experiment is over. */
+  private readonly heardFinished = new Set<string>();
 
   constructor(
     readonly leaseMs: number,
@@ -81,7 +83,10 @@ export class Sessions {
 
   /** Long poll: resolves with a task as soon as one is assigned, or empty after `waitMs`. */
   poll(session: Session, waitMs: number): Promise<PollTaskReply> {
-    if (this.finished) return Promise.resolve({ experiment_finished: true, retry_after_ms: 0 });
+    if (this.finished) {
+      this.heardFinished.add(session.nodeId);
+      return Promise.resolve({ experiment_finished: true, retry_after_ms: 0 });
+    }
     if (session.queued) {
       const task = session.queued;
       session.queued = undefined;
@@ -136,8 +141,15 @@ export class Sessions {
         clearTimeout(s.waiting.timer);
         s.waiting.resolve({ experiment_finished: true, retry_after_ms: 0 });
         s.waiting = undefined;
+        this.heardFinished.add(s.nodeId);
       }
     }
+  }
+
+  /** Whether every one of these nodes has been told the experiment is over. */
+  allHeardFinished(nodeIds: Iterable<string>): boolean {
+    for (const id of nodeIds) if (!this.heardFinished.has(id)) return false;
+    return true;
   }
 
   get isFinished(): boolean {

@@ -30,6 +30,7 @@ interface Options {
   tlsKey?: string;
   tlsClientCa?: string;
   insecure: boolean;
+  linger: number;
 }
 
 function tlsFiles(opts: Options, log: (msg: string) => void): ServerTlsFiles | undefined {
@@ -89,6 +90,16 @@ export function register(program: Command): void {
     .option('--tls-key <file>', 'its private key (PEM), e.g. certs/server.key')
     .option('--tls-client-ca <file>', 'require nodes to present a certificate signed by this CA (mutual TLS)')
     .option('--insecure', 'allow plaintext gRPC on a non-loopback address (not recommended)', false)
+    .option(
+      '--linger <seconds>',
+      'after the last round, stay up this long (at most) until every registered node has heard the run is over',
+      (v: string) => {
+        const n = Number(v);
+        if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError('expected a number of seconds ≥ 0');
+        return n;
+      },
+      0,
+    )
     .addHelpText(
       'after',
       '\nNodes join with: crowdfl node --aggregator HOST:PORT --data DIR --aggregator-key <this key>\n' +
@@ -119,6 +130,7 @@ export function register(program: Command): void {
           tls,
           host: opts.host,
           port: opts.port,
+          lingerMs: opts.linger * 1000,
           log,
           onEvent: progress.handle,
         });

@@ -65,7 +65,8 @@ test('an aggregator killed with SIGKILL at random points of 10 rounds loses no r
   // Both runs use the same node keys (state dirs) and aggregator key, so the same nodes train the same tasks.
   const startRun = async (runId: string) => {
     const port = await freePort();
-    const args = ['aggregator', '--experiment', file, '--run-id', runId, '--runs-dir', dir, '--port', String(port), '--key', join(dir, 'agg-key.json')];
+    // --linger: a node in reconnect backoff when the last aggregator finishes still hears that the run is over.
+    const args = ['aggregator', '--experiment', file, '--run-id', runId, '--runs-dir', dir, '--port', String(port), '--key', join(dir, 'agg-key.json'), '--linger', '40'];
     const nodes = Array.from({ length: NODES }, (_, i) =>
       spawnCli(['node', '--aggregator', `127.0.0.1:${port}`, '--data', join(dir, `data-${i}`), '--state-dir', join(dir, `state-${i}`), '--exit-when-finished']),
     );
