@@ -1,0 +1,131 @@
+// FedBuff: models are published every K updates without waiting for a
+// straggler, whose late update still counts (discounted by its staleness);
+// the run replays bit for bit, and an aggregator killed mid-run resumes from
+// its last published model.
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import test from 'ava';
+import { auditRun } from '../aggregator/audit.js';
+import { openDatabase } from '../aggregator/store/db.js';
+import { RunStore } from '../aggregator/store/run-store.js';
+import { FedOpt } from '../aggregator/strategies/fedopt.js';
+import { replayRun } from '../experiments/replay.js';
+import { simulate } from '../experiments/simulate.js';
+import { federatedData } from '../datasets/index.js';
+import { writeLocalData } from '../datasets/local-dir.js';
+import { freePort, spawnCli } from './support/cli.js';
+import { tempDir, tinyExperiment } from './support/fixtures.js';
+
+const fedbuff = { name: 'fedbuff', buffer_size: 2, concurrency: 4, max_staleness: 40 } as const;
+
+test('a straggler does not hold up publishing, and its late update counts with its staleness', async (t) => {
+  const experiment = tinyExperiment({
+    nodes: 5,
+    rounds: 16,
+    strategy: fedbuff,
+    // One node of five takes 20× as long per task.
+    faults: { slow_fraction: 0.2, slowdown: 20 },
+    selection: { nodes_per_round: 4, min_updates: 2, deadline_seconds: 60 },
+  });
+  const root = tempDir('fedbuff');
+  const summary = await simulate({ experiment, runsDir: root, runId: 'fb', progress: false, log: () => {} });
+  t.is(summary.rounds.length, 16);
+  const { db, close } = openDatabase(join(root, 'fb', 'crowdfl.db'));
+  try {
+    const store = new RunStore(db);
+    const rounds = store.committedRounds('fb');
+    t.deepEqual(rounds.map((r) => r.round), Array.from({ length: 16 }, (_, i) => i + 1));
+    const inputs = rounds.flatMap((r) => store.updatesOfAttempt(r).filter((u) => u.inputReputation !== null));
+    // Every published model folded exactly K updates.
+    t.true(rounds.every((r) => inputs.filter((u) => u.round === r.round).length === 2));
+    // The straggler is the node with the fewest inputs; its updates arrived several versions late and were kept.
+    const perNode = new Map<string, number>();
+    for (const u of inputs) perNode.set(u.nodeId, (perNode.get(u.nodeId) ?? 0) + 1);
+    const tasksPerNode = new Map<string, number>();
+    const raw = new Database(join(root, 'fb', 'crowdfl.db'), { readonly: true });
+    for (const r of raw.prepare('SELECT node_id AS nodeId, count(*) AS n FROM tasks GROUP BY node_id').all() as { nodeId: string; n: number }[]) {
+      tasksPerNode.set(r.nodeId, r.n);
+    }
+    raw.close();
+    const straggler = [...tasksPerNode.keys()].sort((a, b) => (perNode.get(a) ?? 0) - (perNode.get(b) ?? 0))[0]!;
+    const late = inputs.filter((u) => u.nodeId === straggler);
+    t.true(late.length >= 1, 'the straggler contributed');
+    t.true(late.every((u) => u.verdict === 'kept' && u.staleness! >= 2), `straggler staleness ${late.map((u) => u.staleness).join(', ')}`);
+    // Others published while it trained: more models than the straggler finished tasks.
+    t.true(rounds.length > 3 * late.length);
+  } finally {
+    close();
+  }
+  const replay = await replayRun({ runDir: join(root, 'fb') });
+  t.deepEqual([...replay.runProblems, ...replay.rounds.flatMap((r) => r.problems)], []);
+  t.true(replay.rounds.every((r) => r.aggregation === 'identical'));
+});
+
+test('the staleness discount scales an update by 1/√(1+s) before the rule aggregates it', (t) => {
+  const strategy = new FedOpt({ ...fedbuff, staleness: 'sqrt', server_learning_rate: 1 }, { epochs: 1, batch_size: 1, learning_rate: 1 });
+  const update = (nodeId: string, staleness: number, value: number) => ({
+    nodeId,
+    taskId: nodeId,
+    numExamples: 1,
+    reputation: 1,
+    delta: new Float32Array([value]),
+    staleness,
+  });
+  const step = strategy.aggregate(new Float32Array([0]), [update('a', 0, 1), update('b', 3, 1)], {});
+  // Example-weighted mean of 1 and 1/√4 = 0.5.
+  t.is(step.weights[0], Math.fround(0.75));
+  const plain = new FedOpt({ ...fedbuff, staleness: 'none', server_learning_rate: 0.5 }, { epochs: 1, batch_size: 1, learning_rate: 1 });
+  t.is(plain.aggregate(new Float32Array([0]), [update('a', 0, 1), update('b', 3, 1)], {}).weights[0], 0.5);
+});
+
+test('an aggregator killed mid-commit resumes from its last published model and finishes the run', async (t) => {
+  const NODES = 3;
+  const ROUNDS = 6;
+  const experiment = tinyExperiment({
+    nodes: NODES,
+    rounds: ROUNDS,
+    strategy: { ...fedbuff, concurrency: NODES },
+    selection: { nodes_per_round: NODES, min_updates: 2, deadline_seconds: 30 },
+  });
+  const dir = tempDir('fedbuff-crash');
+  const file = join(dir, 'fb.json');
+  writeFileSync(file, JSON.stringify(experiment));
+  const data = await federatedData(experiment.dataset, NODES, experiment.seed);
+  data.partitions.forEach((p, i) => writeLocalData(join(dir, `data-${i}`), p));
+  const port = await freePort();
+  const args = ['aggregator', '--experiment', file, '--run-id', 'k', '--runs-dir', dir, '--port', String(port), '--key', join(dir, 'agg-key.json')];
+  const exited = (p: ReturnType<typeof spawnCli>) =>
+    new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) =>
+      p.exitCode !== null || p.signalCode !== null ? r({ code: p.exitCode, signal: p.signalCode }) : p.once('exit', (code, signal) => r({ code, signal })),
+    );
+  const killed = spawnCli(args, { CROWDFL_CRASH_AT: 'mid-commit:3' });
+  const nodes = Array.from({ length: NODES }, (_, i) =>
+    spawnCli(['node', '--aggregator', `127.0.0.1:${port}`, '--data', join(dir, `data-${i}`), '--state-dir', join(dir, `state-${i}`), '--exit-when-finished']),
+  );
+  try {
+    const first = await exited(killed);
+    t.is(first.signal, 'SIGKILL', killed.output());
+    t.regex(killed.output(), /fault injection: SIGKILL at mid-commit of round 3/);
+    const again = spawnCli(args);
+    const { code } = await exited(again);
+    t.is(code, 0, again.output());
+    t.regex(again.output(), new RegExp(`resuming run k at round 3 of ${ROUNDS}`));
+    const results = await Promise.all(nodes.map(exited));
+    t.true(results.every((r) => r.code === 0), 'nodes carried on through the kill');
+  } finally {
+    for (const n of nodes) if (n.exitCode === null) n.kill('SIGKILL');
+  }
+  const { db, close } = openDatabase(join(dir, 'k', 'crowdfl.db'));
+  try {
+    const store = new RunStore(db);
+    const rounds = store.committedRounds('k');
+    t.deepEqual(rounds.map((r) => r.round), Array.from({ length: ROUNDS }, (_, i) => i + 1));
+    for (let i = 1; i < rounds.length; i++) t.is(rounds[i]!.previousModelSha256, rounds[i - 1]!.modelSha256);
+    t.deepEqual(auditRun(store, 'k').flatMap((a) => a.problems), []);
+  } finally {
+    close();
+  }
+  const replay = await replayRun({ runDir: join(dir, 'k') });
+  t.deepEqual([...replay.runProblems, ...replay.rounds.flatMap((r) => r.problems)], []);
+});
