@@ -123,6 +123,8 @@ export class BufferedEngine implements Engine {
     const { experiment, checkpointsDir, topology, manifest } = this.o;
     if (this.version === 0) writeCheckpoint(checkpointsDir, checkpointDirName(0), topology, manifest, this.served.current.weights);
     await this.waitForFirstNodes();
+    // Timed from the first task, as a synchronous round is from its selection: start-up is not the first model's time.
+    this.bufferStartedAt = Date.now();
     const records: RoundRecord[] = [];
     const leaseCheck = setInterval(() => this.dropDeadNodes(), 1000);
     try {
