@@ -284,6 +284,12 @@ export const experimentSchema = z
     message: 'selection.nodes_per_round cannot exceed nodes',
     path: ['selection', 'nodes_per_round'],
   })
+  // A node trains each published model at most once (its task seed would repeat), so a buffer larger
+  // than the nodes working at once would never fill.
+  .refine((e) => e.strategy.name !== 'fedbuff' || e.strategy.buffer_size <= Math.min(e.nodes, e.strategy.concurrency ?? e.selection.nodes_per_round), {
+    message: 'strategy.buffer_size cannot exceed strategy.concurrency (default selection.nodes_per_round) or nodes',
+    path: ['strategy', 'buffer_size'],
+  })
   .refine((e) => e.dataset.name !== 'synthetic' || e.model !== 'cnn', {
     message: 'the cnn model needs 28x28 images (fashion-mnist or mnist), not synthetic vectors',
     path: ['model'],

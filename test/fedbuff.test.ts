@@ -125,3 +125,8 @@ test('an aggregator killed mid-commit resumes from its last published model and 
   const replay = await replayRun({ runDir: join(dir, 'k') });
   t.deepEqual([...replay.runProblems, ...replay.rounds.flatMap((r) => r.problems)], []);
 });
+
+test('a buffer that could never fill is refused with the field named', (t) => {
+  const error = t.throws(() => tinyExperiment({ nodes: 3, strategy: { name: 'fedbuff', buffer_size: 4 } }));
+  t.regex(error!.message, /strategy\.buffer_size.*cannot exceed strategy\.concurrency/s);
+});
