@@ -130,3 +130,31 @@ test('a buffer that could never fill is refused with the field named', (t) => {
   const error = t.throws(() => tinyExperiment({ nodes: 3, strategy: { name: 'fedbuff', buffer_size: 4 } }));
   t.regex(error!.message, /strategy\.buffer_size.*cannot exceed strategy\.concurrency/s);
 });
+
+test('with a robust rule on the buffer, an update older than max_staleness is rejected with the reason, and the run replays', async (t) => {
+  const ROUNDS = 12;
+  const experiment = tinyExperiment({
+    nodes: 5,
+    rounds: ROUNDS,
+    strategy: { name: 'fedbuff', buffer_size: 4, concurrency: 5, max_staleness: 1 },
+    aggregation: { rule: 'trimmed-mean', beta: 0.25 },
+    faults: { slow_fraction: 0.2, slowdown: 8 },
+    selection: { nodes_per_round: 5, min_updates: 4, deadline_seconds: 60 },
+  });
+  const root = tempDir('fedbuff-stale');
+  await simulate({ experiment, runsDir: root, runId: 'fb', progress: false, log: () => {} });
+  const { db, close } = openDatabase(join(root, 'fb', 'crowdfl.db'));
+  try {
+    const store = new RunStore(db);
+    const rows = store.committedRounds('fb').flatMap((r) => store.updatesOfAttempt(r));
+    t.true(store.committedRounds('fb').every((r) => rows.filter((u) => u.round === r.round && u.inputReputation !== null).length === 4));
+    const stale = rows.filter((u) => /too stale/.test(u.reason));
+    t.true(stale.length >= 1, 'the straggler was too stale at least once');
+    t.true(stale.every((u) => u.verdict === 'rejected' && u.inputReputation === null && /max_staleness is 1/.test(u.reason)));
+    t.true(rows.filter((u) => u.inputReputation !== null).every((u) => u.staleness! <= 1));
+  } finally {
+    close();
+  }
+  const replay = await replayRun({ runDir: join(root, 'fb') });
+  t.deepEqual([...replay.runProblems, ...replay.rounds.flatMap((r) => r.problems)], []);
+});
