@@ -12,7 +12,9 @@ import type { Dataset } from '../datasets/types.js';
 import { publicKeyToString, type Identity } from '../core/keys.js';
 import type { AdmissionPolicy } from './admission.js';
 import { serverCredentials, type ServerTlsFiles } from '../core/tls.js';
-import { RoundEngine, type EngineEvent, type RoundRecord } from './rounds.js';
+import { BufferedEngine } from './buffered-rounds.js';
+import type { Engine } from './engine-common.js';
+import { RoundEngine, type EngineEvent, type EngineOptions, type RoundRecord } from './rounds.js';
 import { startAggregatorServer } from './server.js';
 import { Sessions } from './sessions.js';
 import { openDatabase } from './store/db.js';
@@ -143,7 +145,7 @@ export async function startAggregator(o: AggregatorOptions): Promise<RunningAggr
   const leaseMs = heartbeatIntervalMs * 4;
   const pace = pacePolicy(leaseMs, o.pace);
   const sessions: Sessions = new Sessions(leaseMs, () => pollRetryAfterMs(sessions.idle().length, MAX_POLL_MS, pace, Math.random));
-  const engine = new RoundEngine({
+  const engineOptions: EngineOptions = {
     experiment,
     runId,
     identity: o.identity,
@@ -162,7 +164,8 @@ export async function startAggregator(o: AggregatorOptions): Promise<RunningAggr
     onEvent: o.onEvent,
     firstRoundGraceMs: o.firstRoundGraceMs,
     firstRoundNodes: o.firstRoundNodes,
-  });
+  };
+  const engine: Engine = experiment.strategy.name === 'fedbuff' ? new BufferedEngine(engineOptions) : new RoundEngine(engineOptions);
   const server = await startAggregatorServer({
     engine,
     sessions,

@@ -35,7 +35,8 @@ export function auditRun(store: RunStore, runId: string): RoundAudit[] {
         const m = JSON.parse(u.metrics) as Record<string, number | boolean | null>;
         digest = updateDigest({
           experiment_id: runId,
-          round: u.round,
+          // A FedBuff update was trained for (signed with) the round it was issued in, `staleness` rounds earlier.
+          round: u.round - (u.staleness ?? 0),
           task_id: u.taskId,
           base_model_sha256: u.baseModelSha256,
           update_sha256: u.updateSha256,

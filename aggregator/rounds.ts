@@ -1,63 +1,43 @@
 // The round state machine: select → training → aggregating → committed |
 // abandoned. Every decision (who was asked, who answered, each verdict and
 // why) is recorded, because evaluators replay runs later.
-import { randomUUID } from 'node:crypto';
+import { status } from '@grpc/grpc-js';
 import type { Experiment } from '../core/experiment.js';
-import {
-  firstNonFinite,
-  float32ToBytes,
-  manifestBytes,
-  manifestMismatch,
-  sha256Hex,
-  type TensorEntry,
-} from '../core/tensor-codec.js';
+import { manifestBytes, type TensorEntry } from '../core/tensor-codec.js';
 import { Rng } from '../datasets/random.js';
 import type { Identity } from '../core/keys.js';
-import {
-  digestHex,
-  modelJsonSha256,
-  roundDigest,
-  sign,
-  signatureToString,
-  taskDigest,
-  updateDigest,
-  verify,
-} from '../core/signing.js';
+import { modelJsonSha256 } from '../core/signing.js';
 import type { Task } from '../proto/generated/crowdfl/v1/Task.js';
 import type { TensorSpec } from '../proto/generated/crowdfl/v1/TensorSpec.js';
 import type { UpdateMeta__Output } from '../proto/generated/crowdfl/v1/UpdateMeta.js';
 import type { UpdateSeal__Output } from '../proto/generated/crowdfl/v1/UpdateSeal.js';
 import { crashPoint } from './crash-points.js';
-import { AggregationError, type Verdict } from './robust/verdict.js';
-import { summarizeVerdicts } from './verdict-summary.js';
-import { reputationChanges, selectable } from './reputation.js';
-import { alreadyExists, invalid, notFound, precondition, RpcError } from './rpc-error.js';
+import {
+  acceptSealedUpdate,
+  byNodeThenTask,
+  eligibleSessions,
+  commitAggregation,
+  manifestForWire,
+  refusedRow,
+  ServedModels,
+  shapeProblem,
+  signedTask,
+  updateRow,
+  type AcceptedUpdate,
+  type Engine,
+  type RoundRecord,
+} from './engine-common.js';
+import { AggregationError } from './robust/verdict.js';
+import { alreadyExists, notFound, precondition, RpcError } from './rpc-error.js';
 import type { Session, Sessions } from './sessions.js';
 import { checkpointDirName, writeCheckpoint } from './store/checkpoints.js';
 import type { RunStore } from './store/run-store.js';
 import type { UpdateBlobs } from './store/update-blobs.js';
-import { encodeServerState, type ServerOptimizerState } from './strategies/server-optimizers.js';
+import type { ServerOptimizerState } from './strategies/server-optimizers.js';
 import type { UpdateRow } from './store/schema.js';
-import type { ReceivedUpdate, Strategy, StrategyStep } from './strategies/strategy.js';
-import { status } from '@grpc/grpc-js';
+import type { Strategy, StrategyStep } from './strategies/strategy.js';
 
-export interface RoundRecord {
-  round: number;
-  accuracy: number;
-  loss: number;
-  participants: number;
-  selected: number;
-  rejected: number;
-  examples: number;
-  seconds: number;
-  overhead_seconds: number;
-  model_sha256: string;
-  /** The aggregator's signed audit record of the round (see proto/crowdfl.proto, "crowdfl/round/v1"). */
-  round_digest: string;
-  aggregator_signature: string;
-  /** What the aggregation rule did, e.g. "4 of 20 rejected (krum score)". */
-  verdicts: string;
-}
+export type { RoundRecord } from './engine-common.js';
 
 export type EngineEvent =
   | { type: 'waiting-for-nodes'; connected: number; needed: number }
@@ -117,19 +97,18 @@ interface OpenRound {
   startedAt: number;
   deadline: number;
   tasks: Map<string, OpenTask>;
-  accepted: (ReceivedUpdate & { meta: UpdateMeta__Output; receivedAt: number; digest: string; signature: string; updateSha256: string })[];
+  accepted: AcceptedUpdate[];
   rejected: UpdateRow[];
   wake: () => void;
 }
 
 const CLOSED_ROUNDS_REMEMBERED = 10;
 
-export class RoundEngine {
-  private global: { weights: Float32Array; sha256: string };
+export class RoundEngine implements Engine {
   private previousGlobal: Float32Array | undefined;
   private serverState: ServerOptimizerState | undefined;
   /** Models nodes may still be downloading: the current one and the one before. */
-  private readonly served = new Map<string, Buffer>();
+  private readonly served = new ServedModels(2);
   private open: OpenRound | undefined;
   private readonly closedTasks = new Map<string, number>();
   private readonly expectedBytes: number;
@@ -146,10 +125,13 @@ export class RoundEngine {
     }
     this.modelJson = JSON.stringify(o.topology);
     this.modelJsonSha256 = modelJsonSha256(this.modelJson);
-    this.global = { weights: o.initialWeights, sha256: '' };
     this.previousGlobal = o.previousWeights;
     this.serverState = o.serverState;
-    this.publish(o.initialWeights);
+    this.served.publish(o.initialWeights);
+  }
+
+  private get global(): { weights: Float32Array; sha256: string } {
+    return this.served.current;
   }
 
   get globalSha256(): string {
@@ -157,13 +139,11 @@ export class RoundEngine {
   }
 
   modelBytes(sha256: string): Buffer {
-    const bytes = this.served.get(sha256);
-    if (!bytes) throw notFound(`model ${sha256} is not served (it is neither the current nor the previous global model)`);
-    return bytes;
+    return this.served.bytes(sha256);
   }
 
   manifestForWire(): TensorSpec[] {
-    return this.o.manifest.map((t) => ({ name: t.name, dtype: 'FLOAT32', shape: [...t.shape] }));
+    return manifestForWire(this.o.manifest);
   }
 
   /** When an upload for this task must have finished: the round deadline, plus slack for the transfer. */
@@ -176,16 +156,6 @@ export class RoundEngine {
     this.stopped = true;
     this.open?.wake();
     this.stopWaiting();
-  }
-
-  private publish(weights: Float32Array): string {
-    const bytes = float32ToBytes(weights);
-    const sha256 = sha256Hex(bytes);
-    const previous = this.global.sha256;
-    for (const key of this.served.keys()) if (key !== previous) this.served.delete(key);
-    this.served.set(sha256, bytes);
-    this.global = { weights, sha256 };
-    return sha256;
   }
 
   async run(): Promise<RoundRecord[]> {
@@ -243,13 +213,7 @@ export class RoundEngine {
   }
 
   private eligible(sessions: Session[]): Session[] {
-    const { store, experiment } = this.o;
-    // One query for the registry, not one per session: selection runs with thousands connected.
-    const registry = new Map(store.nodeRows().map((n) => [n.nodeId, n]));
-    return sessions.filter((s) => {
-      const node = registry.get(s.nodeId);
-      return node?.status !== 'banned' && selectable(experiment.reputation, node?.reputation ?? 1);
-    });
+    return eligibleSessions(this.o.store, this.o.experiment, sessions);
   }
 
   private select(round: number, attempt: number): Session[] {
@@ -284,40 +248,9 @@ export class RoundEngine {
     };
     this.open = open;
     for (const session of selected) {
-      const taskTraining = {
-        epochs: training.epochs,
-        batch_size: training.batch_size,
-        learning_rate: training.learning_rate,
-        // One seed per node and round, the same in every attempt: a round retried (or re-run after
-        // a crash) asks each node for the same update it would have computed the first time.
-        seed: Rng.derive(experiment.seed, 'task', round, session.nodeId).uint32(),
-        proximal_mu: training.proximal_mu,
-      };
-      const task: Task = {
-        task_id: randomUUID(),
-        experiment_id: runId,
-        round,
-        model_json: this.modelJson,
-        base_model_sha256: this.global.sha256,
-        training: taskTraining,
-        deadline_unix_ms: deadline,
-        node_id: session.nodeId,
-      };
-      task.signature = Buffer.from(
-        sign(
-          taskDigest({
-            experiment_id: runId,
-            round,
-            task_id: task.task_id!,
-            base_model_sha256: this.global.sha256,
-            model_json_sha256: this.modelJsonSha256,
-            training: taskTraining,
-            deadline_unix_ms: deadline,
-            node_id: session.nodeId,
-          }),
-          this.o.identity,
-        ),
-      );
+      // One seed per node and round, the same in every attempt: a round retried (or re-run after
+      // a crash) asks each node for the same update it would have computed the first time.
+      const task = signedTask(this.taskSigning(), session, round, this.global.sha256, training, deadline);
       open.tasks.set(task.task_id!, { task, sessionId: session.id, nodeId: session.nodeId, state: 'assigned' });
       store.recordTask({ taskId: task.task_id!, runId, round, attempt, nodeId: session.nodeId, issuedAt: startedAt, deadline });
       sessions.assign(session, task);
@@ -354,6 +287,10 @@ export class RoundEngine {
     return open.accepted.length >= experiment.selection.min_updates
       ? this.commit(open, selected.length)
       : this.abandon(open, selected.length);
+  }
+
+  private taskSigning() {
+    return { ...this.o, modelJson: this.modelJson, modelJsonSha256: this.modelJsonSha256 };
   }
 
   private pending(open: OpenRound): number {
@@ -423,14 +360,8 @@ export class RoundEngine {
     if (meta.base_model_sha256 !== this.global.sha256) {
       throw precondition(`stale base model ${meta.base_model_sha256}; round ${open.round} trains ${this.global.sha256}`);
     }
-    const mismatch = manifestMismatch(this.o.manifest, (meta.manifest?.tensors ?? []).map((s) => ({ ...s, dtype: dtypeName(s.dtype) })));
-    if (mismatch) throw this.reject(open, t, meta, invalid(`update does not fit the model: ${mismatch}`));
-    if (meta.manifest?.total_bytes !== this.expectedBytes) {
-      throw this.reject(open, t, meta, invalid(`manifest announces ${meta.manifest?.total_bytes} bytes, the model has ${this.expectedBytes}`));
-    }
-    if (!(meta.num_examples > 0) || !Number.isSafeInteger(meta.num_examples)) {
-      throw this.reject(open, t, meta, invalid(`num_examples must be a positive integer, got ${meta.num_examples}`));
-    }
+    const problem = shapeProblem(this.o.manifest, this.expectedBytes, meta);
+    if (problem) throw this.reject(open, t, meta, problem);
     t.state = 'receiving';
     crashPoint('mid-upload', open.round);
     return this.expectedBytes;
@@ -452,68 +383,10 @@ export class RoundEngine {
     if (!open || !t || t.state !== 'receiving') {
       throw precondition(`round ${meta.round} closed while the update was uploading`);
     }
-    if (!seal || seal.signature.length !== 64) {
-      throw this.reject(
-        open,
-        t,
-        meta,
-        new RpcError(status.UNAUTHENTICATED, "unsigned update: the upload must end with a seal carrying the node's 64-byte Ed25519 signature"),
-        receivedSha,
-      );
-    }
-    if (!/^[0-9a-f]{64}$/.test(seal.update_sha256)) {
-      throw this.reject(open, t, meta, invalid('seal.update_sha256 must be the lowercase hex SHA-256 of the update bytes'), receivedSha);
-    }
-    const digest = updateDigest({
-      experiment_id: meta.experiment_id,
-      round: meta.round,
-      task_id: meta.task_id,
-      base_model_sha256: meta.base_model_sha256,
-      update_sha256: seal.update_sha256,
-      num_examples: meta.num_examples,
-      metrics: {
-        loss: meta.metrics?.loss ?? 0,
-        accuracy: meta.metrics?.accuracy ?? 0,
-        train_seconds: meta.metrics?.train_seconds ?? 0,
-        examples_per_second: meta.metrics?.examples_per_second ?? 0,
-        epochs_completed: meta.metrics?.epochs_completed ?? 0,
-        partial: meta.metrics?.partial ?? false,
-      },
-      node_public_key: session.publicKey,
-    });
-    if (!verify(digest, seal.signature, session.publicKey)) {
-      throw this.reject(
-        open,
-        t,
-        meta,
-        new RpcError(status.UNAUTHENTICATED, `bad signature: the update's signature does not verify under node ${session.nodeId}'s key`),
-        receivedSha,
-      );
-    }
-    const sha = receivedSha;
-    if (seal.update_sha256 !== sha) {
-      throw this.reject(open, t, meta, invalid(`update bytes hash to ${sha}, but the signed update_sha256 is ${seal.update_sha256}`), sha);
-    }
-    const bad = firstNonFinite(delta);
-    if (bad >= 0) {
-      throw this.reject(open, t, meta, invalid(`update value ${bad} is ${delta[bad]}; only finite numbers are accepted`), sha);
-    }
-    // Durable before the round that uses it commits, so a committed round never names bytes that are not there.
-    this.o.updateBlobs?.put(sha, new Uint8Array(delta.buffer, delta.byteOffset, delta.byteLength));
+    const accepted = acceptSealedUpdate(this.o, session, meta, seal, delta, receivedSha);
+    if ('error' in accepted) throw this.reject(open, t, meta, accepted.error, receivedSha);
     t.state = 'accepted';
-    open.accepted.push({
-      nodeId: session.nodeId,
-      taskId: meta.task_id,
-      numExamples: meta.num_examples,
-      reputation: this.o.store.node(session.nodeId)?.reputation ?? 1,
-      // The assembler's buffer belongs to this upload alone, so no copy is needed.
-      delta,
-      meta,
-      receivedAt: Date.now(),
-      digest: digestHex(digest),
-      signature: signatureToString(seal.signature),
-      updateSha256: sha,
-    });
+    open.accepted.push(accepted.update);
     this.o.sessions.release(meta.task_id);
     this.o.onEvent?.({
       type: 'update',
@@ -530,20 +403,7 @@ export class RoundEngine {
   /** Records a refused upload as a rejected verdict of this round and returns the error to send. */
   private reject(open: OpenRound, t: OpenTask, meta: UpdateMeta__Output, error: RpcError, updateSha = ''): RpcError {
     t.state = 'rejected';
-    open.rejected.push({
-      runId: this.o.runId,
-      round: open.round,
-      taskId: t.task.task_id!,
-      nodeId: t.nodeId,
-      numExamples: Number.isSafeInteger(meta.num_examples) ? meta.num_examples : 0,
-      baseModelSha256: meta.base_model_sha256,
-      updateSha256: updateSha,
-      metrics: JSON.stringify(meta.metrics ?? {}),
-      verdict: 'rejected',
-      weight: 0,
-      reason: error.message,
-      receivedAt: Date.now(),
-    });
+    open.rejected.push(refusedRow(this.o.runId, open.round, t.task.task_id!, t.nodeId, meta, error.message, updateSha));
     this.o.sessions.release(t.task.task_id!);
     this.o.onEvent?.({
       type: 'update',
@@ -559,9 +419,9 @@ export class RoundEngine {
   }
 
   private async commit(open: OpenRound, selected: number): Promise<RoundRecord | undefined> {
-    const { strategy, store, runId, checkpointsDir, topology, manifest } = this.o;
-    // Sorted by node so the aggregate does not depend on arrival order.
-    const updates = [...open.accepted].sort((a, b) => (a.nodeId < b.nodeId ? -1 : a.nodeId > b.nodeId ? 1 : 0));
+    const { strategy } = this.o;
+    // Sorted so the aggregate does not depend on arrival order.
+    const updates = [...open.accepted].sort(byNodeThenTask);
     let step: StrategyStep;
     try {
       step = strategy.aggregate(this.global.weights, updates, { previousGlobal: this.previousGlobal, serverState: this.serverState });
@@ -570,89 +430,20 @@ export class RoundEngine {
       if (err instanceof AggregationError) return this.abandon(open, selected, `aggregation refused: ${err.message}`);
       throw err;
     }
-    const { accuracy, loss } = await this.o.evaluate(step.weights);
-    // The optimizer state goes into the checkpoint directory, renamed into place with the model it belongs to.
-    const checkpoint = writeCheckpoint(
-      checkpointsDir,
-      checkpointDirName(open.round),
-      topology,
-      manifest,
-      step.weights,
-      step.serverState ? encodeServerState(step.serverState) : undefined,
-    );
-    crashPoint('mid-commit', open.round);
-    const closedAt = Date.now();
-    const seconds = (closedAt - open.startedAt) / 1000;
-    const longestTraining = Math.max(0, ...updates.map((u) => u.meta.metrics?.train_seconds ?? 0));
-    const kept = step.verdicts.filter((v) => v.verdict !== 'rejected').length;
-    const audit = roundDigest({
-      experiment_id: runId,
+    const { record, banned } = await commitAggregation(this.o, {
       round: open.round,
-      previous_model_sha256: this.global.sha256,
-      model_sha256: checkpoint.sha256,
-      // Fixed order, so anyone rebuilding the record gets the same bytes.
-      accepted: updates
-        .filter((_, i) => step.verdicts[i]!.verdict !== 'rejected')
-        .map((u) => ({ task_id: u.taskId, update_digest_hex: u.digest, signature_b64: u.signature }))
-        .sort((a, b) => (a.task_id < b.task_id ? -1 : a.task_id > b.task_id ? 1 : 0)),
-    });
-    const auditSignature = signatureToString(sign(audit, this.o.identity));
-    const examples = updates.reduce((sum, u) => sum + u.numExamples, 0);
-    const record: RoundRecord = {
-      round: open.round,
-      accuracy,
-      loss,
-      participants: kept,
+      attempt: open.attempt,
       selected,
-      rejected: updates.length - kept + open.rejected.length,
-      examples,
-      seconds,
-      overhead_seconds: Math.max(0, seconds - longestTraining),
-      model_sha256: checkpoint.sha256,
-      round_digest: digestHex(audit),
-      aggregator_signature: auditSignature,
-      verdicts: summarizeVerdicts([...step.verdicts, ...open.rejected.map((r) => ({ verdict: r.verdict, weight: 0, reason: r.reason ?? '' }))]),
-    };
-    const reputations = reputationChanges(
-      this.o.experiment.reputation,
-      (nodeId) => store.node(nodeId) ?? { reputation: 1, verdicts: 0 },
-      [
-        ...updates.map((u, i) => ({ nodeId: u.nodeId, verdict: step.verdicts[i]!.verdict })),
-        ...open.rejected.map((r) => ({ nodeId: r.nodeId, verdict: 'rejected' as const })),
-      ],
-    );
-    store.commitRound({
-      reputations,
-      round: {
-        runId,
-        round: open.round,
-        attempt: open.attempt,
-        status: 'committed',
-        selected,
-        participants: kept,
-        examples,
-        accuracy,
-        loss,
-        modelSha256: checkpoint.sha256,
-        previousModelSha256: this.global.sha256,
-        roundDigest: record.round_digest,
-        aggregatorSignature: auditSignature,
-        startedAt: open.startedAt,
-        closedAt,
-        seconds,
-        overheadSeconds: record.overhead_seconds,
-      },
-      updates: [...updates.map((u, i) => this.updateRow(open.round, u, step.verdicts[i]!, u.reputation)), ...open.rejected],
+      startedAt: open.startedAt,
+      previousModelSha256: this.global.sha256,
+      updates,
+      step,
+      refused: open.rejected,
     });
-    crashPoint('after-commit', open.round);
     this.previousGlobal = this.global.weights;
     this.serverState = step.serverState;
-    this.publish(step.weights);
-    for (const banned of reputations.filter((r) => r.ban)) {
-      // Its next call finds no session, and its next hello is refused with the reason.
-      for (const s of this.o.sessions.all()) if (s.nodeId === banned.nodeId) this.o.sessions.close(s.id);
-      this.o.onEvent?.({ type: 'node-banned', round: open.round, nodeId: banned.nodeId, reason: banned.ban! });
-    }
+    this.served.publish(step.weights);
+    for (const b of banned) this.o.onEvent?.({ type: 'node-banned', round: open.round, nodeId: b.nodeId, reason: b.ban! });
     this.o.onEvent?.({ type: 'round-committed', record });
     return record;
   }
@@ -683,7 +474,7 @@ export class RoundEngine {
       },
       updates: [
         ...open.accepted.map((u) =>
-          this.updateRow(open.round, u, { verdict: 'rejected', weight: 0, reason: `round abandoned: ${reason}` }),
+          updateRow(runId, open.round, u, { verdict: 'rejected', weight: 0, reason: `round abandoned: ${reason}` }),
         ),
         ...open.rejected,
       ],
@@ -691,29 +482,4 @@ export class RoundEngine {
     this.o.onEvent?.({ type: 'round-abandoned', round: open.round, attempt: open.attempt, reason });
     return undefined;
   }
-
-  private updateRow(round: number, u: OpenRound['accepted'][number], v: Verdict, inputReputation: number | null = null): UpdateRow {
-    return {
-      runId: this.o.runId,
-      round,
-      taskId: u.taskId,
-      nodeId: u.nodeId,
-      numExamples: u.numExamples,
-      baseModelSha256: u.meta.base_model_sha256,
-      updateSha256: u.updateSha256,
-      updateDigest: u.digest,
-      signature: u.signature,
-      metrics: JSON.stringify(u.meta.metrics ?? {}),
-      verdict: v.verdict,
-      weight: v.weight,
-      score: v.score ?? null,
-      reason: v.reason,
-      inputReputation,
-      receivedAt: u.receivedAt,
-    };
-  }
-}
-
-export function dtypeName(dtype: string | number | undefined): string {
-  return dtype === 'FLOAT32' ? 'float32' : String(dtype ?? 'unspecified').toLowerCase();
 }

@@ -11,14 +11,14 @@ import type { UpdateSeal__Output } from '../proto/generated/crowdfl/v1/UpdateSea
 import type { Identity } from '../core/keys.js';
 import { nodeIdFromPublicKey, publicKeyToString } from '../core/keys.js';
 import { admit, type AdmissionPolicy } from './admission.js';
-import type { RoundEngine } from './rounds.js';
+import type { Engine } from './engine-common.js';
 import { HelloPacer, type PacePolicy } from './pace.js';
 import { BusyError, invalid, precondition, RpcError } from './rpc-error.js';
 import type { Session, Sessions } from './sessions.js';
 import type { RunStore } from './store/run-store.js';
 
 export interface ServerOptions {
-  engine: RoundEngine;
+  engine: Engine;
   sessions: Sessions;
   store: RunStore;
   experimentId: string;

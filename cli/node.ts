@@ -26,6 +26,7 @@ interface Options {
   quiet: boolean;
   attack?: string;
   vanishProbability?: number;
+  slowdown?: number;
   faultSeed?: number;
   minEpochFraction: number;
 }
@@ -65,6 +66,7 @@ export function register(program: Command): void {
     // Attack experiments only (written by `crowdfl simulate` for Byzantine nodes); hidden from operators.
     .addOption(new Option('--attack <file>', 'run as a Byzantine node of an attack experiment').hideHelp())
     .addOption(new Option('--vanish-probability <p>', 'fault injection: vanish mid-round with this probability per task').argParser(parseFraction).hideHelp())
+    .addOption(new Option('--slowdown <x>', 'fault injection: take this many times as long per task').argParser(Number).hideHelp())
     .addOption(new Option('--fault-seed <n>', 'seed of the fault injection').argParser(Number).default(0).hideHelp())
     .addHelpText(
       'after',
@@ -114,6 +116,7 @@ export function register(program: Command): void {
           signal: controller.signal,
           adversary: attack ? adversary(attack, nodeId, log) : undefined,
           minEpochFraction: opts.minEpochFraction,
+          slowdown: opts.slowdown,
           vanishes: opts.vanishProbability
             ? // Per task, not per round: a retried round is a fresh draw, as a real machine's luck would be.
               ({ taskId }) => Rng.derive(opts.faultSeed ?? 0, 'vanish', nodeId, taskId).uniform() < opts.vanishProbability!

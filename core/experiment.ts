@@ -91,6 +91,32 @@ export const strategySchema = z.discriminatedUnion('name', [
   z.object({ name: z.literal('fedadagrad'), ...adaptiveOptimizer }).strict(),
   z.object({ name: z.literal('fedadam'), ...adaptiveOptimizer }).strict(),
   z.object({ name: z.literal('fedyogi'), ...adaptiveOptimizer }).strict(),
+  z
+    .object({
+      name: z.literal('fedbuff'),
+      buffer_size: z.number().int().positive().max(10000).describe('K: a new model is published every K buffered updates'),
+      concurrency: z
+        .number()
+        .int()
+        .positive()
+        .max(10000)
+        .optional()
+        .describe('C: tasks in flight at once (default selection.nodes_per_round)'),
+      staleness: z
+        .enum(['sqrt', 'none'])
+        .default('sqrt')
+        .describe("how an update trained s versions ago is discounted: 'sqrt' scales it by 1/√(1+s)"),
+      server_learning_rate: serverLearningRate.default(1),
+      max_staleness: z
+        .number()
+        .int()
+        .nonnegative()
+        .max(1000)
+        .default(10)
+        .describe('updates trained on a model more than this many versions old are rejected'),
+    })
+    .strict()
+    .describe('Nguyen et al. 2022: asynchronous buffered aggregation; no round waits for a straggler'),
 ]);
 export type StrategySpec = z.infer<typeof strategySchema>;
 
@@ -222,7 +248,15 @@ export const experimentSchema = z
           .number()
           .min(0)
           .lt(1)
+          .default(0)
           .describe('each task, a node vanishes mid-round with this probability (seeded) and rejoins after the deadline'),
+        slow_fraction: z.number().min(0).max(1).default(0).describe('this share of the nodes (chosen by seed) are stragglers'),
+        slowdown: z
+          .number()
+          .min(1)
+          .max(100)
+          .default(1)
+          .describe('a straggler takes this many times as long per task as it would (it waits out the difference before uploading)'),
       })
       .strict()
       .optional()
@@ -249,6 +283,12 @@ export const experimentSchema = z
   .refine((e) => e.selection.nodes_per_round <= e.nodes, {
     message: 'selection.nodes_per_round cannot exceed nodes',
     path: ['selection', 'nodes_per_round'],
+  })
+  // A node trains each published model at most once (its task seed would repeat), so a buffer larger
+  // than the nodes working at once would never fill.
+  .refine((e) => e.strategy.name !== 'fedbuff' || e.strategy.buffer_size <= Math.min(e.nodes, e.strategy.concurrency ?? e.selection.nodes_per_round), {
+    message: 'strategy.buffer_size cannot exceed strategy.concurrency (default selection.nodes_per_round) or nodes',
+    path: ['strategy', 'buffer_size'],
   })
   .refine((e) => e.dataset.name !== 'synthetic' || e.model !== 'cnn', {
     message: 'the cnn model needs 28x28 images (fashion-mnist or mnist), not synthetic vectors',

@@ -30,10 +30,10 @@ export const attackFileSchema = z
 export type AttackFile = z.infer<typeof attackFileSchema>;
 
 /** Which of `nodes` node indices are Byzantine: round(fraction·nodes) of them, chosen by the seed. */
-export function chooseByzantine(nodes: number, fraction: number, seed: number): number[] {
+export function chooseByzantine(nodes: number, fraction: number, seed: number, purpose = 'byzantine-nodes'): number[] {
   const count = Math.round(fraction * nodes);
   const order = Array.from({ length: nodes }, (_, i) => i);
-  Rng.derive(seed, 'byzantine-nodes').shuffle(order);
+  Rng.derive(seed, purpose).shuffle(order);
   return order.slice(0, count).sort((a, b) => a - b);
 }
 

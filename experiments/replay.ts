@@ -6,6 +6,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { auditRun } from '../aggregator/audit.js';
+import { byNodeThenTask } from '../aggregator/engine-common.js';
 import { checkpointDirName, readCheckpointWeights, SERVER_STATE_FILE } from '../aggregator/store/checkpoints.js';
 import type { RunStore } from '../aggregator/store/run-store.js';
 import type { RunRow } from '../aggregator/store/schema.js';
@@ -57,8 +58,6 @@ export interface ReplayOptions {
   progress?: boolean;
   log?: (msg: string) => void;
 }
-
-const byNode = <T extends { nodeId: string }>(a: T, b: T) => (a.nodeId < b.nodeId ? -1 : a.nodeId > b.nodeId ? 1 : 0);
 
 export async function replayRun(o: ReplayOptions): Promise<ReplayResult> {
   const started = Date.now();
@@ -180,11 +179,11 @@ function replayAggregation(
   if (r.previousModelSha256 !== baseSha) {
     problems.push(`the round says it started from ${r.previousModelSha256.slice(0, 12)}, the previous round committed ${baseSha.slice(0, 12)}`);
   }
-  // The aggregation's inputs, in the order the aggregator used (by node).
+  // The aggregation's inputs, in the order the aggregator used (by node, then task).
   const rows = store
     .updatesOfAttempt(r)
     .filter((u) => u.inputReputation !== null)
-    .sort(byNode);
+    .sort(byNodeThenTask);
   if (!experiment.record.update_tensors) return { inputs: rows.length, outcome: 'not recorded' };
   const inputs: ReceivedUpdate[] = [];
   for (const u of rows) {
@@ -198,7 +197,14 @@ function replayAggregation(
       problems.push(`update ${u.taskId} from ${u.nodeId}: stored bytes hash to ${sha.slice(0, 12)}, the node signed ${u.updateSha256.slice(0, 12)}`);
       continue;
     }
-    inputs.push({ nodeId: u.nodeId, taskId: u.taskId, numExamples: u.numExamples, reputation: u.inputReputation!, delta: bytesToFloat32(bytes) });
+    inputs.push({
+      nodeId: u.nodeId,
+      taskId: u.taskId,
+      numExamples: u.numExamples,
+      reputation: u.inputReputation!,
+      delta: bytesToFloat32(bytes),
+      ...(u.staleness === null ? {} : { staleness: u.staleness }),
+    });
   }
   if (inputs.length !== rows.length) return { inputs: inputs.length, outcome: 'skipped' };
   if (rows.length === 0) {

@@ -108,6 +108,8 @@ export async function simulate(o: SimulateOptions): Promise<RunSummary & { run_d
   });
 
   const byzantine = new Set(experiment.attack ? chooseByzantine(experiment.nodes, experiment.attack.fraction, experiment.seed) : []);
+  const slow = new Set(experiment.faults ? chooseByzantine(experiment.nodes, experiment.faults.slow_fraction, experiment.seed, 'slow-nodes') : []);
+  if (slow.size > 0) log(`faults: ${slow.size} of ${experiment.nodes} nodes are ${experiment.faults!.slowdown}× slower (${[...slow].map(nodeName).join(', ')})`);
   const byzantineIds = new Set<string>();
   if (experiment.attack) {
     const npr = experiment.selection.nodes_per_round;
@@ -153,6 +155,7 @@ export async function simulate(o: SimulateOptions): Promise<RunSummary & { run_d
         ...(experiment.faults
           ? ['--vanish-probability', String(experiment.faults.vanish_probability), '--fault-seed', String(experiment.seed)]
           : []),
+        ...(slow.has(i) ? ['--slowdown', String(experiment.faults!.slowdown)] : []),
       ],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );

@@ -47,6 +47,12 @@ export interface NodeOptions {
    * comes back after the task's deadline, like a machine that went to sleep.
    */
   vanishes?: (task: { round: number; taskId: string }) => boolean;
+  /**
+   * Fault injection for experiments only: a straggler. The node takes this many
+   * times as long per task as its training did, by waiting out the difference
+   * before it uploads (still heartbeating, so the aggregator sees it working).
+   */
+  slowdown?: number;
   /** Decline a task whose deadline leaves time for less than this share of one local epoch (default 0.25). */
   minEpochFraction?: number;
 }
@@ -251,6 +257,14 @@ async function work(
     if (result.examplesTrained === 0) {
       await decline('no time to train a single batch before the deadline');
       return;
+    }
+    if ((o.slowdown ?? 1) > 1) {
+      const until = Date.now() + ((o.slowdown ?? 1) - 1) * result.metrics.seconds * 1000;
+      while (Date.now() < until && wanted && !o.signal?.aborted) await new Promise((r) => setTimeout(r, Math.min(100, until - Date.now())));
+      if (!wanted || o.signal?.aborted) {
+        log(`round ${task.round}: task dropped while the straggler (fault injection) was waiting`);
+        return;
+      }
     }
     let delta: Float32Array = new Float32Array(base.length);
     for (let i = 0; i < delta.length; i++) delta[i] = result.weights[i]! - base[i]!;

@@ -101,6 +101,9 @@ export const updates = sqliteTable(
     // The reputation the aggregation weighed this update with; null when the update never reached
     // the aggregation (refused by the protocol checks, or its attempt was abandoned).
     inputReputation: real('input_reputation'),
+    // FedBuff: how many models were published between the update's base model and the one it was
+    // folded into (its discount depends on it); null for synchronous strategies and non-inputs.
+    staleness: integer('staleness'),
     receivedAt: integer('received_at').notNull(),
     createdAt: integer('created_at').notNull().default(sql`(unixepoch() * 1000)`),
   },

@@ -19,6 +19,8 @@ export class FedOpt implements Strategy {
   readonly name: StrategySpec['name'];
   private readonly optimizer: ServerOptimizerSpec | undefined;
   private readonly proximalMu: number;
+  private readonly staleness: 'sqrt' | 'none';
+  private readonly serverLearningRate: number;
 
   constructor(
     strategy: StrategySpec,
@@ -29,6 +31,8 @@ export class FedOpt implements Strategy {
     this.name = strategy.name;
     this.proximalMu = strategy.name === 'fedprox' ? strategy.mu : 0;
     this.optimizer = serverOptimizer(strategy);
+    this.staleness = strategy.name === 'fedbuff' ? strategy.staleness : 'none';
+    this.serverLearningRate = strategy.name === 'fedbuff' ? strategy.server_learning_rate : 1;
   }
 
   configureTraining(): RoundTraining {
@@ -43,7 +47,7 @@ export class FedOpt implements Strategy {
     const centre = history.previousGlobal?.length === global.length ? difference(global, history.previousGlobal) : undefined;
     const { aggregate: step, verdicts } = aggregate(
       this.aggregation,
-      updates.map((u) => u.delta),
+      updates.map((u) => this.discounted(u)),
       examples,
       centre ? { center: centre } : undefined,
     );
@@ -52,8 +56,25 @@ export class FedOpt implements Strategy {
       return { weights, verdicts, serverState: state };
     }
     const weights = new Float32Array(global.length);
-    for (let j = 0; j < global.length; j++) weights[j] = global[j]! + step[j]!;
+    const eta = this.serverLearningRate;
+    // η = 1 skips the product so FedAvg's models stay bit-identical to what they always were.
+    if (eta === 1) for (let j = 0; j < global.length; j++) weights[j] = global[j]! + step[j]!;
+    else for (let j = 0; j < global.length; j++) weights[j] = global[j]! + eta * step[j]!;
     return { weights, verdicts };
+  }
+
+  /**
+   * FedBuff's staleness discount, applied to the update itself as Nguyen et al. do rather than to its
+   * aggregation weight: robust rules that ignore weights (Krum, median, trimmed mean) still see a stale
+   * update shrunk, and a buffer of equally stale updates moves the model less than a fresh one.
+   */
+  private discounted(u: ReceivedUpdate): Float32Array {
+    const s = u.staleness ?? 0;
+    if (this.staleness === 'none' || s === 0) return u.delta;
+    const w = Math.fround(1 / Math.sqrt(1 + s));
+    const out = new Float32Array(u.delta.length);
+    for (let j = 0; j < out.length; j++) out[j] = u.delta[j]! * w;
+    return out;
   }
 }
 
@@ -62,6 +83,7 @@ function serverOptimizer(s: StrategySpec): ServerOptimizerSpec | undefined {
   switch (s.name) {
     case 'fedavg':
     case 'fedprox':
+    case 'fedbuff':
       return undefined;
     case 'fedavgm':
       return { name: 'fedavgm', server_learning_rate: s.server_learning_rate, momentum: s.momentum };

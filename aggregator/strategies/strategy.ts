@@ -18,6 +18,8 @@ export interface ReceivedUpdate {
   readonly reputation: number;
   /** trained − base weights, flat. */
   readonly delta: Float32Array;
+  /** FedBuff: models published since the update's base model (absent for synchronous rounds). */
+  readonly staleness?: number;
 }
 
 export interface StrategyHistory {
