@@ -90,7 +90,7 @@ test('an aggregator killed mid-commit resumes from its last published model and 
   const data = await federatedData(experiment.dataset, NODES, experiment.seed);
   data.partitions.forEach((p, i) => writeLocalData(join(dir, `data-${i}`), p));
   const port = await freePort();
-  const args = ['aggregator', '--experiment', file, '--run-id', 'k', '--runs-dir', dir, '--port', String(port), '--key', join(dir, 'agg-key.json')];
+  const args = ['aggregator', '--experiment', file, '--run-id', 'k', '--runs-dir', dir, '--port', String(port), '--key', join(dir, 'agg-key.json'), '--linger', '40'];
   const exited = (p: ReturnType<typeof spawnCli>) =>
     new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) =>
       p.exitCode !== null || p.signalCode !== null ? r({ code: p.exitCode, signal: p.signalCode }) : p.once('exit', (code, signal) => r({ code, signal })),
