@@ -54,9 +54,18 @@ export class MicroBatcher<Row, Result> {
     return this.queuedRows;
   }
 
+  /** Throws RequestTooLargeError when `rows` rows could never be queued, so callers can refuse before doing more work. */
+  checkSize(rows: number): void {
+    if (rows > this.options.maxQueue) {
+      throw new RequestTooLargeError(`the request has ${rows} instances; this server queues at most ${this.options.maxQueue} (--max-queue)`);
+    }
+  }
+
   submit(rows: Row[]): Promise<Result[]> {
-    if (rows.length > this.options.maxQueue) {
-      return Promise.reject(new RequestTooLargeError(`the request has ${rows.length} instances; this server queues at most ${this.options.maxQueue} (--max-queue)`));
+    try {
+      this.checkSize(rows.length);
+    } catch (err) {
+      return Promise.reject(err);
     }
     if (this.queuedRows + rows.length > this.options.maxQueue) {
       return Promise.reject(new QueueFullError(`overloaded: ${this.queuedRows} instances already queued (limit ${this.options.maxQueue}); retry later`));

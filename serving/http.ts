@@ -132,6 +132,7 @@ function parsePredictBody(text: string, served: ServedVersion): { rows: Float32A
   // The model has one unnamed input, so columnar "inputs" is the batch itself.
   if (!Array.isArray(batch)) throw new RequestError(400, `"${columnar ? 'inputs' : 'instances'}" must be a list of instances, got ${typeName(batch)}`);
   if (batch.length === 0) throw new RequestError(400, `"${columnar ? 'inputs' : 'instances'}" is empty`);
+  served.batcher.checkSize(batch.length);
   return { rows: batch.map((instance, i) => instanceValues(instance, i, served)), columnar };
 }
 
