@@ -41,6 +41,7 @@ interface ServeCliOptions {
   maxWaitMs: number;
   maxQueue: number;
   maxBodyBytes: number;
+  maxPending: number;
   keepVersions: number;
   follow: boolean;
   followIntervalMs: number;
@@ -60,6 +61,7 @@ export function register(program: Command): void {
     .option('--max-batch <n>', 'most instances per forward pass; 1 turns batching off', positiveInt, 64)
     .option('--max-wait-ms <ms>', 'how long a request waits for others to batch with', nonNegative, 2)
     .option('--max-queue <n>', 'most instances waiting per model version; beyond it requests get 429', positiveInt, 1024)
+    .option('--max-pending <n>', 'most predict requests in progress at once (reading, queued or running); beyond it requests get 429', positiveInt, 1024)
     .option('--max-body-bytes <n>', 'larger request bodies get 413', positiveInt, 16 * 1024 * 1024)
     .option('--keep-versions <n>', 'versions kept per name as newer rounds arrive', positiveInt, 2)
     .option('--follow', "with --run: load each newly committed round while serving (hot swap, no dropped requests)", false)
@@ -78,7 +80,7 @@ export function register(program: Command): void {
         const serving = await startServing({
           sources,
           batching: { maxBatch: opts.maxBatch, maxWaitMs: opts.maxWaitMs, maxQueue: opts.maxQueue },
-          http: { host: opts.host, port: opts.port, maxBodyBytes: opts.maxBodyBytes },
+          http: { host: opts.host, port: opts.port, maxBodyBytes: opts.maxBodyBytes, maxPendingRequests: opts.maxPending },
           keepVersions: opts.keepVersions,
           followIntervalMs: opts.follow ? opts.followIntervalMs : undefined,
           log,

@@ -17,6 +17,12 @@ export interface HttpServingOptions {
   port: number;
   /** Larger request bodies are refused with 413 before they are parsed. */
   maxBodyBytes: number;
+  /**
+   * Predict requests being read, parsed, queued or run at once; more are answered
+   * 429 before their body is read. The batch queue alone cannot bound the wait:
+   * when parsing JSON saturates the process, requests pile up before they reach it.
+   */
+  maxPendingRequests: number;
 }
 
 export interface HttpServing {
@@ -98,18 +104,19 @@ function instanceValues(instance: unknown, index: number, served: ServedVersion)
   }
   const out = new Float32Array(count);
   let offset = 0;
-  const walk = (v: unknown, depth: number, path: string): void => {
+  // The path to an element ("3[27]") is only spelled out for an error message: building it per value costs more than the check.
+  const walk = (v: unknown, depth: number, path: () => string): void => {
     if (depth === shape.length) {
-      if (typeof v !== 'number') throw new RequestError(400, `${where}, value ${path} is ${typeName(v)}; ${served.name} takes float32 numbers`);
+      if (typeof v !== 'number') throw new RequestError(400, `${where}, value ${path()} is ${typeName(v)}; ${served.name} takes float32 numbers`);
       out[offset++] = v;
       return;
     }
     if (!Array.isArray(v) || v.length !== shape[depth]) {
-      throw new RequestError(400, `${where} is ragged: element ${path || '(top)'} is ${Array.isArray(v) ? `a list of ${v.length}` : typeName(v)}, expected a list of ${shape[depth]}`);
+      throw new RequestError(400, `${where} is ragged: element ${path() || '(top)'} is ${Array.isArray(v) ? `a list of ${v.length}` : typeName(v)}, expected a list of ${shape[depth]}`);
     }
-    v.forEach((x, i) => walk(x, depth + 1, path ? `${path}[${i}]` : String(i)));
+    for (let i = 0; i < v.length; i++) walk(v[i], depth + 1, () => (depth === 0 ? String(i) : `${path()}[${i}]`));
   };
-  walk(instance, 0, '');
+  walk(instance, 0, () => '');
   return out;
 }
 
@@ -151,6 +158,7 @@ function versionStatus(v: ServedVersion): object {
 }
 
 export function startHttpServing(registry: ModelRegistry, metrics: ServingMetrics, options: HttpServingOptions): Promise<HttpServing> {
+  let pending = 0;
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const started = performance.now();
     const path = (req.url ?? '/').split('?')[0];
@@ -170,7 +178,11 @@ export function startHttpServing(registry: ModelRegistry, metrics: ServingMetric
       return;
     }
     let status = 500;
+    pending++;
     try {
+      if (pending > options.maxPendingRequests) {
+        throw new QueueFullError(`overloaded: ${pending - 1} predict requests in progress (limit ${options.maxPendingRequests}); retry later`);
+      }
       if (req.method !== 'POST') throw new RequestError(405, 'use POST for :predict');
       const served = resolveVersion(registry, name, version);
       const { rows, columnar } = parsePredictBody(await readBody(req, options.maxBodyBytes), served);
@@ -183,6 +195,7 @@ export function startHttpServing(registry: ModelRegistry, metrics: ServingMetric
       else if (err instanceof RequestTooLargeError) status = 413;
       throw err;
     } finally {
+      pending--;
       if (registry.versions(name)) metrics.recordRequest(name, status, (performance.now() - started) / 1000);
     }
   };

@@ -35,7 +35,7 @@ function serve(overrides: Partial<ServeOptions> = {}): Promise<Serving> {
   return startServing({
     sources: [{ name: 'default', checkpoint: checkpoint(2) }],
     batching: { maxBatch: 64, maxWaitMs: 2, maxQueue: 1024 },
-    http: { host: '127.0.0.1', port: 0, maxBodyBytes: 1 << 20 },
+    http: { host: '127.0.0.1', port: 0, maxBodyBytes: 1 << 20, maxPendingRequests: 1024 },
     keepVersions: 2,
     log: () => undefined,
     ...overrides,
@@ -87,7 +87,7 @@ test.serial('predictions equal core inference of the same checkpoint, in row and
 });
 
 test.serial('each malformed request is refused with a message naming its problem', async (t) => {
-  const serving = await serve({ batching: { maxBatch: 64, maxWaitMs: 2, maxQueue: 8 }, http: { host: '127.0.0.1', port: 0, maxBodyBytes: 16384 } });
+  const serving = await serve({ batching: { maxBatch: 64, maxWaitMs: 2, maxQueue: 8 }, http: { host: '127.0.0.1', port: 0, maxBodyBytes: 16384, maxPendingRequests: 1024 } });
   const cases: [string, unknown, number, RegExp][] = [
     ['/v1/models/default:predict', { instances: [instance(0), instance(1), instance(2), instance(3).slice(0, 58)] }, 400, /^instance 3 has 58 values; model default takes 60 \(shape \[60\]\)$/],
     ['/v1/models/default:predict', { instances: [[...instance(0).slice(1), 'x']] }, 400, /instance 0, value 59 is a string \("x"\); default takes float32 numbers/],
@@ -132,6 +132,22 @@ test.serial('concurrent requests share batches; a full queue answers 429 and eve
     const rows = Number(/crowdfl_serving_batch_size_sum\{model="default"\} (\d+)/.exec(metrics)?.[1]);
     t.is(rows, ok);
     t.true(batches < rows, `${batches} batches for ${rows} instances`);
+  } finally {
+    await serving.close();
+  }
+});
+
+test.serial('more predict requests in progress than --max-pending are refused 429 before their body is read', async (t) => {
+  const serving = await serve({
+    batching: { maxBatch: 64, maxWaitMs: 100, maxQueue: 1024 },
+    http: { host: '127.0.0.1', port: 0, maxBodyBytes: 1 << 20, maxPendingRequests: 3 },
+  });
+  try {
+    const answers = await Promise.all(Array.from({ length: 20 }, (_, i) => post(serving.port, '/v1/models/default:predict', { instances: [instance(i)] })));
+    const refused = answers.filter((a) => a.status === 429);
+    t.is(answers.filter((a) => a.status === 200).length + refused.length, 20);
+    t.true(refused.length >= 10, `${refused.length} refused`);
+    t.regex(String(refused[0].json.error), /^overloaded: 3 predict requests in progress \(limit 3\)/);
   } finally {
     await serving.close();
   }
