@@ -11,6 +11,7 @@ import { register as registerNodes } from './nodes.js';
 import { register as registerReport } from './report.js';
 import { register as registerReplay } from './replay.js';
 import { register as registerRerun } from './rerun.js';
+import { register as registerServe } from './serve.js';
 import { register as registerRuns } from './runs.js';
 import { register as registerSimulate } from './simulate.js';
 import { register as registerValidate } from './validate.js';
@@ -29,7 +30,8 @@ program
       '  crowdfl node --aggregator host:7070 --data ./mydata # contribute local training\n' +
       '  crowdfl runs show runs/<run-id> --updates           # every round and verdict of a run\n' +
       '  crowdfl report runs/<run-a> runs/<run-b>            # markdown report and charts comparing runs\n' +
-      '  crowdfl rerun runs/<run-id>                         # run it again with its seed; compare every round',
+      '  crowdfl rerun runs/<run-id>                         # run it again with its seed; compare every round\n' +
+      '  crowdfl serve --run runs/<run-id> --follow          # answer predictions from the newest global model',
   );
 registerSimulate(program);
 registerAggregator(program);
@@ -43,4 +45,5 @@ registerNodes(program);
 registerKeys(program);
 registerCerts(program);
 registerValidate(program);
+registerServe(program);
 await program.parseAsync(process.argv);

@@ -20,7 +20,7 @@ import * as schema from '../aggregator/store/schema.js';
 import { generateIdentity, nodeIdFromPublicKey } from '../core/keys.js';
 import { SOFTWARE } from '../core/version.js';
 import { AggregatorConnection } from '../trainer/client.js';
-import { establishedConnections, latencySummary, type LatencySummary, type LightNodesMessage, type LightNodesResult, type LightNodesSnapshot, type StopMessage, type WindowCounts } from './light-nodes.js';
+import { establishedConnections, latencySummary, rssMb, type LatencySummary, type LightNodesMessage, type LightNodesResult, type LightNodesSnapshot, type StopMessage, type WindowCounts } from './light-nodes.js';
 
 const CLI = fileURLToPath(new URL('../cli/index.js', import.meta.url));
 const LIGHT_NODES = fileURLToPath(new URL('./light-nodes.js', import.meta.url));
@@ -93,15 +93,6 @@ function machineCpu(): { machineBusy: number; machineTotal: number } {
   const total = fields.reduce((a, b) => a + b, 0);
   const idle = fields[3]! + fields[4]!;
   return { machineBusy: (total - idle) / CLK_TCK, machineTotal: total / CLK_TCK };
-}
-
-function rssMb(pid: number): number | undefined {
-  try {
-    const kb = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
-    return kb ? Number(kb) / 1024 : undefined;
-  } catch {
-    return undefined;
-  }
 }
 
 function freePort(): Promise<number> {

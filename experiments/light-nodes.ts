@@ -140,6 +140,16 @@ export function latencySummary(samples: readonly number[]): LatencySummary {
   return { count: sorted.length, p50: at(0.5), p99: at(0.99), max: sorted[sorted.length - 1]! };
 }
 
+/** Resident memory of process `pid` from /proc, in MiB; undefined once it has exited. */
+export function rssMb(pid: number): number | undefined {
+  try {
+    const kb = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
+    return kb ? Number(kb) / 1024 : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * Open TCP connections accepted on `port` on this machine (ESTABLISHED, local
  * port = `port`), read from the kernel's tables: the check that each light node

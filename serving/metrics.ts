@@ -1,0 +1,90 @@
+// Serving metrics in the Prometheus text exposition format (version 0.0.4),
+// written by hand: four metric families do not justify a client library.
+
+const LATENCY_BUCKETS_SECONDS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+const BATCH_SIZE_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024];
+
+function labelText(labels: Record<string, string>): string {
+  const parts = Object.entries(labels).map(([k, v]) => `${k}="${v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n')}"`);
+  return parts.length ? `{${parts.join(',')}}` : '';
+}
+
+class Histogram {
+  private readonly counts: number[];
+  private sum = 0;
+  private count = 0;
+  constructor(private readonly bounds: readonly number[]) {
+    this.counts = bounds.map(() => 0);
+  }
+  observe(value: number): void {
+    this.sum += value;
+    this.count++;
+    for (let i = 0; i < this.bounds.length; i++) if (value <= this.bounds[i]) this.counts[i]++;
+  }
+  render(name: string, labels: Record<string, string>): string[] {
+    const lines = this.bounds.map((b, i) => `${name}_bucket${labelText({ ...labels, le: String(b) })} ${this.counts[i]}`);
+    lines.push(`${name}_bucket${labelText({ ...labels, le: '+Inf' })} ${this.count}`);
+    lines.push(`${name}_sum${labelText(labels)} ${this.sum}`);
+    lines.push(`${name}_count${labelText(labels)} ${this.count}`);
+    return lines;
+  }
+}
+
+export class ServingMetrics {
+  private readonly requests = new Map<string, { labels: Record<string, string>; count: number }>();
+  private readonly latency = new Map<string, Histogram>();
+  private readonly batchSizes = new Map<string, Histogram>();
+  private readonly versions = new Map<string, number>();
+  private readonly queueDepths = new Map<string, () => number>();
+
+  /** One answered predict request; `code` is the HTTP status sent. */
+  recordRequest(model: string, code: number, seconds: number): void {
+    const labels = { model, code: String(code) };
+    const key = `${model}\n${code}`;
+    const entry = this.requests.get(key) ?? { labels, count: 0 };
+    entry.count++;
+    this.requests.set(key, entry);
+    this.histogram(this.latency, model, LATENCY_BUCKETS_SECONDS).observe(seconds);
+  }
+
+  recordBatch(model: string, rows: number): void {
+    this.histogram(this.batchSizes, model, BATCH_SIZE_BUCKETS).observe(rows);
+  }
+
+  setVersion(model: string, version: number): void {
+    this.versions.set(model, version);
+  }
+
+  watchQueue(model: string, depth: () => number): void {
+    this.queueDepths.set(model, depth);
+  }
+
+  render(): string {
+    const out: string[] = [];
+    out.push('# HELP crowdfl_serving_requests_total Predict requests answered, by model and HTTP status.');
+    out.push('# TYPE crowdfl_serving_requests_total counter');
+    for (const { labels, count } of this.requests.values()) out.push(`crowdfl_serving_requests_total${labelText(labels)} ${count}`);
+    out.push('# HELP crowdfl_serving_request_seconds Time from a predict request arriving to its answer.');
+    out.push('# TYPE crowdfl_serving_request_seconds histogram');
+    for (const [model, h] of this.latency) out.push(...h.render('crowdfl_serving_request_seconds', { model }));
+    out.push('# HELP crowdfl_serving_batch_size Instances per forward pass.');
+    out.push('# TYPE crowdfl_serving_batch_size histogram');
+    for (const [model, h] of this.batchSizes) out.push(...h.render('crowdfl_serving_batch_size', { model }));
+    out.push('# HELP crowdfl_serving_model_version Newest version (training round) served under each name.');
+    out.push('# TYPE crowdfl_serving_model_version gauge');
+    for (const [model, v] of this.versions) out.push(`crowdfl_serving_model_version${labelText({ model })} ${v}`);
+    out.push('# HELP crowdfl_serving_queue_instances Instances waiting for a batch.');
+    out.push('# TYPE crowdfl_serving_queue_instances gauge');
+    for (const [model, depth] of this.queueDepths) out.push(`crowdfl_serving_queue_instances${labelText({ model })} ${depth()}`);
+    return `${out.join('\n')}\n`;
+  }
+
+  private histogram(map: Map<string, Histogram>, model: string, bounds: readonly number[]): Histogram {
+    let h = map.get(model);
+    if (!h) {
+      h = new Histogram(bounds);
+      map.set(model, h);
+    }
+    return h;
+  }
+}

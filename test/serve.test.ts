@@ -1,0 +1,187 @@
+// Inference serving over real HTTP on loopback, from a real simulated run's checkpoints.
+// Serial: the tfjs backend and the run's database are shared by the tests.
+import test from 'ava';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import * as tf from '@tensorflow/tfjs';
+import { checkpointDirName, readCheckpointWeights } from '../aggregator/store/checkpoints.js';
+import { initBackend } from '../core/backend.js';
+import { setFlatWeights, withModel } from '../core/model.js';
+import { modelSpec } from '../core/model-zoo.js';
+import { startServing, type ServeOptions, type Serving } from '../serving/serve.js';
+import { runCli } from './support/cli.js';
+import { tempDir, tinyExperiment } from './support/fixtures.js';
+
+const FEATURES = 60;
+const spec = modelSpec('logreg', { featureShape: [FEATURES], numClasses: 10 });
+let runDir = '';
+
+test.before(async () => {
+  await initBackend('auto', { log: () => undefined });
+  const dir = tempDir('serve');
+  const file = join(dir, 'tiny.json');
+  writeFileSync(file, JSON.stringify({ ...tinyExperiment({ rounds: 2 }), name: 'tiny' }));
+  const sim = await runCli(['simulate', file, '--runs-dir', dir, '--run-id', 'r', '--no-progress']);
+  if (sim.code !== 0) throw new Error(`simulate failed: ${sim.stderr}`);
+  runDir = join(dir, 'r');
+});
+
+function checkpoint(round: number): string {
+  return join(runDir, 'checkpoints', checkpointDirName(round));
+}
+
+function serve(overrides: Partial<ServeOptions> = {}): Promise<Serving> {
+  return startServing({
+    sources: [{ name: 'default', checkpoint: checkpoint(2) }],
+    batching: { maxBatch: 64, maxWaitMs: 2, maxQueue: 1024 },
+    http: { host: '127.0.0.1', port: 0, maxBodyBytes: 1 << 20, maxPendingRequests: 1024 },
+    keepVersions: 2,
+    log: () => undefined,
+    ...overrides,
+  });
+}
+
+function instance(seed: number): number[] {
+  return Array.from({ length: FEATURES }, (_, i) => Math.sin(seed * 7.1 + i));
+}
+
+async function post(port: number, path: string, body: unknown): Promise<{ status: number; json: Record<string, unknown> }> {
+  const res = await fetch(`http://127.0.0.1:${port}${path}`, { method: 'POST', body: typeof body === 'string' ? body : JSON.stringify(body) });
+  return { status: res.status, json: (await res.json()) as Record<string, unknown> };
+}
+
+/** Class probabilities for `rows` computed by core's own model code, not the server's. */
+async function coreProbabilities(weights: Float32Array, rows: number[][]): Promise<number[][]> {
+  return withModel(spec, async (model) => {
+    setFlatWeights(model, weights);
+    const probs = tf.tidy(() => tf.softmax(model.apply(tf.tensor2d(rows), { training: false }) as tf.Tensor2D));
+    const out = (await probs.array()) as number[][];
+    probs.dispose();
+    return out;
+  });
+}
+
+function assertClose(t: { true: (v: boolean, m?: string) => void }, actual: number[][], expected: number[][]): void {
+  t.true(actual.length === expected.length, `${actual.length} rows, expected ${expected.length}`);
+  expected.forEach((row, i) => row.forEach((v, j) => t.true(Math.abs(actual[i][j] - v) < 1e-5, `row ${i} class ${j}: ${actual[i][j]} vs ${v}`)));
+}
+
+test.serial('predictions equal core inference of the same checkpoint, in row and columnar form; status follows TF Serving', async (t) => {
+  const serving = await serve();
+  try {
+    const rows = [instance(1), instance(2), instance(3)];
+    const expected = await coreProbabilities(readCheckpointWeights(checkpoint(2)).weights, rows);
+    const row = await post(serving.port, '/v1/models/default:predict', { instances: rows });
+    t.is(row.status, 200);
+    assertClose(t, row.json.predictions as number[][], expected);
+    const versioned = await post(serving.port, '/v1/models/default/versions/2:predict', { inputs: rows });
+    t.is(versioned.status, 200);
+    assertClose(t, versioned.json.outputs as number[][], expected);
+
+    const status = await fetch(`http://127.0.0.1:${serving.port}/v1/models/default`);
+    t.deepEqual(await status.json(), { model_version_status: [{ version: '2', state: 'AVAILABLE', status: { error_code: 'OK', error_message: '' } }] });
+  } finally {
+    await serving.close();
+  }
+});
+
+test.serial('each malformed request is refused with a message naming its problem', async (t) => {
+  const serving = await serve({ batching: { maxBatch: 64, maxWaitMs: 2, maxQueue: 8 }, http: { host: '127.0.0.1', port: 0, maxBodyBytes: 16384, maxPendingRequests: 1024 } });
+  const cases: [string, unknown, number, RegExp][] = [
+    ['/v1/models/default:predict', { instances: [instance(0), instance(1), instance(2), instance(3).slice(0, 58)] }, 400, /^instance 3 has 58 values; model default takes 60 \(shape \[60\]\)$/],
+    ['/v1/models/default:predict', { instances: [[...instance(0).slice(1), 'x']] }, 400, /instance 0, value 59 is a string \("x"\); default takes float32 numbers/],
+    ['/v1/models/default:predict', { instances: [[[1, 2], [3, 4]]] }, 400, /instance 0 has shape \[2, 2\]; model default takes 60 float32 values \(shape \[60\]\)/],
+    ['/v1/models/default:predict', { instances: [] }, 400, /"instances" is empty/],
+    ['/v1/models/default:predict', { instance: [instance(0)] }, 400, /no "instances" \(row format\) or "inputs"/],
+    ['/v1/models/default:predict', '{"instances": [', 400, /not valid JSON/],
+    ['/v1/models/default:predict', { instances: Array.from({ length: 9 }, () => [1]) }, 413, /9 instances; this server queues at most 8/],
+    ['/v1/models/default:predict', { instances: Array.from({ length: 40 }, (_, i) => instance(i)) }, 413, /exceeds 16384 bytes/],
+    ['/v1/models/other:predict', { instances: [instance(0)] }, 404, /no model named "other"; serving "default"/],
+    ['/v1/models/default/versions/7:predict', { instances: [instance(0)] }, 404, /no version "7"; versions served: 2/],
+  ];
+  try {
+    for (const [path, body, status, message] of cases) {
+      const res = await post(serving.port, path, body);
+      t.is(res.status, status, JSON.stringify(res.json));
+      t.regex(String(res.json.error), message);
+    }
+    const unknown = await fetch(`http://127.0.0.1:${serving.port}/v1/models/other`);
+    t.is(unknown.status, 404);
+  } finally {
+    await serving.close();
+  }
+});
+
+test.serial('concurrent requests share batches; a full queue answers 429 and every request is answered', async (t) => {
+  // A long wait holds the first batch open, so the 4-instance queue fills and the rest are refused.
+  const serving = await serve({ batching: { maxBatch: 64, maxWaitMs: 100, maxQueue: 4 } });
+  try {
+    const answers = await Promise.all(Array.from({ length: 40 }, (_, i) => post(serving.port, '/v1/models/default:predict', { instances: [instance(i)] })));
+    const ok = answers.filter((a) => a.status === 200).length;
+    const refused = answers.filter((a) => a.status === 429);
+    t.is(ok + refused.length, 40, `statuses: ${answers.map((a) => a.status).join(',')}`);
+    t.true(ok >= 4 && refused.length > 0, `${ok} answered, ${refused.length} refused`);
+    t.regex(String(refused[0].json.error), /^overloaded: 4 instances already queued \(limit 4\)/);
+
+    const metrics = await (await fetch(`http://127.0.0.1:${serving.port}/metrics`)).text();
+    t.regex(metrics, /crowdfl_serving_requests_total\{model="default",code="429"\} \d+/);
+    t.regex(metrics, /crowdfl_serving_model_version\{model="default"\} 2/);
+    // Batches larger than 1 ran: fewer batches than answered instances.
+    const batches = Number(/crowdfl_serving_batch_size_count\{model="default"\} (\d+)/.exec(metrics)?.[1]);
+    const rows = Number(/crowdfl_serving_batch_size_sum\{model="default"\} (\d+)/.exec(metrics)?.[1]);
+    t.is(rows, ok);
+    t.true(batches < rows, `${batches} batches for ${rows} instances`);
+  } finally {
+    await serving.close();
+  }
+});
+
+test.serial('more predict requests in progress than --max-pending are refused 429 before their body is read', async (t) => {
+  const serving = await serve({
+    batching: { maxBatch: 64, maxWaitMs: 100, maxQueue: 1024 },
+    http: { host: '127.0.0.1', port: 0, maxBodyBytes: 1 << 20, maxPendingRequests: 3 },
+  });
+  try {
+    const answers = await Promise.all(Array.from({ length: 20 }, (_, i) => post(serving.port, '/v1/models/default:predict', { instances: [instance(i)] })));
+    const refused = answers.filter((a) => a.status === 429);
+    t.is(answers.filter((a) => a.status === 200).length + refused.length, 20);
+    t.true(refused.length >= 10, `${refused.length} refused`);
+    t.regex(String(refused[0].json.error), /^overloaded: 3 predict requests in progress \(limit 3\)/);
+  } finally {
+    await serving.close();
+  }
+});
+
+test.serial('--follow serves a newly committed round without failing requests in flight', async (t) => {
+  // Hide round 2 so the run's newest committed round is 1, then commit it back while requests flow.
+  const db = new Database(join(runDir, 'crowdfl.db'));
+  db.prepare("UPDATE rounds SET status = 'abandoned' WHERE round = 2 AND status = 'committed'").run();
+  const serving = await serve({ sources: [{ name: 'default', run: runDir }], followIntervalMs: 20 });
+  try {
+    t.is(serving.registry.newest('default')?.version, 1);
+    let stop = false;
+    const statuses: number[] = [];
+    const clients = Array.from({ length: 8 }, async (_, c) => {
+      for (let i = 0; !stop; i++) statuses.push((await post(serving.port, '/v1/models/default:predict', { instances: [instance(c * 1000 + i)] })).status);
+    });
+    await new Promise((r) => setTimeout(r, 100));
+    db.prepare("UPDATE rounds SET status = 'committed' WHERE round = 2 AND status = 'abandoned'").run();
+    const deadline = Date.now() + 5000;
+    while (serving.registry.newest('default')?.version !== 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    await new Promise((r) => setTimeout(r, 100));
+    stop = true;
+    await Promise.all(clients);
+    t.is(serving.registry.newest('default')?.version, 2);
+    t.true(statuses.length > 16);
+    t.deepEqual([...new Set(statuses)], [200]);
+    const rows = [instance(5)];
+    const res = await post(serving.port, '/v1/models/default:predict', { instances: rows });
+    assertClose(t, res.json.predictions as number[][], await coreProbabilities(readCheckpointWeights(checkpoint(2)).weights, rows));
+    const old = await post(serving.port, '/v1/models/default/versions/1:predict', { instances: rows });
+    assertClose(t, old.json.predictions as number[][], await coreProbabilities(readCheckpointWeights(checkpoint(1)).weights, rows));
+  } finally {
+    db.close();
+    await serving.close();
+  }
+});
