@@ -10,7 +10,8 @@ import { adversary, poisonData, readAttackFile } from '../experiments/byzantine-
 import { action, UsageError } from './errors.js';
 import { readPinnedKey } from './keys.js';
 import { fingerprint, loadOrCreateIdentity, nodeIdFromPublicKey, publicKeyToString } from '../core/keys.js';
-import { parseAddress, parseChoice, parseFraction } from './options.js';
+import { parseAddress, parseChoice, parseFraction, parsePort } from './options.js';
+import { startServing, type Serving } from '../serving/serve.js';
 
 interface Options {
   aggregator: string;
@@ -29,6 +30,7 @@ interface Options {
   slowdown?: number;
   faultSeed?: number;
   minEpochFraction: number;
+  serve?: number;
 }
 
 /** Aggregator keys pinned on first use, per address, kept across restarts. */
@@ -62,6 +64,7 @@ export function register(program: Command): void {
       parseFraction,
       0.25,
     )
+    .option('--serve <port>', 'also serve the newest global model this node received, on the TF Serving REST API at 127.0.0.1:PORT (model name "global")', parsePort)
     .option('--quiet', 'log only errors', false)
     // Attack experiments only (written by `crowdfl simulate` for Byzantine nodes); hidden from operators.
     .addOption(new Option('--attack <file>', 'run as a Byzantine node of an attack experiment').hideHelp())
@@ -99,6 +102,17 @@ export function register(program: Command): void {
         };
         process.once('SIGINT', stop);
         process.once('SIGTERM', stop);
+        let serving: Serving | undefined;
+        if (opts.serve !== undefined) {
+          serving = await startServing({
+            sources: [],
+            batching: { maxBatch: 64, maxWaitMs: 2, maxQueue: 1024 },
+            http: { host: '127.0.0.1', port: opts.serve, maxBodyBytes: 16 * 1024 * 1024, maxPendingRequests: 1024 },
+            keepVersions: 2,
+            log,
+          });
+          log(`serving the global model on http://127.0.0.1:${serving.port}/v1/models/global once the first task brings it`);
+        }
         const { tasksDone } = await runNode({
           aggregator: opts.aggregator,
           identity,
@@ -116,6 +130,13 @@ export function register(program: Command): void {
           signal: controller.signal,
           adversary: attack ? adversary(attack, nodeId, log) : undefined,
           minEpochFraction: opts.minEpochFraction,
+          onGlobalModel: serving
+            ? ({ round, spec, weights, sha256 }) =>
+                void serving!.registry.loadContents('global', round, { spec, weights, sha256 }).then(
+                  () => log(`serving the global model of round ${round} (${sha256.slice(0, 12)})`),
+                  (err: unknown) => log(`could not serve the global model of round ${round}: ${(err as Error).message}`),
+                )
+            : undefined,
           slowdown: opts.slowdown,
           vanishes: opts.vanishProbability
             ? // Per task, not per round: a retried round is a fresh draw, as a real machine's luck would be.

@@ -146,11 +146,16 @@ export class ModelRegistry {
    * versions finish on them; new requests without a version go to the newest.
    */
   async load(name: string, version: number, dir: string, expectedSha256?: string): Promise<ServedVersion> {
-    if (!/^[A-Za-z0-9_.-]+$/.test(name)) throw new ServingLoadError(`model name ${JSON.stringify(name)} may only use letters, digits, '_', '.' and '-'`);
-    const { spec, weights, sha256 } = readServableCheckpoint(dir);
-    if (expectedSha256 !== undefined && sha256 !== expectedSha256) {
-      throw new ServingLoadError(`${dir}/weights.bin has SHA-256 ${sha256} but the run recorded ${expectedSha256} for it`);
+    const contents = readServableCheckpoint(dir);
+    if (expectedSha256 !== undefined && contents.sha256 !== expectedSha256) {
+      throw new ServingLoadError(`${dir}/weights.bin has SHA-256 ${contents.sha256} but the run recorded ${expectedSha256} for it`);
     }
+    return this.loadContents(name, version, contents);
+  }
+
+  /** The same, from a model already in memory (a node serving the global model it downloaded). */
+  async loadContents(name: string, version: number, { spec, weights, sha256 }: CheckpointContents): Promise<ServedVersion> {
+    if (!/^[A-Za-z0-9_.-]+$/.test(name)) throw new ServingLoadError(`model name ${JSON.stringify(name)} may only use letters, digits, '_', '.' and '-'`);
     const model = await buildModel(spec);
     setFlatWeights(model, weights);
     const served = new ServedVersion(name, version, sha256, spec, model, this.options.batching, this.metrics);

@@ -55,6 +55,11 @@ export interface NodeOptions {
   slowdown?: number;
   /** Decline a task whose deadline leaves time for less than this share of one local epoch (default 0.25). */
   minEpochFraction?: number;
+  /**
+   * Called with each global model this node downloads (the base of a task of round r is the model
+   * round r − 1 committed), e.g. to serve it locally (`crowdfl node --serve`).
+   */
+  onGlobalModel?: (model: { round: number; spec: ModelSpec; weights: Float32Array; sha256: string }) => void;
 }
 
 /** Time the upload needs after training: local work stops this long before the deadline. */
@@ -221,6 +226,7 @@ async function work(
     base = await conn.downloadModel(task.base_model_sha256, manifest);
     modelCache.clear();
     modelCache.set(task.base_model_sha256, base);
+    o.onGlobalModel?.({ round: task.round - 1, spec, weights: base, sha256: task.base_model_sha256 });
   }
   let wanted = true;
   let progress = 0;
