@@ -160,13 +160,9 @@ export function applyServerOptimizer(
       if (!prev.v) v.fill(initialV(tau));
       const mPrev = prev.m ?? m;
       const vPrev = prev.v ?? v;
-      const beta1 = s.beta1!;
-      const bad =
-        s.name === 'fedadagrad'
-          ? fedAdagrad(weights, m, v, global, aggregate, mPrev, vPrev, eta, beta1, tau)
-          : s.name === 'fedadam'
-            ? fedAdam(weights, m, v, global, aggregate, mPrev, vPrev, eta, beta1, s.beta2!, tau)
-            : fedYogi(weights, m, v, global, aggregate, mPrev, vPrev, eta, beta1, s.beta2!, tau);
+      // FedAdagrad ignores β2; 0 keeps the shared loop's unused coefficient finite.
+      const beta2 = s.name === 'fedadagrad' ? 0 : s.beta2!;
+      const bad = adaptive(s.name, weights, m, v, global, aggregate, mPrev, vPrev, eta, s.beta1!, beta2, tau);
       checkFinite(aggregate, bad);
       return { weights, state: { m, v } };
     }
@@ -217,8 +213,8 @@ function checkFinite(a: Float32Array, bad: number): void {
   if (bad >= 0) throw new ServerOptimizerError(`aggregate[${bad}] is ${a[bad]}; the server optimizer needs finite values`);
 }
 
-// The loops: one per optimizer, so each is a single monomorphic pass with its
-// coefficients in locals, reading each input and writing each output once.
+// The loops: a single pass each, coefficients in locals, reading each input and
+// writing each output once.
 // x is written as g + η·step in float64 and rounded once, so η = 1 fedavg is
 // float32 addition of g and Δ, bit for bit.
 
@@ -244,61 +240,13 @@ function fedAvgM(x: Float32Array, m: Float32Array, g: Float32Array, a: Float32Ar
   return -1;
 }
 
-function fedAdagrad(
-  x: Float32Array,
-  m: Float32Array,
-  v: Float32Array,
-  g: Float32Array,
-  a: Float32Array,
-  mPrev: Float32Array,
-  vPrev: Float32Array,
-  eta: number,
-  beta1: number,
-  tau: number,
-): number {
-  const n = x.length;
-  const c1 = 1 - beta1;
-  for (let j = 0; j < n; j++) {
-    const dj = a[j]!;
-    if (dj - dj !== 0) return j;
-    const mj = Math.fround(beta1 * mPrev[j]! + c1 * dj);
-    const vj = Math.fround(vPrev[j]! + dj * dj);
-    m[j] = mj;
-    v[j] = vj;
-    x[j] = g[j]! + (eta * mj) / (Math.sqrt(vj) + tau);
-  }
-  return -1;
-}
-
-function fedAdam(
-  x: Float32Array,
-  m: Float32Array,
-  v: Float32Array,
-  g: Float32Array,
-  a: Float32Array,
-  mPrev: Float32Array,
-  vPrev: Float32Array,
-  eta: number,
-  beta1: number,
-  beta2: number,
-  tau: number,
-): number {
-  const n = x.length;
-  const c1 = 1 - beta1;
-  const c2 = 1 - beta2;
-  for (let j = 0; j < n; j++) {
-    const dj = a[j]!;
-    if (dj - dj !== 0) return j;
-    const mj = Math.fround(beta1 * mPrev[j]! + c1 * dj);
-    const vj = Math.fround(beta2 * vPrev[j]! + c2 * (dj * dj));
-    m[j] = mj;
-    v[j] = vj;
-    x[j] = g[j]! + (eta * mj) / (Math.sqrt(vj) + tau);
-  }
-  return -1;
-}
-
-function fedYogi(
+/**
+ * FedAdagrad, FedAdam and FedYogi share everything but the second moment's
+ * update, so they share this loop; `rule` is fixed for the whole pass, so the
+ * branch on it is perfectly predicted.
+ */
+function adaptive(
+  rule: 'fedadagrad' | 'fedadam' | 'fedyogi',
   x: Float32Array,
   m: Float32Array,
   v: Float32Array,
@@ -320,9 +268,15 @@ function fedYogi(
     const d2 = dj * dj; // exact: a float32 squared fits in float64's 53 bits
     const vp = vPrev[j]!;
     const mj = Math.fround(beta1 * mPrev[j]! + c1 * dj);
-    // v moves toward Δ² by (1−β2)·Δ², and stays when v = Δ². The sign is exact:
-    // a float64 difference is 0 only when its operands are equal.
-    const vj = Math.fround(vp - c2 * d2 * Math.sign(vp - d2));
+    const vj = Math.fround(
+      rule === 'fedadagrad'
+        ? vp + d2
+        : rule === 'fedadam'
+          ? beta2 * vp + c2 * d2
+          : // Yogi: v moves toward Δ² by (1−β2)·Δ², and stays when v = Δ². The sign is
+            // exact: a float64 difference is 0 only when its operands are equal.
+            vp - c2 * d2 * Math.sign(vp - d2),
+    );
     m[j] = mj;
     v[j] = vj;
     x[j] = g[j]! + (eta * mj) / (Math.sqrt(vj) + tau);
