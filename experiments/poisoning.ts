@@ -12,6 +12,7 @@ import { aggregationSchema, describeIssues, loadExperimentFile, type Aggregation
 import { attackSchema, type AttackSpec } from './attacks/spec.js';
 import { newRunId, simulate, type AttackReport } from './simulate.js';
 import { heatmapSvg } from './heatmap.js';
+import { parseMatrixArgs } from './matrix-args.js';
 
 const matrixSchema = z
   .object({
@@ -49,23 +50,6 @@ const CLEAN = 'none';
 function readAttackReport(runDir: string): AttackReport | undefined {
   const path = join(runDir, 'attack.json');
   return existsSync(path) ? (JSON.parse(readFileSync(path, 'utf8')) as AttackReport) : undefined;
-}
-
-function parseArgs(argv: string[]): { file: string; resume?: string; only?: Set<string>; reportOnly: boolean } {
-  let file = 'experiments/poisoning-matrix.json';
-  let resume: string | undefined;
-  let only: Set<string> | undefined;
-  let reportOnly = false;
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    if (a === '--resume') resume = argv[++i];
-    else if (a === '--report-only') reportOnly = true;
-    else if (a === '--only') only = new Set((argv[++i] ?? '').split(','));
-    else if (a.startsWith('--')) throw new Error(`unknown option ${a}; use --resume DIR, --only RULE,RULE or --report-only`);
-    else file = a;
-  }
-  if (reportOnly && !resume) throw new Error('--report-only needs --resume DIR: the matrix whose results to report');
-  return { file, resume, only, reportOnly };
 }
 
 function loadMatrix(path: string): { matrix: Matrix; base: Experiment; attacks: AttackSpec[] } {
@@ -107,7 +91,7 @@ function bestDefence(results: readonly CellResult[], rules: readonly string[], a
 }
 
 async function main(): Promise<void> {
-  const args = parseArgs(process.argv.slice(2));
+  const args = parseMatrixArgs(process.argv.slice(2), 'experiments/poisoning-matrix.json', 'RULE');
   const { matrix, base, attacks } = loadMatrix(args.file);
   const outDir = resolve(args.resume ?? join('runs', newRunId('poisoning')));
   mkdirSync(outDir, { recursive: true });

@@ -12,6 +12,7 @@ import { describeIssues, loadExperimentFile, strategySchema, type Experiment } f
 import { markdownTable } from './markdown.js';
 import { writeCurves, type CurveRun } from './plot.js';
 import { newRunId, simulate } from './simulate.js';
+import { parseMatrixArgs } from './matrix-args.js';
 
 const matrixSchema = z
   .object({
@@ -43,23 +44,6 @@ interface StrategyResult {
   run_dir: string;
 }
 
-function parseArgs(argv: string[]): { file: string; resume?: string; only?: Set<string>; reportOnly: boolean } {
-  let file = 'experiments/strategies-matrix.json';
-  let resume: string | undefined;
-  let only: Set<string> | undefined;
-  let reportOnly = false;
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    if (a === '--resume') resume = argv[++i];
-    else if (a === '--report-only') reportOnly = true;
-    else if (a === '--only') only = new Set((argv[++i] ?? '').split(','));
-    else if (a.startsWith('--')) throw new Error(`unknown option ${a}; use --resume DIR, --only LABEL,LABEL or --report-only`);
-    else file = a;
-  }
-  if (reportOnly && !resume) throw new Error('--report-only needs --resume DIR: the comparison whose results to report');
-  return { file, resume, only, reportOnly };
-}
-
 const pct = (x: number | null) => (x === null ? '—' : `${(100 * x).toFixed(2)}%`);
 
 function baseTable(results: readonly StrategyResult[], labels: readonly string[]): string[] {
@@ -79,7 +63,7 @@ function baseTable(results: readonly StrategyResult[], labels: readonly string[]
 }
 
 async function main(): Promise<void> {
-  const args = parseArgs(process.argv.slice(2));
+  const args = parseMatrixArgs(process.argv.slice(2), 'experiments/strategies-matrix.json', 'LABEL');
   const parsed = matrixSchema.safeParse(JSON.parse(readFileSync(args.file, 'utf8')));
   if (!parsed.success) throw new Error(`${args.file} is not a valid strategy comparison:\n${describeIssues(parsed.error)}`);
   const matrix = parsed.data;
