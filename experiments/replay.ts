@@ -12,7 +12,7 @@ import type { RunStore } from '../aggregator/store/run-store.js';
 import type { RunRow } from '../aggregator/store/schema.js';
 import { UPDATE_BLOBS_DIR, UpdateBlobs } from '../aggregator/store/update-blobs.js';
 import { strategyFor } from '../aggregator/strategies/index.js';
-import type { ReceivedUpdate, StrategyHistory } from '../aggregator/strategies/strategy.js';
+import type { ReceivedUpdate, Strategy, StrategyHistory } from '../aggregator/strategies/strategy.js';
 import { decodeServerState, encodeServerState, type ServerOptimizerState } from '../aggregator/strategies/server-optimizers.js';
 import { initBackend } from '../core/backend.js';
 import { evaluate } from '../core/evaluate.js';
@@ -86,7 +86,13 @@ export async function replayRun(o: ReplayOptions): Promise<ReplayResult> {
     if (roundZero && roundZero.sha256 !== initialSha) runProblems.push(`checkpoint round-0000 is not the initial model the seed gives`);
 
     const audits = new Map(auditRun(store, run.id).map((a) => [a.round, a.problems]));
-    const reported = reportedAccuracies(o.runDir);
+    const reported = reportedAccuracies(o.runDir, runProblems);
+    let strategy: Strategy;
+    try {
+      strategy = strategyFor(experiment);
+    } catch (err) {
+      return finish(run, [...runProblems, `the recorded experiment's strategy cannot run: ${(err as Error).message}`], [], backend, started);
+    }
     const blobs = new UpdateBlobs(join(o.runDir, UPDATE_BLOBS_DIR));
     const committed = store.committedRounds(run.id);
     const progress = o.progress ? new StepProgress('replay', committed.length) : undefined;
@@ -97,7 +103,7 @@ export async function replayRun(o: ReplayOptions): Promise<ReplayResult> {
     let serverState: ServerOptimizerState | undefined;
     for (const r of committed) {
       const problems = [...(audits.get(r.round) ?? [])];
-      const replay = replayAggregation(store, blobs, experiment, r, { previousGlobal, serverState }, global, problems);
+      const replay = replayAggregation(store, blobs, experiment, strategy, r, { previousGlobal, serverState }, global, problems);
       serverState = replay.serverState ?? storedServerState(checkpoints, r.round, global.length);
       const stored = storedServerStateBytes(checkpoints, r.round);
       if (replay.serverState && stored && Buffer.compare(Buffer.from(encodeServerState(replay.serverState)), stored) !== 0) {
@@ -170,6 +176,7 @@ function replayAggregation(
   store: RunStore,
   blobs: UpdateBlobs,
   experiment: Experiment,
+  strategy: Strategy,
   r: ReturnType<RunStore['committedRounds']>[number],
   history: StrategyHistory,
   global: Float32Array,
@@ -213,7 +220,7 @@ function replayAggregation(
   }
   let step;
   try {
-    step = strategyFor(experiment).aggregate(global, inputs, history);
+    step = strategy.aggregate(global, inputs, history);
   } catch (err) {
     problems.push(`the recorded rule refuses the recorded updates: ${(err as Error).message}`);
     return { inputs: inputs.length, outcome: 'differs' };
@@ -273,15 +280,16 @@ function readCheckpoint(dir: string, round: number): { weights: Float32Array; sh
   return readCheckpointWeights(path);
 }
 
-/** What the run's summary.json told its reader, per round (absent for runs not started by simulate). */
-function reportedAccuracies(runDir: string): Map<number, number> {
+/** What the run's summary.json told its reader, per round (absent for runs not started by simulate); a problem when it cannot be read. */
+function reportedAccuracies(runDir: string, problems: string[]): Map<number, number> {
   const file = join(runDir, 'summary.json');
   if (!existsSync(file)) return new Map();
   try {
     const summary = JSON.parse(readFileSync(file, 'utf8')) as { rounds?: { round: number; accuracy: number }[] };
     return new Map((summary.rounds ?? []).map((r) => [r.round, r.accuracy]));
-  } catch {
-    return new Map([[0, Number.NaN]]);
+  } catch (err) {
+    problems.push(`summary.json cannot be read, so its reported accuracies cannot be checked: ${(err as Error).message}`);
+    return new Map();
   }
 }
 
