@@ -25,6 +25,7 @@ import {
   byNodeThenTask,
   commitAggregation,
   eligibleSessions,
+  sleepUnlessWoken,
   manifestForWire,
   refusedRow,
   ServedModels,
@@ -136,14 +137,8 @@ export class BufferedEngine implements Engine {
           if (record) records.push(record);
           continue;
         }
-        await new Promise<void>((resolve) => {
-          // Polled as well as woken: tasks expire and nodes come idle without telling the engine.
-          const t = setTimeout(resolve, 200);
-          this.wake = () => {
-            clearTimeout(t);
-            resolve();
-          };
-        });
+        // Polled as well as woken: tasks expire and nodes come idle without telling the engine.
+        await sleepUnlessWoken(200, (wake) => (this.wake = wake));
       }
     } finally {
       clearInterval(leaseCheck);
@@ -163,13 +158,7 @@ export class BufferedEngine implements Engine {
       const idle = this.eligible(this.o.sessions.idle()).length;
       if (idle >= wanted || (idle > 0 && Date.now() - since >= grace)) return;
       this.o.onEvent?.({ type: 'waiting-for-nodes', connected: idle, needed: wanted });
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, 250);
-        this.wake = () => {
-          clearTimeout(t);
-          resolve();
-        };
-      });
+      await sleepUnlessWoken(250, (wake) => (this.wake = wake));
     }
   }
 

@@ -44,6 +44,20 @@ export interface RoundRecord {
   verdicts: string;
 }
 
+/**
+ * Waits `ms`, or less if woken: `onWake` receives the function that ends the
+ * wait early (an update arrived, the engine is stopping).
+ */
+export function sleepUnlessWoken(ms: number, onWake: (wake: () => void) => void): Promise<void> {
+  return new Promise((resolve) => {
+    const t = setTimeout(resolve, ms);
+    onWake(() => {
+      clearTimeout(t);
+      resolve();
+    });
+  });
+}
+
 /** What the gRPC handlers (server.ts) ask of an engine, whichever way it schedules work. */
 export interface Engine {
   modelBytes(sha256: string): Buffer;

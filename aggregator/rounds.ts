@@ -16,6 +16,7 @@ import {
   acceptSealedUpdate,
   byNodeThenTask,
   eligibleSessions,
+  sleepUnlessWoken,
   commitAggregation,
   manifestForWire,
   refusedRow,
@@ -197,13 +198,7 @@ export class RoundEngine implements Engine {
       if (idle >= selection.min_updates && Date.now() - since >= grace) return;
       if (this.stopped) return;
       this.o.onEvent?.({ type: 'waiting-for-nodes', connected: idle, needed: wanted });
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, 250);
-        this.stopWaiting = () => {
-          clearTimeout(t);
-          resolve();
-        };
-      });
+      await sleepUnlessWoken(250, (wake) => (this.stopWaiting = wake));
     }
   }
 
@@ -263,13 +258,7 @@ export class RoundEngine implements Engine {
     const leaseCheck = setInterval(() => this.dropDeadNodes(), 1000);
     try {
       while (!this.stopped && Date.now() < deadline && this.pending(open) > 0 && open.accepted.length < target) {
-        await new Promise<void>((resolve) => {
-          const t = setTimeout(resolve, Math.max(0, deadline - Date.now()));
-          wake = () => {
-            clearTimeout(t);
-            resolve();
-          };
-        });
+        await sleepUnlessWoken(Math.max(0, deadline - Date.now()), (w) => (wake = w));
       }
     } finally {
       clearInterval(leaseCheck);
