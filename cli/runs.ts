@@ -8,6 +8,7 @@ import { RunStore } from '../aggregator/store/run-store.js';
 import { auditRun } from '../aggregator/audit.js';
 import { action, UsageError } from './errors.js';
 import { summarizeVerdicts } from '../aggregator/verdict-summary.js';
+import { runOfDirectory } from '../experiments/report.js';
 
 export function resolveRun(runsDir: string, run: string): string {
   for (const candidate of [run, join(runsDir, run)]) {
@@ -53,7 +54,7 @@ export function register(program: Command): void {
         const out = process.stdout;
         let mismatches = 0;
         out.write('round  accuracy    loss  nodes  rejected  seconds  overhead  model_sha256  checkpoint  signatures\n');
-        const runId = basenameRunId(store, dir);
+        const runId = runOfDirectory(store, dir).id;
         const audits = new Map(auditRun(store, runId).map((a) => [a.round, a.problems]));
         for (const r of store.committedRounds(runId)) {
           // The committing attempt's updates only: an abandoned attempt's are not this round's rejections.
@@ -88,10 +89,4 @@ export function register(program: Command): void {
         }
       }),
     );
-}
-
-function basenameRunId(store: RunStore, dir: string): string {
-  const id = dir.replace(/\/+$/, '').split('/').at(-1)!;
-  if (!store.getRun(id)) throw new UsageError(`the database in ${dir} holds no run named ${id}`);
-  return id;
 }
