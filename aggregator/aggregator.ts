@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { initBackend } from '../core/backend.js';
 import { evaluate } from '../core/evaluate.js';
 import type { Experiment } from '../core/experiment.js';
-import { initialWeights, weightManifest } from '../core/model.js';
+import { initialWeights, numParams, weightManifest } from '../core/model.js';
 import { modelSpec } from '../core/model-zoo.js';
 import { softwareVersions } from '../core/version.js';
 import type { Dataset } from '../datasets/types.js';
@@ -173,6 +173,7 @@ export async function startAggregator(o: AggregatorOptions): Promise<RunningAggr
     experimentId: runId,
     identity: o.identity,
     admission: o.admission ?? { mode: 'open' },
+    taskDemand: { parameters: numParams(spec), epochs: experiment.training.epochs },
     host: o.host,
     port: o.port,
     credentials: serverCredentials(o.tls),

@@ -64,9 +64,7 @@ export function auditRun(store: RunStore, runId: string): RoundAudit[] {
       round: r.round,
       previous_model_sha256: r.previousModelSha256,
       model_sha256: r.modelSha256,
-      accepted: kept
-        .map((u) => ({ task_id: u.taskId, update_digest_hex: u.updateDigest, signature_b64: u.signature }))
-        .sort((a, b) => (a.task_id < b.task_id ? -1 : a.task_id > b.task_id ? 1 : 0)),
+      accepted: store.creditedUpdates(runId, r.round),
     });
     const signature = signatureFromString(r.aggregatorSignature);
     if (digestHex(audit) !== r.roundDigest) problems.push('the round record does not match its recorded digest');

@@ -226,7 +226,12 @@ export class BufferedEngine implements Engine {
     return this.tasks.has(taskId);
   }
 
-  declineTask(session: Session, taskId: string, reason: string): void {
+  /** Whether the task is still running or its update waits in the buffer (its outcome is not final). */
+  taskPending(taskId: string): boolean {
+    return this.tasks.has(taskId) || this.buffer.some((u) => u.taskId === taskId);
+  }
+
+  declineTask(session: Session, taskId: string, reason: string, kind: string): void {
     const t = this.tasks.get(taskId);
     if (!t) {
       const why = this.ended.get(taskId);
@@ -235,7 +240,7 @@ export class BufferedEngine implements Engine {
     }
     if (t.nodeId !== session.nodeId) throw new RpcError(status.PERMISSION_DENIED, `task ${taskId} was not assigned to this node`);
     if (t.state !== 'assigned') throw alreadyExists(`task ${taskId} was already answered (${t.state})`);
-    this.o.store.recordDecline(taskId, t.nodeId, reason);
+    this.o.store.recordDecline(taskId, t.nodeId, reason, kind);
     this.endTask(taskId, 'task declined');
     this.o.onEvent?.({ type: 'task-declined', round: t.task.round!, nodeId: t.nodeId, reason });
     this.wake();

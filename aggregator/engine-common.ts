@@ -64,7 +64,8 @@ export interface Engine {
   manifestForWire(): TensorSpec[];
   uploadDeadline(taskId: string): number;
   taskStillWanted(taskId: string): boolean;
-  declineTask(session: Session, taskId: string, reason: string): void;
+  taskPending(taskId: string): boolean;
+  declineTask(session: Session, taskId: string, reason: string, kind: string): void;
   beginSubmission(session: Session, meta: UpdateMeta__Output): number;
   abortSubmission(meta: UpdateMeta__Output): void;
   completeSubmission(session: Session, meta: UpdateMeta__Output, seal: UpdateSeal__Output | undefined, delta: Float32Array, receivedSha: string): void;
@@ -81,11 +82,12 @@ export function byNodeThenTask<T extends { nodeId: string; taskId: string }>(a: 
   return a.taskId < b.taskId ? -1 : a.taskId > b.taskId ? 1 : 0;
 }
 
-/** The sessions whose nodes may be given work: not banned, and with a reputation that allows selection. */
+/** The sessions whose nodes may be given work: not banned, within their caps, and with a reputation that allows selection. */
 export function eligibleSessions(store: RunStore, experiment: Experiment, sessions: readonly Session[]): Session[] {
   // One query for the registry, not one per session: selection runs with thousands connected.
   const registry = new Map(store.nodeRows().map((n) => [n.nodeId, n]));
   return sessions.filter((s) => {
+    if (s.unfit) return false;
     const node = registry.get(s.nodeId);
     return node?.status !== 'banned' && selectable(experiment.reputation, node?.reputation ?? 1);
   });

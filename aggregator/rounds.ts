@@ -304,8 +304,13 @@ export class RoundEngine implements Engine {
     return t !== undefined && (t.state === 'assigned' || t.state === 'receiving');
   }
 
+  /** Whether the task's round is still open (its outcome is not final). */
+  taskPending(taskId: string): boolean {
+    return this.open?.tasks.has(taskId) ?? false;
+  }
+
   /** The node will not answer its task: free the slot now rather than at the deadline. */
-  declineTask(session: Session, taskId: string, reason: string): void {
+  declineTask(session: Session, taskId: string, reason: string, kind: string): void {
     const open = this.open;
     const t = open?.tasks.get(taskId);
     if (!open || !t) {
@@ -316,7 +321,7 @@ export class RoundEngine implements Engine {
     if (t.nodeId !== session.nodeId) throw new RpcError(status.PERMISSION_DENIED, `task ${taskId} was not assigned to this node`);
     if (t.state !== 'assigned') throw alreadyExists(`task ${taskId} was already answered (${t.state})`);
     t.state = 'declined';
-    this.o.store.recordDecline(taskId, t.nodeId, reason);
+    this.o.store.recordDecline(taskId, t.nodeId, reason, kind);
     this.o.sessions.release(taskId);
     this.o.onEvent?.({ type: 'task-declined', round: open.round, nodeId: t.nodeId, reason });
     open.wake();

@@ -16,6 +16,8 @@ import { HelloPacer, type PacePolicy } from './pace.js';
 import { BusyError, invalid, precondition, RpcError } from './rpc-error.js';
 import type { Session, Sessions } from './sessions.js';
 import type { RunStore } from './store/run-store.js';
+import { overLimits, type TaskDemand } from './node-limits.js';
+import { taskOutcome } from './task-outcome.js';
 
 export interface ServerOptions {
   engine: Engine;
@@ -24,6 +26,8 @@ export interface ServerOptions {
   experimentId: string;
   identity: Identity;
   admission: AdmissionPolicy;
+  /** What each task asks of a node, checked against the caps nodes declare. */
+  taskDemand: TaskDemand;
   host?: string;
   port?: number;
   credentials?: grpc.ServerCredentials;
@@ -76,6 +80,7 @@ export async function startAggregatorServer(o: ServerOptions): Promise<RunningSe
         if (wait > 0) throw new BusyError(wait, `the aggregator is taking ${o.pace.hellosPerSecond} new nodes per second; say hello again in ${wait} ms`);
         const { nodeId, publicKey } = admit(req, o.admission, o.identity, store, o.experimentId);
         const session = sessions.open(nodeId, publicKey, req.capabilities);
+        session.unfit = overLimits(req.capabilities.limits, o.taskDemand, req.capabilities.num_examples);
         store.touchNode(nodeId, publicKeyToString(publicKey), JSON.stringify(req.capabilities), req.software.slice(0, 200));
         callback(null, {
           protocol_version: PROTOCOL_VERSION,
@@ -215,8 +220,20 @@ export async function startAggregatorServer(o: ServerOptions): Promise<RunningSe
         const reason = call.request.reason.trim();
         if (!reason) throw invalid('a decline must say why (reason is empty)');
         if (reason.length > 500) throw invalid(`reason is ${reason.length} characters; at most 500`);
-        engine.declineTask(session, call.request.task_id, reason);
+        const kind = call.request.kind;
+        engine.declineTask(session, call.request.task_id, reason, kind);
+        // Tasks do not change shape within a run: one over a cap means every later one would be too.
+        if (kind === 'OVER_CAP') session.unfit = `this node declined a task as over its caps (${reason})`;
         callback(null, { retry_after_ms: sessions.retryAfter() });
+      } catch (err) {
+        callback(toServiceError(err, o.log));
+      }
+    },
+
+    GetTaskOutcome(call, callback) {
+      try {
+        const session = sessions.get(call.request.session_id);
+        callback(null, taskOutcome(store, o.experimentId, session.nodeId, call.request.task_id, (id) => engine.taskPending(id)));
       } catch (err) {
         callback(toServiceError(err, o.log));
       }

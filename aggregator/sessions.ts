@@ -21,6 +21,12 @@ export interface Session {
   queued?: Task;
   /** The task the node is working on, until it submits or its round closes. */
   busyWith?: string;
+  /**
+   * Why this session is never offered a task: the experiment's tasks exceed a
+   * cap its node declared, or it declined one as over a cap. A node whose
+   * operator changes its caps says hello again, which starts a fresh session.
+   */
+  unfit?: string;
 }
 
 export class Sessions {
@@ -101,7 +107,7 @@ export class Sessions {
       const timer = setTimeout(() => {
         session.waiting = undefined;
         session.lastSeen = Date.now();
-        resolve({ retry_after_ms: this.retryAfterMs() });
+        resolve({ retry_after_ms: this.retryAfterMs(), idle_reason: session.unfit ?? '' });
       }, waitMs);
       session.waiting = { resolve, timer };
     });

@@ -7,12 +7,13 @@ import { ImpostorError } from '../trainer/client.js';
 import { AggregatorRefusal } from '../trainer/node.js';
 import { NotARunError } from '../experiments/report.js';
 import { RerunError } from '../experiments/rerun.js';
+import { NodeConfigError } from '../trainer/node-config.js';
 
 /** A mistake the user can fix: printed as a message, not a stack trace. */
 export class UsageError extends Error {}
 
 export function isUserError(err: unknown): err is Error {
-  return [UsageError, TlsError, ExperimentError, DatasetError, KeyFileError, InvitationError, ImpostorError, AggregatorRefusal, NotARunError, RerunError].some(
+  return [UsageError, TlsError, ExperimentError, DatasetError, KeyFileError, InvitationError, ImpostorError, AggregatorRefusal, NotARunError, RerunError, NodeConfigError].some(
     (kind) => err instanceof kind,
   );
 }

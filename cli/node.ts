@@ -1,8 +1,8 @@
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { Option, type Command } from 'commander';
-import { backendPreferenceSchema, type BackendPreference } from '../core/experiment.js';
+import { backendPreferenceSchema } from '../core/experiment.js';
 import { readLocalData } from '../datasets/local-dir.js';
 import { runNode } from '../trainer/node.js';
 import { Rng } from '../datasets/random.js';
@@ -12,25 +12,97 @@ import { readPinnedKey } from './keys.js';
 import { fingerprint, loadOrCreateIdentity, nodeIdFromPublicKey, publicKeyToString } from '../core/keys.js';
 import { parseAddress, parseChoice, parseFraction, parsePort } from './options.js';
 import { startServing, type Serving } from '../serving/serve.js';
+import { Availability } from '../trainer/availability.js';
+import { contributionTotals, Ledger, LEDGER_FILE } from '../trainer/ledger.js';
+import { mergeConfig, parseNodeConfig, readConfigFile, type NodeConfig } from '../trainer/node-config.js';
+import { formatStatus } from './contribution.js';
 
-interface Options {
-  aggregator: string;
-  data: string;
-  backend: BackendPreference;
-  stateDir: string;
+/** The flags commander parses; they are mapped onto the node config's shape (trainer/node-config.ts). */
+interface Flags {
+  config?: string;
+  aggregator?: string;
+  data?: string;
+  backend?: string;
+  stateDir?: string;
   aggregatorKey?: string;
   invitation?: string;
   tlsCa?: string;
   tlsCert?: string;
   tlsKey?: string;
-  exitWhenFinished: boolean;
-  quiet: boolean;
+  exitWhenFinished?: boolean;
+  quiet?: boolean;
+  minEpochFraction?: number;
+  serve?: number;
+  maxCores?: number;
+  maxMemoryMb?: number;
+  maxParameters?: number;
+  maxModelMb?: number;
+  maxExamplesPerTask?: number;
+  maxTaskSeconds?: number;
+  hours?: string;
+  days?: string;
+  idleCpuPercent?: number;
   attack?: string;
   vanishProbability?: number;
   slowdown?: number;
   faultSeed?: number;
-  minEpochFraction: number;
-  serve?: number;
+}
+
+const list = (v: string | undefined) => (v === undefined ? undefined : v.split(',').map((x) => x.trim()).filter(Boolean));
+
+/** The flags as a partial node config: what they set wins over the file. */
+function flagsAsConfig(f: Flags): Record<string, unknown> {
+  return {
+    aggregator: f.aggregator,
+    data: f.data,
+    backend: f.backend,
+    state_dir: f.stateDir,
+    aggregator_key: f.aggregatorKey,
+    invitation: f.invitation,
+    tls: f.tlsCa || f.tlsCert || f.tlsKey ? { ca: f.tlsCa, cert: f.tlsCert, key: f.tlsKey } : undefined,
+    min_epoch_fraction: f.minEpochFraction,
+    serve: f.serve,
+    exit_when_finished: f.exitWhenFinished,
+    quiet: f.quiet,
+    caps: {
+      cores: f.maxCores,
+      memory_mb: f.maxMemoryMb,
+      max_parameters: f.maxParameters,
+      max_model_mb: f.maxModelMb,
+      max_examples_per_task: f.maxExamplesPerTask,
+      max_task_seconds: f.maxTaskSeconds,
+    },
+    schedule: {
+      hours: list(f.hours),
+      days: list(f.days),
+      idle: f.idleCpuPercent !== undefined ? { max_other_cpu_percent: f.idleCpuPercent } : undefined,
+    },
+  };
+}
+
+/** The configuration a `crowdfl node` invocation runs with: --config's file under the flags, validated as one. */
+export function nodeConfigOf(flags: Flags): NodeConfig {
+  const file = flags.config ? readConfigFile(flags.config) : {};
+  const source = flags.config ? `the node configuration (${flags.config} and the flags)` : 'the node configuration from the flags';
+  return parseNodeConfig(mergeConfig(file, flagsAsConfig(flags)), source);
+}
+
+const DEFAULT_STATE_DIR = join(homedir(), '.crowdfl', 'node');
+const PAUSE_FILE = 'paused';
+const PID_FILE = 'node.pid';
+
+/** The pid of the node running on `stateDir`, if one is. */
+function runningPid(stateDir: string): number | undefined {
+  const file = join(stateDir, PID_FILE);
+  if (!existsSync(file)) return undefined;
+  const pid = Number(readFileSync(file, 'utf8').trim());
+  if (!Number.isInteger(pid) || pid <= 0) return undefined;
+  try {
+    process.kill(pid, 0);
+    return pid;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Aggregator keys pinned on first use, per address, kept across restarts. */
@@ -43,29 +115,43 @@ function readPins(stateDir: string): Record<string, string> {
   return existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as Record<string, string>) : {};
 }
 
+const positiveNumber = (v: string) => Number(v);
+
 export function register(program: Command): void {
-  program
+  const node = program
     .command('node')
-    .description('contribute local training: join an aggregator and train on the data in --data')
-    .requiredOption('--aggregator <host:port>', 'the aggregator to join', parseAddress)
-    .requiredOption('--data <dir>', 'local training data (format: datasets/README.md; make one with `crowdfl data import-csv`)')
-    .option('--backend <name>', 'auto|tensorflow|tensorflow-gpu|wasm|cpu', parseChoice(backendPreferenceSchema), 'auto')
-    .option('--state-dir <dir>', "where the node keeps its key (key.json, mode 0600) and the aggregator keys it pinned", join(homedir(), '.crowdfl', 'node'))
+    .description('contribute local training (crowdfl node --aggregator HOST:PORT --data DIR); status, pause and resume a node');
+  const run = node
+    .command('run', { isDefault: true })
+    .description('join an aggregator and train on the data in --data (the default: `crowdfl node --aggregator ...`)')
+    .option('--config <file>', 'a node configuration file (JSON; README, "Node operators"); flags override it')
+    .option('--aggregator <host:port>', 'the aggregator to join', parseAddress)
+    .option('--data <dir>', 'local training data (format: datasets/README.md; make one with `crowdfl data import-csv`)')
+    .option('--backend <name>', 'auto|tensorflow|tensorflow-gpu|wasm|cpu (default auto)', parseChoice(backendPreferenceSchema))
+    .option('--state-dir <dir>', `where the node keeps its key (key.json, mode 0600), pinned aggregator keys and its ledger (default ${DEFAULT_STATE_DIR})`)
     .option('--aggregator-key <key>', "the aggregator's public key to trust: base64, or a file holding it (default: pin the first key seen)")
     .option('--invitation <token>', 'an invitation from the aggregator (crowdfl-invite:...); also pins its key')
     .option('--tls-ca <file>', "the deployment CA (PEM) to check a TLS aggregator's certificate against")
     .option('--tls-cert <file>', "this node's client certificate, for an aggregator that requires mutual TLS")
     .option('--tls-key <file>', 'the private key of --tls-cert')
-    .option('--exit-when-finished', 'exit when the aggregator finishes its experiment, instead of waiting for the next', false)
+    .option('--exit-when-finished', 'exit when the aggregator finishes its experiment, instead of waiting for the next')
     .option(
       '--min-epoch-fraction <share>',
-      'decline a task (freeing its slot at once) when its deadline leaves time for less than this share of one local epoch; ' +
-        'with more time a slow node sends a partial update',
+      'decline a task (freeing its slot at once) when its deadline leaves time for less than this share of one local epoch ' +
+        '(default 0.25); with more time a slow node sends a partial update',
       parseFraction,
-      0.25,
     )
     .option('--serve <port>', 'also serve the newest global model this node received, on the TF Serving REST API at 127.0.0.1:PORT (model name "global")', parsePort)
-    .option('--quiet', 'log only errors', false)
+    .option('--max-cores <n>', 'cap: threads the node keeps busy (tfjs-node thread pools; wasm uses one)', positiveNumber)
+    .option('--max-memory-mb <mb>', 'cap: resident memory of the node; tasks that would pass it are declined', positiveNumber)
+    .option('--max-parameters <n>', 'cap: model parameters', positiveNumber)
+    .option('--max-model-mb <mb>', 'cap: model weight size in MiB', positiveNumber)
+    .option('--max-examples-per-task <n>', 'cap: epochs × local examples a task may ask for', positiveNumber)
+    .option('--max-task-seconds <s>', 'cap: wall time of local training per task', positiveNumber)
+    .option('--hours <windows>', 'train only in these local-time windows, e.g. "22:00-07:00" or "09:00-12:00,14:00-17:00"')
+    .option('--days <days>', 'the days --hours applies to, e.g. "mon,tue,wed,thu,fri" (default every day)')
+    .option('--idle-cpu-percent <p>', 'take work only while other processes use at most this % of the CPU', positiveNumber)
+    .option('--quiet', 'log only errors')
     // Attack experiments only (written by `crowdfl simulate` for Byzantine nodes); hidden from operators.
     .addOption(new Option('--attack <file>', 'run as a Byzantine node of an attack experiment').hideHelp())
     .addOption(new Option('--vanish-probability <p>', 'fault injection: vanish mid-round with this probability per task').argParser(parseFraction).hideHelp())
@@ -76,75 +162,152 @@ export function register(program: Command): void {
       '\nThe node never runs code it is sent: a task carries a declarative tfjs layers model (JSON), built\n' +
         'only from an allowlist of layer classes, and is trained only if the pinned aggregator signed it.\n' +
         'Its identity is an Ed25519 key created on first run in --state-dir; `crowdfl keys show --key DIR/key.json`\n' +
-        'prints it. It reconnects by itself if the aggregator goes away.',
+        'prints it. It reconnects by itself if the aggregator goes away. `crowdfl node pause` (or SIGUSR1)\n' +
+        'pauses it, `crowdfl node resume` (or SIGUSR2) resumes it, `crowdfl node status` shows what it contributed.',
     )
-    .action(
-      action(async (opts: Options) => {
-        if (!existsSync(opts.data)) {
-          throw new UsageError(`--data ${opts.data} does not exist; point it at a directory in the crowdfl-data format (see datasets/README.md)`);
-        }
-        const attack = opts.attack ? readAttackFile(opts.attack) : undefined;
-        const data = attack ? poisonData(attack.attack, readLocalData(opts.data)) : readLocalData(opts.data);
-        if ((opts.tlsCert || opts.tlsKey) && !opts.tlsCa) throw new UsageError('--tls-cert/--tls-key need --tls-ca too');
-        mkdirSync(opts.stateDir, { recursive: true, mode: 0o700 });
-        const { identity, created } = loadOrCreateIdentity(join(opts.stateDir, 'key.json'), { create: true });
-        const nodeId = nodeIdFromPublicKey(identity.publicKey);
-        const log = opts.quiet ? () => {} : (msg: string) => process.stderr.write(`[${nodeId}] ${msg}\n`);
-        if (created) log(`created this node's key in ${join(opts.stateDir, 'key.json')} (fingerprint ${fingerprint(identity.publicKey)})`);
-        const pins = readPins(opts.stateDir);
-        const explicit = opts.aggregatorKey ?? opts.invitation;
-        const aggregatorKey = explicit ? readPinnedKey(explicit) : pins[opts.aggregator] ? readPinnedKey(pins[opts.aggregator]!) : undefined;
-        log(`${data.numExamples} local examples of shape [${data.featureShape.join(',')}], ${data.numClasses} classes`);
-        const controller = new AbortController();
-        const stop = () => {
-          log('stopping');
-          controller.abort();
-        };
-        process.once('SIGINT', stop);
-        process.once('SIGTERM', stop);
-        let serving: Serving | undefined;
-        if (opts.serve !== undefined) {
-          serving = await startServing({
-            sources: [],
-            batching: { maxBatch: 64, maxWaitMs: 2, maxQueue: 1024 },
-            http: { host: '127.0.0.1', port: opts.serve, maxBodyBytes: 16 * 1024 * 1024, maxPendingRequests: 1024 },
-            keepVersions: 2,
-            log,
-          });
-          log(`serving the global model on http://127.0.0.1:${serving.port}/v1/models/global once the first task brings it`);
-        }
-        const { tasksDone } = await runNode({
-          aggregator: opts.aggregator,
-          identity,
-          aggregatorKey,
-          invitation: opts.invitation,
-          tls: opts.tlsCa ? { ca: opts.tlsCa, cert: opts.tlsCert, key: opts.tlsKey } : undefined,
-          onPinned: (key) =>
-            writeFileSync(pinFile(opts.stateDir), JSON.stringify({ ...readPins(opts.stateDir), [opts.aggregator]: publicKeyToString(key) }, null, 2), {
-              mode: 0o600,
-            }),
-          data,
-          backend: opts.backend,
-          exitWhenFinished: opts.exitWhenFinished,
-          log,
-          signal: controller.signal,
-          adversary: attack ? adversary(attack, nodeId, log) : undefined,
-          minEpochFraction: opts.minEpochFraction,
-          onGlobalModel: serving
-            ? ({ round, spec, weights, sha256 }) =>
-                void serving!.registry.loadContents('global', round, { spec, weights, sha256 }).then(
-                  () => log(`serving the global model of round ${round} (${sha256.slice(0, 12)})`),
-                  (err: unknown) => log(`could not serve the global model of round ${round}: ${(err as Error).message}`),
-                )
-            : undefined,
-          slowdown: opts.slowdown,
-          vanishes: opts.vanishProbability
-            ? // Per task, not per round: a retried round is a fresh draw, as a real machine's luck would be.
-              ({ taskId }) => Rng.derive(opts.faultSeed ?? 0, 'vanish', nodeId, taskId).uniform() < opts.vanishProbability!
-            : undefined,
-        });
-        log(`done: ${tasksDone} tasks`);
-        process.exit(0);
+    .action(action((flags: Flags) => runNodeCommand(flags)));
+  // `crowdfl node --help` is what operators type: show the options of the default command too.
+  node.addHelpText('after', () => `\n${run.helpInformation()}`);
+
+  node
+    .command('status')
+    .description("what this node contributed: rounds, updates credited by the aggregator's signed records, rejections and why, compute time")
+    .option('--state-dir <dir>', 'the node\'s state directory', DEFAULT_STATE_DIR)
+    .option('--json', 'print the totals as JSON')
+    .action(action((opts: { stateDir: string; json?: boolean }) => printStatus(opts.stateDir, opts.json ?? false)));
+
+  for (const [name, pause] of [['pause', true], ['resume', false]] as const) {
+    node
+      .command(name)
+      .description(
+        pause
+          ? 'pause the node: it declines the task it is on, takes no work, keeps its identity (also across restarts)'
+          : 'resume a paused node',
+      )
+      .option('--state-dir <dir>', 'the node\'s state directory', DEFAULT_STATE_DIR)
+      .action(
+        action((opts: { stateDir: string }) => {
+          if (!existsSync(join(opts.stateDir, 'key.json'))) throw new UsageError(`no node in ${opts.stateDir} (no key.json); pass the node's --state-dir`);
+          setPaused(opts.stateDir, pause);
+          const pid = runningPid(opts.stateDir);
+          if (pid !== undefined) process.kill(pid, pause ? 'SIGUSR1' : 'SIGUSR2');
+          process.stdout.write(
+            `${pause ? 'paused' : 'resumed'} the node in ${opts.stateDir}${pid !== undefined ? ` (running as pid ${pid})` : ' (not running now; this holds when it starts)'}\n`,
+          );
+        }),
+      );
+  }
+}
+
+function setPaused(stateDir: string, paused: boolean): void {
+  const file = join(stateDir, PAUSE_FILE);
+  if (paused) writeFileSync(file, `paused at ${new Date().toISOString()}\n`);
+  else rmSync(file, { force: true });
+}
+
+async function runNodeCommand(flags: Flags): Promise<void> {
+  const config = nodeConfigOf(flags);
+  if (!existsSync(config.data)) {
+    throw new UsageError(`--data ${config.data} does not exist; point it at a directory in the crowdfl-data format (see datasets/README.md)`);
+  }
+  if (config.caps.cores !== undefined) {
+    // tfjs-node reads its thread pools' sizes from these when it loads (after this point).
+    process.env.TF_NUM_INTRAOP_THREADS ??= String(config.caps.cores);
+    process.env.TF_NUM_INTEROP_THREADS ??= '1';
+  }
+  const attack = flags.attack ? readAttackFile(flags.attack) : undefined;
+  const data = attack ? poisonData(attack.attack, readLocalData(config.data)) : readLocalData(config.data);
+  const stateDir = config.state_dir;
+  mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+  const { identity, created } = loadOrCreateIdentity(join(stateDir, 'key.json'), { create: true });
+  const nodeId = nodeIdFromPublicKey(identity.publicKey);
+  const log = config.quiet ? () => {} : (msg: string) => process.stderr.write(`[${nodeId}] ${msg}\n`);
+  if (created) log(`created this node's key in ${join(stateDir, 'key.json')} (fingerprint ${fingerprint(identity.publicKey)})`);
+  const pins = readPins(stateDir);
+  const explicit = config.aggregator_key ?? config.invitation;
+  const aggregatorKey = explicit ? readPinnedKey(explicit) : pins[config.aggregator] ? readPinnedKey(pins[config.aggregator]!) : undefined;
+  log(`${data.numExamples} local examples of shape [${data.featureShape.join(',')}], ${data.numClasses} classes`);
+  const controller = new AbortController();
+  const stop = () => {
+    log('stopping');
+    controller.abort();
+  };
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  const availability = new Availability({ schedule: config.schedule, pauseFile: join(stateDir, PAUSE_FILE) });
+  // The pause state lives in a file, so a paused node stays paused across restarts and `crowdfl node pause` works without a signal.
+  process.on('SIGUSR1', () => {
+    setPaused(stateDir, true);
+    availability.refresh();
+  });
+  process.on('SIGUSR2', () => {
+    setPaused(stateDir, false);
+    availability.refresh();
+  });
+  writeFileSync(join(stateDir, PID_FILE), `${process.pid}\n`);
+  let serving: Serving | undefined;
+  if (config.serve !== undefined) {
+    serving = await startServing({
+      sources: [],
+      batching: { maxBatch: 64, maxWaitMs: 2, maxQueue: 1024 },
+      http: { host: '127.0.0.1', port: config.serve, maxBodyBytes: 16 * 1024 * 1024, maxPendingRequests: 1024 },
+      keepVersions: 2,
+      log,
+    });
+    log(`serving the global model on http://127.0.0.1:${serving.port}/v1/models/global once the first task brings it`);
+  }
+  const { tasksDone } = await runNode({
+    aggregator: config.aggregator,
+    identity,
+    aggregatorKey,
+    invitation: config.invitation,
+    tls: config.tls,
+    onPinned: (key) =>
+      writeFileSync(pinFile(stateDir), JSON.stringify({ ...readPins(stateDir), [config.aggregator]: publicKeyToString(key) }, null, 2), {
+        mode: 0o600,
       }),
-    );
+    data,
+    backend: config.backend,
+    exitWhenFinished: config.exit_when_finished,
+    log,
+    signal: controller.signal,
+    adversary: attack ? adversary(attack, nodeId, log) : undefined,
+    minEpochFraction: config.min_epoch_fraction,
+    caps: config.caps,
+    availability,
+    ledger: new Ledger(join(stateDir, LEDGER_FILE)),
+    onGlobalModel: serving
+      ? ({ round, spec, weights, sha256 }) =>
+          void serving!.registry.loadContents('global', round, { spec, weights, sha256 }).then(
+            () => log(`serving the global model of round ${round} (${sha256.slice(0, 12)})`),
+            (err: unknown) => log(`could not serve the global model of round ${round}: ${(err as Error).message}`),
+          )
+      : undefined,
+    slowdown: flags.slowdown,
+    vanishes: flags.vanishProbability
+      ? // Per task, not per round: a retried round is a fresh draw, as a real machine's luck would be.
+        ({ taskId }) => Rng.derive(flags.faultSeed ?? 0, 'vanish', nodeId, taskId).uniform() < flags.vanishProbability!
+      : undefined,
+  });
+  availability.close();
+  rmSync(join(stateDir, PID_FILE), { force: true });
+  log(`done: ${tasksDone} tasks`);
+  process.exit(0);
+}
+
+function printStatus(stateDir: string, json: boolean): void {
+  const keyFile = join(stateDir, 'key.json');
+  if (!existsSync(keyFile)) throw new UsageError(`no node in ${stateDir} (no key.json); pass the node's --state-dir`);
+  const { identity } = loadOrCreateIdentity(keyFile);
+  const nodeId = nodeIdFromPublicKey(identity.publicKey);
+  const { entries, problems } = new Ledger(join(stateDir, LEDGER_FILE)).read();
+  const t = contributionTotals(entries);
+  const pid = runningPid(stateDir);
+  const paused = existsSync(join(stateDir, PAUSE_FILE));
+  if (json) {
+    const plain = Object.fromEntries(Object.entries(t).map(([k, v]) => [k, v instanceof Map ? Object.fromEntries(v) : v]));
+    process.stdout.write(`${JSON.stringify({ node_id: nodeId, running: pid !== undefined, paused, ...plain, ledger_problems: problems }, null, 2)}\n`);
+    return;
+  }
+  process.stdout.write(formatStatus(nodeId, t, { running: pid !== undefined, paused, problems }));
 }

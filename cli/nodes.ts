@@ -4,6 +4,9 @@ import { openDatabase } from '../aggregator/store/db.js';
 import { RunStore } from '../aggregator/store/run-store.js';
 import { fingerprint, nodeIdFromPublicKey, publicKeyFromString } from '../core/keys.js';
 import { action, UsageError } from './errors.js';
+import { nodeContribution } from '../aggregator/contribution.js';
+import { formatTotals } from '../core/contribution.js';
+import { runOfDirectory } from '../experiments/report.js';
 import { resolveRun } from './runs.js';
 
 function withStore<T>(runsDir: string, run: string, fn: (store: RunStore) => T): T {
@@ -32,6 +35,23 @@ export function register(program: Command): void {
                 `${new Date(n.lastSeen).toISOString()}${n.statusReason ? `  (${n.statusReason})` : ''}\n`,
             );
           }
+        }),
+      ),
+    );
+  nodes
+    .command('show')
+    .description("one node's contribution to a run, as the aggregator recorded it (the same totals `crowdfl node status` shows on the node)")
+    .argument('<run>', 'run directory or its name under --runs-dir')
+    .argument('<node>', 'the node id (n-...)')
+    .option('--runs-dir <dir>', 'where runs are', 'runs')
+    .action(
+      action((run: string, nodeId: string, opts: { runsDir: string }) =>
+        withStore(opts.runsDir, run, (store) => {
+          const row = store.node(nodeId);
+          if (!row) throw new UsageError(`no node ${nodeId} in this run; \`crowdfl nodes list ${run}\` lists them`);
+          const runId = runOfDirectory(store, resolveRun(opts.runsDir, run)).id;
+          process.stdout.write(`node ${nodeId} in run ${runId}: ${row.status}${row.statusReason ? ` (${row.statusReason})` : ''}, reputation ${row.reputation.toFixed(3)}\n`);
+          process.stdout.write(formatTotals(nodeContribution(store, runId, nodeId)));
         }),
       ),
     );

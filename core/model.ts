@@ -60,6 +60,8 @@ interface Analysis {
   manifest: WeightSpec[];
   roles: ('kernel' | 'bias')[];
   numParams: number;
+  /** Values every layer outputs for one example, summed: what a batch's activations cost per example. */
+  activationsPerExample: number;
   /** True when the last layer already applies softmax, so outputs are probabilities, not logits. */
   probabilities: boolean;
 }
@@ -156,6 +158,7 @@ function analyse(spec: ModelSpec): Analysis {
   }
 
   const layers: LayerInfo[] = [];
+  let activations = 0;
   const names = new Set<string>();
   let shape: number[] | undefined;
   let modelInput: number[] = [];
@@ -277,6 +280,7 @@ function analyse(spec: ModelSpec): Analysis {
       throw new ModelSpecError(`${where}: output shape ${describeShape(shape as number[])} is empty; the input ${describeShape(input)} is too small`);
     }
     layers.push({ className, name, activation, weights });
+    activations += product(shape as number[]);
   });
 
   const outputShape = shape as number[];
@@ -299,6 +303,7 @@ function analyse(spec: ModelSpec): Analysis {
     manifest,
     roles,
     numParams: manifest.reduce((sum, w) => sum + product(w.shape), 0),
+    activationsPerExample: activations + product(modelInput),
     probabilities: last.activation === 'softmax',
   };
 }
@@ -325,6 +330,11 @@ export function weightManifest(spec: ModelSpec): WeightSpec[] {
 
 export function numParams(spec: ModelSpec): number {
   return analysis(spec).numParams;
+}
+
+/** Values the layers output for one example, input included (sizes a batch's activations). */
+export function activationsPerExample(spec: ModelSpec): number {
+  return analysis(spec).activationsPerExample;
 }
 
 /** Per-example input shape (without the batch axis). */

@@ -13,7 +13,9 @@ import {
 } from '../core/tensor-codec.js';
 import type { Identity } from '../core/keys.js';
 import { fingerprint } from '../core/keys.js';
-import { helloDigest, sign, updateDigest, type UpdateSigningInput } from '../core/signing.js';
+import { digestHex, helloDigest, sign, updateDigest, type UpdateSigningInput } from '../core/signing.js';
+import type { DeclineKind__Output as DeclineKind } from '../proto/generated/crowdfl/v1/DeclineKind.js';
+import type { TaskOutcomeReply__Output } from '../proto/generated/crowdfl/v1/TaskOutcomeReply.js';
 import type { AggregatorClient } from '../proto/generated/crowdfl/v1/Aggregator.js';
 import type { HelloReply__Output } from '../proto/generated/crowdfl/v1/HelloReply.js';
 import type { ModelChunk__Output } from '../proto/generated/crowdfl/v1/ModelChunk.js';
@@ -34,6 +36,8 @@ export interface UpdateSubmission {
   metrics: UpdateSigningInput['metrics'];
   manifest: readonly TensorEntry[];
   delta: Float32Array;
+  /** Told the hex digest the node signs, once the bytes are hashed (the contribution ledger keeps it). */
+  onSigned?: (updateDigestHex: string) => void;
 }
 
 export class AggregatorConnection {
@@ -128,10 +132,19 @@ export class AggregatorConnection {
   }
 
   /** Tells the aggregator this node will not answer the task; returns when to poll again. */
-  declineTask(taskId: string, reason: string): Promise<number> {
+  declineTask(taskId: string, reason: string, kind: DeclineKind = 'DECLINE_UNSPECIFIED'): Promise<number> {
     return new Promise((resolve, reject) =>
-      this.client.DeclineTask({ session_id: this.sessionId, task_id: taskId, reason }, this.deadline(10_000), (err, reply) =>
+      this.client.DeclineTask({ session_id: this.sessionId, task_id: taskId, reason, kind }, this.deadline(10_000), (err, reply) =>
         err ? reject(err) : resolve(reply!.retry_after_ms),
+      ),
+    );
+  }
+
+  /** What became of one of this node's tasks, with the signed record of the round its update went into. */
+  taskOutcome(taskId: string): Promise<TaskOutcomeReply__Output> {
+    return new Promise((resolve, reject) =>
+      this.client.GetTaskOutcome({ session_id: this.sessionId, task_id: taskId }, this.deadline(10_000), (err, reply) =>
+        err ? reject(err) : resolve(reply!),
       ),
     );
   }
@@ -222,8 +235,7 @@ export class AggregatorConnection {
         }
         const updateSha256 = hash.digest('hex');
         // The node signs the digest of what it claims, never the megabytes.
-        const signature = sign(
-          updateDigest({
+        const digest = updateDigest({
             experiment_id: u.experimentId,
             round: u.round,
             task_id: u.taskId,
@@ -231,10 +243,10 @@ export class AggregatorConnection {
             update_sha256: updateSha256,
             num_examples: u.numExamples,
             metrics: u.metrics,
-            node_public_key: identity.publicKey,
-          }),
-          identity,
-        );
+          node_public_key: identity.publicKey,
+        });
+        u.onSigned?.(digestHex(digest));
+        const signature = sign(digest, identity);
         await write({ seal: { update_sha256: updateSha256, signature: Buffer.from(signature) } });
         call.end();
       })().catch((err: unknown) => reject(err));

@@ -6,7 +6,7 @@ import { cpus, totalmem } from 'node:os';
 import * as grpc from '@grpc/grpc-js';
 import { ensureBackendFor, initBackend } from '../core/backend.js';
 import type { BackendPreference } from '../core/experiment.js';
-import { weightManifest } from '../core/model.js';
+import { activationsPerExample, numParams, weightManifest } from '../core/model.js';
 import { parseModelJson } from '../core/model-zoo.js';
 import type { ModelSpec } from '../core/model-zoo.js';
 import type { Dataset } from '../datasets/types.js';
@@ -17,6 +17,11 @@ import { taskProblem, tooSlowForDeadline } from './task-check.js';
 import { channelCredentials, type ClientTlsFiles } from '../core/tls.js';
 import { trainLocally } from './local-training.js';
 import { SOFTWARE } from '../core/version.js';
+import type { DeclineKind__Output as DeclineKind } from '../proto/generated/crowdfl/v1/DeclineKind.js';
+import type { Availability, Blocked } from './availability.js';
+import { outcomeEntry, type Ledger } from './ledger.js';
+import type { Caps } from './node-config.js';
+import { limitsForHello, overCap, overMemoryCap } from './operator-caps.js';
 
 /**
  * Attack experiments only: replaces the node's honest update just before it is
@@ -60,6 +65,12 @@ export interface NodeOptions {
    * round r − 1 committed), e.g. to serve it locally (`crowdfl node --serve`).
    */
   onGlobalModel?: (model: { round: number; spec: ModelSpec; weights: Float32Array; sha256: string }) => void;
+  /** The operator's caps; a task over one is declined (and the aggregator told which it can check, at hello). */
+  caps?: Caps;
+  /** Pause, hours and idle rules: the node polls only while they allow, and stops a task when they no longer do. */
+  availability?: Availability;
+  /** The contribution ledger: every task's fate, and the aggregator's signed word on each update. */
+  ledger?: Ledger;
 }
 
 /** Time the upload needs after training: local work stops this long before the deadline. */
@@ -69,6 +80,13 @@ const UPLOAD_MARGIN_MS = 3000;
 class Vanished extends Error {
   constructor(readonly until: number) {
     super('vanished (fault injection)');
+  }
+}
+
+/** Thrown inside the loop when the operator's rules stop the node from working for now. */
+class Unavailable extends Error {
+  constructor(readonly blocked: Blocked) {
+    super(blocked.reason);
   }
 }
 
@@ -103,13 +121,15 @@ const sleep = (ms: number, signal?: AbortSignal) =>
 export async function runNode(o: NodeOptions): Promise<{ tasksDone: number }> {
   const log = o.log ?? (() => {});
   const backendName = await initBackend(o.backend, { log });
+  const caps = o.caps ?? {};
   const capabilities = {
     backends: [backendName],
-    cores: cpus().length,
+    cores: Math.min(cpus().length, caps.cores ?? Infinity),
     memory_bytes: totalmem(),
     num_examples: o.data.numExamples,
     feature_shape: [...o.data.featureShape],
     num_classes: o.data.numClasses,
+    limits: limitsForHello(caps),
   };
   const nodeId = nodeIdFromPublicKey(o.identity.publicKey);
   let pinned = o.aggregatorKey;
@@ -117,7 +137,15 @@ export async function runNode(o: NodeOptions): Promise<{ tasksDone: number }> {
   const modelCache = new Map<string, Float32Array>();
   const speed: NodeSpeed = {};
   let tasksDone = 0;
+  let lastIdleReason = '';
   while (!o.signal?.aborted) {
+    const blocked = o.availability?.blocked();
+    if (blocked) {
+      log(`not taking work: ${blocked.reason}`);
+      await o.availability!.whenAvailable(o.signal);
+      if (!o.signal?.aborted) log('taking work again');
+      continue;
+    }
     const conn = new AggregatorConnection(o.aggregator, channelCredentials(o.tls));
     try {
       const hello = await conn.hello(o.identity, nodeId, capabilities, SOFTWARE, pinned, o.invitation);
@@ -128,16 +156,24 @@ export async function runNode(o: NodeOptions): Promise<{ tasksDone: number }> {
       }
       log(`joined experiment ${hello.experiment_id} at ${o.aggregator} as ${nodeId} (aggregator ${fingerprint(pinned)})`);
       backoff.reset();
+      const settle = () => (o.ledger ? settleOutcomes(conn, o.ledger, hello.experiment_id, pinned!, log) : Promise.resolve());
+      await settle();
       for (;;) {
         if (o.signal?.aborted) return { tasksDone };
+        const unavailable = o.availability?.blocked();
+        if (unavailable) throw new Unavailable(unavailable);
         const reply = await conn.pollTask(20_000, o.signal);
         if (reply.experiment_finished) {
           log('the aggregator finished its experiment');
+          await settle();
           if (o.exitWhenFinished) return { tasksDone };
           await sleep(5000, o.signal);
           continue;
         }
         if (!reply.task) {
+          if (reply.idle_reason !== lastIdleReason && reply.idle_reason) log(`the aggregator gives this node no work: ${reply.idle_reason}`);
+          lastIdleReason = reply.idle_reason;
+          await settle();
           await sleep(reply.retry_after_ms, o.signal);
           continue;
         }
@@ -145,6 +181,11 @@ export async function runNode(o: NodeOptions): Promise<{ tasksDone: number }> {
         tasksDone++;
       }
     } catch (err) {
+      if (err instanceof Unavailable) {
+        // The session lapses while the node rests; it says hello again when it may work.
+        conn.close();
+        continue;
+      }
       if (err instanceof Vanished) {
         conn.close();
         await sleep(Math.max(0, err.until - Date.now()), o.signal);
@@ -181,29 +222,56 @@ async function work(
   log: (msg: string) => void,
 ): Promise<void> {
   const started = Date.now();
+  const caps = o.caps ?? {};
+  const entry = { at: started, aggregator: fingerprint(o.aggregatorKey), experiment: task.experiment_id, round: task.round, task: task.task_id };
   // Telling the aggregator frees this node's slot now instead of at the deadline.
-  const decline = async (reason: string) => {
+  const decline = async (reason: string, kind: DeclineKind) => {
     log(`round ${task.round}: declined task ${task.task_id}: ${reason}`);
+    o.ledger?.append({ ...entry, event: 'declined', at: Date.now(), kind, reason });
     try {
-      await conn.declineTask(task.task_id, reason);
+      await conn.declineTask(task.task_id, reason, kind);
     } catch (err) {
       log(`round ${task.round}: the aggregator did not take the decline: ${(err as Error).message}`);
     }
   };
   const problem = taskProblem(task, o.nodeId, o.aggregatorKey);
   if (problem) {
-    await decline(`refused the task: ${problem}`);
+    await decline(`refused the task: ${problem}`, 'REFUSED');
     return;
   }
   let spec: ModelSpec;
   try {
     spec = parseModelJson(task.model_json);
   } catch (err) {
-    await decline(`refused the model: ${(err as Error).message}`);
+    await decline(`refused the model: ${(err as Error).message}`, 'REFUSED');
     return;
   }
-  // Leave time for the upload: stop local work a little before the deadline.
-  const trainUntil = Number(task.deadline_unix_ms) - UPLOAD_MARGIN_MS;
+  const blocked = o.availability?.blocked();
+  if (blocked) {
+    await decline(blocked.reason, blocked.kind);
+    return;
+  }
+  const training = task.training!;
+  const over = overCap(
+    caps,
+    {
+      parameters: numParams(spec),
+      epochs: training.epochs,
+      batchSize: training.batch_size,
+      localExamples: o.data.numExamples,
+      activationsPerExample: activationsPerExample(spec),
+    },
+    { rssBytes: process.memoryUsage().rss, examplesPerSecond: speed.examplesPerSecond },
+  );
+  if (over) {
+    await decline(over, 'OVER_CAP');
+    return;
+  }
+  // Leave time for the upload: stop local work a little before the deadline, and never past the operator's time cap.
+  const trainUntil = Math.min(
+    Number(task.deadline_unix_ms) - UPLOAD_MARGIN_MS,
+    caps.max_task_seconds !== undefined ? started + caps.max_task_seconds * 1000 : Infinity,
+  );
   const tooSlow = tooSlowForDeadline({
     trainUntil,
     now: Date.now(),
@@ -212,7 +280,7 @@ async function work(
     minEpochFraction: o.minEpochFraction ?? 0.25,
   });
   if (tooSlow) {
-    await decline(tooSlow);
+    await decline(tooSlow, 'TOO_SLOW');
     return;
   }
   const manifest = weightManifest(spec);
@@ -230,6 +298,16 @@ async function work(
   }
   let wanted = true;
   let progress = 0;
+  // Why the operator's rules stopped training (paused, hours over, memory cap), if they did.
+  let stoppedBy: Blocked | undefined;
+  const operatorStop = (): boolean => {
+    if (stoppedBy) return true;
+    stoppedBy = o.availability?.blocked();
+    if (!stoppedBy && overMemoryCap(caps, process.memoryUsage().rss)) {
+      stoppedBy = { kind: 'OVER_CAP', reason: `over the memory cap: the node passed ${caps.memory_mb} MiB while training` };
+    }
+    return stoppedBy !== undefined;
+  };
   const heartbeat = setInterval(() => {
     conn.heartbeat(task.task_id, progress).then(
       (stillWanted) => (wanted = stillWanted),
@@ -237,7 +315,6 @@ async function work(
     );
   }, heartbeatMs);
   try {
-    const training = task.training!;
     const result = await trainLocally({
       spec,
       baseWeights: base,
@@ -248,20 +325,25 @@ async function work(
       seed: training.seed,
       proximalMu: training.proximal_mu,
       deadline: trainUntil,
-      shouldStop: () => !wanted || (o.signal?.aborted ?? false),
+      shouldStop: () => !wanted || (o.signal?.aborted ?? false) || operatorStop(),
       onProgress: (p) => (progress = p.examplesSeen / Math.max(1, o.data.numExamples * training.epochs)),
     });
     if (result.examplesTrained > 0) speed.examplesPerSecond = result.metrics.examples_per_second;
     if (!wanted) {
       log(`round ${task.round} closed before training finished; task dropped`);
+      o.ledger?.append({ ...entry, event: 'dropped', at: Date.now(), reason: 'the round closed before training finished' });
       return;
     }
     if (o.signal?.aborted) {
-      await decline('the node is shutting down');
+      await decline('the node is shutting down', 'SHUTTING_DOWN');
+      return;
+    }
+    if (stoppedBy) {
+      await decline(stoppedBy.reason, stoppedBy.kind);
       return;
     }
     if (result.examplesTrained === 0) {
-      await decline('no time to train a single batch before the deadline');
+      await decline('no time to train a single batch before the deadline', 'TOO_SLOW');
       return;
     }
     if ((o.slowdown ?? 1) > 1) {
@@ -275,38 +357,83 @@ async function work(
     let delta: Float32Array = new Float32Array(base.length);
     for (let i = 0; i < delta.length; i++) delta[i] = result.weights[i]! - base[i]!;
     if (o.adversary) delta = await o.adversary({ round: task.round, delta, deadline: Number(task.deadline_unix_ms) });
-    const message = await conn.submitUpdate({
-      taskId: task.task_id,
-      experimentId: task.experiment_id,
-      round: task.round,
-      baseModelSha256: task.base_model_sha256,
-      // FedAvg weighs a node by its data, not by how many passes it made over it.
-      numExamples: Math.min(o.data.numExamples, result.examplesTrained),
-      manifest,
-      delta,
-      metrics: {
-        loss: result.metrics.loss,
-        accuracy: result.metrics.accuracy,
-        train_seconds: result.metrics.seconds,
-        examples_per_second: result.metrics.examples_per_second,
-        epochs_completed: result.epochsCompleted,
-        partial: result.partial,
-      },
-    }, o.identity);
+    let updateDigest = '';
+    const submitted = {
+      ...entry,
+      event: 'submitted' as const,
+      examples: Math.min(o.data.numExamples, result.examplesTrained),
+      examples_trained: result.examplesTrained,
+      compute_seconds: result.metrics.seconds,
+    };
+    let message: string;
+    try {
+      message = await conn.submitUpdate(
+        {
+          taskId: task.task_id,
+          experimentId: task.experiment_id,
+          round: task.round,
+          baseModelSha256: task.base_model_sha256,
+          // FedAvg weighs a node by its data, not by how many passes it made over it.
+          numExamples: submitted.examples,
+          manifest,
+          delta,
+          metrics: {
+            loss: result.metrics.loss,
+            accuracy: result.metrics.accuracy,
+            train_seconds: result.metrics.seconds,
+            examples_per_second: result.metrics.examples_per_second,
+            epochs_completed: result.epochsCompleted,
+            partial: result.partial,
+          },
+          onSigned: (digest) => (updateDigest = digest),
+        },
+        o.identity,
+      );
+    } catch (err) {
+      const code = (err as { code?: number }).code;
+      const refused = code === grpc.status.FAILED_PRECONDITION || code === grpc.status.INVALID_ARGUMENT || code === grpc.status.ALREADY_EXISTS;
+      // An interrupted upload may still have landed: the ledger asks the aggregator later ("missing" if it did not).
+      if (refused || updateDigest) {
+        o.ledger?.append({ ...submitted, at: Date.now(), update_digest: updateDigest, accepted: !refused, message: (err as Error).message });
+      }
+      if (refused) {
+        // The aggregator refused this update; the next task is a fresh start.
+        log(`round ${task.round}: update refused: ${(err as Error).message}`);
+        return;
+      }
+      throw err;
+    }
+    o.ledger?.append({ ...submitted, at: Date.now(), update_digest: updateDigest, accepted: true, message });
     log(
       `round ${task.round}: trained ${result.examplesTrained} examples in ${result.metrics.seconds.toFixed(1)} s ` +
         `(loss ${result.metrics.loss.toFixed(3)}, ${Math.round(result.metrics.examples_per_second)} ex/s); ${message} ` +
         `after ${((Date.now() - started) / 1000).toFixed(1)} s`,
     );
-  } catch (err) {
-    const code = (err as { code?: number }).code;
-    if (code === grpc.status.FAILED_PRECONDITION || code === grpc.status.INVALID_ARGUMENT || code === grpc.status.ALREADY_EXISTS) {
-      // The aggregator refused this update; the next task is a fresh start.
-      log(`round ${task.round}: update refused: ${(err as Error).message}`);
-      return;
-    }
-    throw err;
   } finally {
     clearInterval(heartbeat);
+  }
+}
+
+/**
+ * Asks the aggregator about this node's updates that await a verdict, and
+ * records each final answer with whether its signed round record checks out.
+ * A failure here never stops the node: the next call asks again.
+ */
+async function settleOutcomes(conn: AggregatorConnection, ledger: Ledger, experiment: string, aggregatorKey: Uint8Array, log: (msg: string) => void): Promise<void> {
+  for (const submitted of ledger.awaitingOutcome(experiment)) {
+    try {
+      const entry = outcomeEntry(submitted, await conn.taskOutcome(submitted.task), aggregatorKey);
+      if (!entry) continue;
+      ledger.append(entry);
+      if (entry.problem) log(`round ${entry.round}: update ${entry.task} NOT credited: ${entry.problem}`);
+    } catch (err) {
+      const code = (err as { code?: number }).code;
+      if (code === grpc.status.NOT_FOUND || code === grpc.status.PERMISSION_DENIED) {
+        ledger.append({ ...submitted, event: 'outcome', at: Date.now(), verdict: 'missing', reason: (err as Error).message, weight: 0, confirmed: false });
+      } else {
+        log(`could not ask about update ${submitted.task}: ${(err as Error).message}`);
+        return;
+      }
+    }
   }
 }

@@ -97,9 +97,9 @@ export class RunStore {
     this.db.insert(tasks).values(row).run();
   }
 
-  recordDecline(taskId: string, nodeId: string, reason: string): void {
+  recordDecline(taskId: string, nodeId: string, reason: string, kind: string): void {
     this.db.transaction((tx) => {
-      tx.update(tasks).set({ declinedAt: Date.now(), declineReason: reason }).where(eq(tasks.taskId, taskId)).run();
+      tx.update(tasks).set({ declinedAt: Date.now(), declineReason: reason, declineKind: kind }).where(eq(tasks.taskId, taskId)).run();
       tx.update(nodes).set({ declined: sql`${nodes.declined} + 1` }).where(eq(nodes.nodeId, nodeId)).run();
     });
   }
@@ -162,6 +162,49 @@ export class RunStore {
       .select()
       .from(updates)
       .where(and(eq(updates.runId, runId), eq(updates.round, round)))
+      .orderBy(asc(updates.id))
+      .all();
+  }
+
+  updateOfTask(taskId: string): (typeof updates.$inferSelect) | undefined {
+    return this.db.select().from(updates).where(eq(updates.taskId, taskId)).get();
+  }
+
+  committedRound(runId: string, round: number): RoundRow | undefined {
+    return this.db
+      .select()
+      .from(rounds)
+      .where(and(eq(rounds.runId, runId), eq(rounds.round, round), eq(rounds.status, 'committed')))
+      .get();
+  }
+
+  /**
+   * The accepted list of a round's signed record ("crowdfl/round/v1"): the
+   * updates its model was built from (every verdict but rejected), by task id.
+   */
+  creditedUpdates(runId: string, round: number): { task_id: string; update_digest_hex: string; signature_b64: string }[] {
+    return this.updatesOfRound(runId, round)
+      .filter((u) => u.verdict !== 'rejected')
+      .map((u) => ({ task_id: u.taskId, update_digest_hex: u.updateDigest, signature_b64: u.signature }))
+      .sort((a, b) => (a.task_id < b.task_id ? -1 : a.task_id > b.task_id ? 1 : 0));
+  }
+
+  /** Every task issued to one node in a run, oldest first. */
+  tasksOfNode(runId: string, nodeId: string): (typeof tasks.$inferSelect)[] {
+    return this.db
+      .select()
+      .from(tasks)
+      .where(and(eq(tasks.runId, runId), eq(tasks.nodeId, nodeId)))
+      .orderBy(asc(tasks.issuedAt))
+      .all();
+  }
+
+  /** Every update received from one node in a run (refused uploads included), oldest first. */
+  updatesOfNode(runId: string, nodeId: string): (typeof updates.$inferSelect)[] {
+    return this.db
+      .select()
+      .from(updates)
+      .where(and(eq(updates.runId, runId), eq(updates.nodeId, nodeId)))
       .orderBy(asc(updates.id))
       .all();
   }

@@ -77,6 +77,8 @@ export const tasks = sqliteTable('tasks', {
   // Set when the node said it would not answer the task, and why.
   declinedAt: integer('declined_at'),
   declineReason: text('decline_reason'),
+  // The DeclineKind the node gave (proto/crowdfl.proto), e.g. OVER_CAP or PAUSED.
+  declineKind: text('decline_kind'),
 });
 
 export const updates = sqliteTable(

@@ -1,0 +1,1 @@
+ALTER TABLE `tasks` ADD `decline_kind` text;
