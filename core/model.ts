@@ -34,6 +34,36 @@ export const ALLOWED_LAYER_CLASSES: readonly string[] = [
 
 export const ALLOWED_ACTIVATIONS: readonly string[] = ['linear', 'relu', 'sigmoid', 'tanh', 'softmax'];
 
+/** Initializers a layer may name; they run in tfjs's own code with numeric arguments only. */
+export const ALLOWED_INITIALIZERS: readonly string[] = ['GlorotUniform', 'GlorotNormal', 'HeNormal', 'HeUniform', 'Zeros', 'Ones', 'RandomNormal', 'RandomUniform', 'TruncatedNormal', 'Constant'];
+
+// Every config key a layer class may carry. Anything else is refused: a key
+// the shape rules here do not read could still change what tfjs builds.
+const COMMON_KEYS = ['name', 'trainable', 'dtype', 'batch_input_shape', 'input_shape', 'batch_size', 'input_dtype'];
+const WEIGHTED_KEYS = ['activation', 'use_bias', 'kernel_initializer', 'bias_initializer', 'kernel_regularizer', 'bias_regularizer', 'activity_regularizer', 'kernel_constraint', 'bias_constraint'];
+const WINDOW_KEYS = ['strides', 'padding', 'data_format'];
+const LAYER_KEYS: Record<string, readonly string[]> = {
+  InputLayer: [...COMMON_KEYS, 'sparse', 'ragged'],
+  Dense: [...COMMON_KEYS, ...WEIGHTED_KEYS, 'units'],
+  Conv2D: [...COMMON_KEYS, ...WEIGHTED_KEYS, ...WINDOW_KEYS, 'filters', 'kernel_size', 'dilation_rate', 'groups'],
+  MaxPooling2D: [...COMMON_KEYS, ...WINDOW_KEYS, 'pool_size'],
+  AveragePooling2D: [...COMMON_KEYS, ...WINDOW_KEYS, 'pool_size'],
+  Flatten: [...COMMON_KEYS, 'data_format'],
+  Dropout: [...COMMON_KEYS, 'rate', 'noise_shape', 'seed'],
+  Activation: [...COMMON_KEYS, 'activation'],
+  Reshape: [...COMMON_KEYS, 'target_shape'],
+};
+const TOPOLOGY_KEYS = ['class_name', 'config', 'keras_version', 'backend'];
+const SEQUENTIAL_KEYS = ['name', 'layers', 'trainable'];
+
+/**
+ * Sizes no zoo-like model comes near; past them a topology is refused as
+ * absurd before anything is allocated (a node's own caps are usually lower).
+ */
+export const MAX_PARAMETERS = 100_000_000;
+export const MAX_ACTIVATIONS_PER_EXAMPLE = 50_000_000;
+const MAX_DIMENSION = 1 << 20;
+
 // The custom training loop adds no regularisation losses and applies no
 // constraints, so a topology asking for them would silently train a different
 // model; refuse it instead.
@@ -153,12 +183,15 @@ function analyse(spec: ModelSpec): Analysis {
   if (!isObject(config) || !Array.isArray(config.layers) || config.layers.length === 0) {
     throw new ModelSpecError(`model ${spec.name}: the topology needs config.layers, a non-empty list of layers`);
   }
+  unknownKeys(topology as JsonObject, TOPOLOGY_KEYS, `model ${spec.name}: the topology`);
+  unknownKeys(config, SEQUENTIAL_KEYS, `model ${spec.name}: the Sequential config`);
   if (config.trainable === false) {
     throw new ModelSpecError(`model ${spec.name}: the model is marked trainable: false; crowdfl trains every weight`);
   }
 
   const layers: LayerInfo[] = [];
   let activations = 0;
+  let parameters = 0;
   const names = new Set<string>();
   let shape: number[] | undefined;
   let modelInput: number[] = [];
@@ -182,6 +215,7 @@ function analyse(spec: ModelSpec): Analysis {
     if (names.has(name)) throw new ModelSpecError(`model ${spec.name}: two layers are named ${JSON.stringify(name)}`);
     names.add(name);
     const where = `model ${spec.name}, layer ${name} (${className})`;
+    unknownKeys(raw, ['class_name', 'config', 'name', 'inbound_nodes'], `${where}: the layer`);
     for (const key of Object.keys(c)) {
       // modelFromJSON camel-cases keys itself, so a camelCase key would reach tfjs
       // while the shape inference here (reading snake_case) missed it.
@@ -192,6 +226,8 @@ function analyse(spec: ModelSpec): Analysis {
         throw new ModelSpecError(`${where}: ${key} is not supported (the training loop ignores it); set it to null`);
       }
     }
+    unknownKeys(c, LAYER_KEYS[className]!, where);
+    for (const key of ['kernel_initializer', 'bias_initializer'] as const) checkInitializer(c[key], `${where}: ${key}`);
     if (c.trainable === false) throw new ModelSpecError(`${where}: trainable: false is not supported; crowdfl trains every weight`);
     if (c.dtype !== undefined && c.dtype !== null && c.dtype !== 'float32') {
       throw new ModelSpecError(`${where}: dtype must be float32, got ${JSON.stringify(c.dtype)}`);
@@ -279,10 +315,20 @@ function analyse(spec: ModelSpec): Analysis {
     if (!(shape as number[]).every((d) => Number.isInteger(d) && d > 0)) {
       throw new ModelSpecError(`${where}: output shape ${describeShape(shape as number[])} is empty; the input ${describeShape(input)} is too small`);
     }
+    if ((shape as number[]).some((d) => d > MAX_DIMENSION) || weights.some((w) => w.shape.some((d) => d > MAX_DIMENSION))) {
+      throw new ModelSpecError(`${where}: a dimension above ${MAX_DIMENSION.toLocaleString('en-US')} is absurd for a model nodes train; refused`);
+    }
+    parameters += weights.reduce((sum, w) => sum + product(w.shape), 0);
+    if (parameters > MAX_PARAMETERS) {
+      throw new ModelSpecError(`${where}: the model passes ${MAX_PARAMETERS.toLocaleString('en-US')} parameters here; nodes refuse models that large`);
+    }
     layers.push({ className, name, activation, weights });
     activations += product(shape as number[]);
   });
 
+  if (activations + product(modelInput) > MAX_ACTIVATIONS_PER_EXAMPLE) {
+    throw new ModelSpecError(`model ${spec.name}: its layers output ${activations.toLocaleString('en-US')} values per example; nodes refuse more than ${MAX_ACTIVATIONS_PER_EXAMPLE.toLocaleString('en-US')}`);
+  }
   const outputShape = shape as number[];
   if (outputShape.length !== 1) {
     throw new ModelSpecError(`model ${spec.name}: must output one vector of class scores per example, outputs ${describeShape(outputShape)}`);
@@ -306,6 +352,25 @@ function analyse(spec: ModelSpec): Analysis {
     activationsPerExample: activations + product(modelInput),
     probabilities: last.activation === 'softmax',
   };
+}
+
+function unknownKeys(object: JsonObject, allowed: readonly string[], where: string): void {
+  const unknown = Object.keys(object).filter((k) => !allowed.includes(k));
+  if (unknown.length) {
+    throw new ModelSpecError(`${where} has field${unknown.length > 1 ? 's' : ''} ${unknown.map((k) => JSON.stringify(k)).join(', ')} that nodes do not accept; allowed: ${allowed.join(', ')}`);
+  }
+}
+
+function checkInitializer(value: JsonValue | undefined, where: string): void {
+  if (value === undefined || value === null) return;
+  if (!isObject(value) || typeof value.class_name !== 'string' || !ALLOWED_INITIALIZERS.includes(value.class_name)) {
+    throw new ModelSpecError(`${where} must be one of ${ALLOWED_INITIALIZERS.join(', ')}, got ${JSON.stringify(value).slice(0, 100)}`);
+  }
+  const config = value.config ?? {};
+  if (!isObject(config) || !Object.values(config).every((v) => v === null || typeof v === 'number' || typeof v === 'string')) {
+    throw new ModelSpecError(`${where}: an initializer's config holds numbers (and a mode or distribution name) only`);
+  }
+  unknownKeys(value, ['class_name', 'config'], where);
 }
 
 function analysis(spec: ModelSpec): Analysis {
