@@ -230,6 +230,18 @@ export async function startAggregatorServer(o: ServerOptions): Promise<RunningSe
       }
     },
 
+    Goodbye(call, callback) {
+      try {
+        const session = sessions.get(call.request.session_id);
+        const reason = call.request.reason.slice(0, 500);
+        sessions.close(session.id);
+        o.log?.(`node ${session.nodeId} left${reason ? `: ${reason}` : ''}`);
+        callback(null, {});
+      } catch (err) {
+        callback(toServiceError(err, o.log));
+      }
+    },
+
     GetTaskOutcome(call, callback) {
       try {
         const session = sessions.get(call.request.session_id);

@@ -34,6 +34,8 @@ export class Sessions {
   private finished = false;
   /** Nodes that have been told the experiment is over. */
   private readonly heardFinished = new Set<string>();
+  /** Sessions closed (replaced by a new hello, goodbye, ban) since the engine last asked. */
+  private closedSinceExpire: Session[] = [];
 
   constructor(
     readonly leaseMs: number,
@@ -69,6 +71,7 @@ export class Sessions {
       s.waiting.resolve({ retry_after_ms: this.retryAfterMs() });
     }
     this.byId.delete(sessionId);
+    this.closedSinceExpire.push(s);
   }
 
   /** Alive and not working on anything: can be selected. */
@@ -80,11 +83,17 @@ export class Sessions {
     return [...this.byId.values()];
   }
 
-  /** Removes sessions silent for longer than the lease; returns them. */
+  /**
+   * Removes sessions silent for longer than the lease; returns them, with
+   * those closed otherwise since the last call (a node said hello again or
+   * goodbye, or was banned), whose tasks no longer hold a round up either.
+   */
   expire(now = Date.now()): Session[] {
     const dead = [...this.byId.values()].filter((s) => !s.waiting && now - s.lastSeen > this.leaseMs);
     for (const s of dead) this.close(s.id);
-    return dead;
+    const gone = this.closedSinceExpire;
+    this.closedSinceExpire = [];
+    return gone;
   }
 
   /** Long poll: resolves with a task as soon as one is assigned, or empty after `waitMs`. */
@@ -93,6 +102,8 @@ export class Sessions {
       this.heardFinished.add(session.nodeId);
       return Promise.resolve({ experiment_finished: true, retry_after_ms: 0 });
     }
+    // It will get no task this session; telling it now beats holding its poll open.
+    if (session.unfit) return Promise.resolve({ retry_after_ms: this.retryAfterMs(), idle_reason: session.unfit });
     if (session.queued) {
       const task = session.queued;
       session.queued = undefined;

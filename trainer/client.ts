@@ -140,6 +140,13 @@ export class AggregatorConnection {
     );
   }
 
+  /** Ends this node's session: it takes no work for now (paused, outside its hours, stopping). */
+  goodbye(reason: string): Promise<void> {
+    return new Promise((resolve, reject) =>
+      this.client.Goodbye({ session_id: this.sessionId, reason }, this.deadline(5_000), (err) => (err ? reject(err) : resolve())),
+    );
+  }
+
   /** What became of one of this node's tasks, with the signed record of the round its update went into. */
   taskOutcome(taskId: string): Promise<TaskOutcomeReply__Output> {
     return new Promise((resolve, reject) =>

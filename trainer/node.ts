@@ -159,7 +159,10 @@ export async function runNode(o: NodeOptions): Promise<{ tasksDone: number }> {
       const settle = () => (o.ledger ? settleOutcomes(conn, o.ledger, hello.experiment_id, pinned!, log) : Promise.resolve());
       await settle();
       for (;;) {
-        if (o.signal?.aborted) return { tasksDone };
+        if (o.signal?.aborted) {
+          await conn.goodbye('the node is shutting down').catch(() => undefined);
+          return { tasksDone };
+        }
         const unavailable = o.availability?.blocked();
         if (unavailable) throw new Unavailable(unavailable);
         const reply = await conn.pollTask(20_000, o.signal);
@@ -182,7 +185,8 @@ export async function runNode(o: NodeOptions): Promise<{ tasksDone: number }> {
       }
     } catch (err) {
       if (err instanceof Unavailable) {
-        // The session lapses while the node rests; it says hello again when it may work.
+        // Leaving explicitly keeps the aggregator from selecting a node that is not there; it says hello again when it may work.
+        await conn.goodbye(err.blocked.reason).catch(() => undefined);
         conn.close();
         continue;
       }
@@ -300,9 +304,10 @@ async function work(
   let progress = 0;
   // Why the operator's rules stopped training (paused, hours over, memory cap), if they did.
   let stoppedBy: Blocked | undefined;
+  // Read through a function: it is set inside callbacks, where TypeScript's narrowing cannot follow.
+  const haltedBy = (): Blocked | undefined => stoppedBy;
   const operatorStop = (): boolean => {
-    if (stoppedBy) return true;
-    stoppedBy = o.availability?.blocked();
+    stoppedBy ??= o.availability?.blocked();
     if (!stoppedBy && overMemoryCap(caps, process.memoryUsage().rss)) {
       stoppedBy = { kind: 'OVER_CAP', reason: `over the memory cap: the node passed ${caps.memory_mb} MiB while training` };
     }
@@ -338,8 +343,9 @@ async function work(
       await decline('the node is shutting down', 'SHUTTING_DOWN');
       return;
     }
-    if (stoppedBy) {
-      await decline(stoppedBy.reason, stoppedBy.kind);
+    const halted = haltedBy();
+    if (halted) {
+      await decline(halted.reason, halted.kind);
       return;
     }
     if (result.examplesTrained === 0) {
@@ -348,7 +354,15 @@ async function work(
     }
     if ((o.slowdown ?? 1) > 1) {
       const until = Date.now() + ((o.slowdown ?? 1) - 1) * result.metrics.seconds * 1000;
-      while (Date.now() < until && wanted && !o.signal?.aborted) await new Promise((r) => setTimeout(r, Math.min(100, until - Date.now())));
+      // The wait stands in for slower training, so the operator's rules apply to it as to training.
+      while (Date.now() < until && wanted && !o.signal?.aborted && !operatorStop()) {
+        await new Promise((r) => setTimeout(r, Math.min(100, until - Date.now())));
+      }
+      const haltedWaiting = haltedBy();
+      if (haltedWaiting) {
+        await decline(haltedWaiting.reason, haltedWaiting.kind);
+        return;
+      }
       if (!wanted || o.signal?.aborted) {
         log(`round ${task.round}: task dropped while the straggler (fault injection) was waiting`);
         return;
