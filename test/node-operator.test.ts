@@ -198,11 +198,14 @@ test('the ledger credits an update only when a signed round record lists it and 
   ledger.append({ event: 'declined', at: 2, aggregator: 'ab12', experiment: 'exp', round: 5, task: 't-6', kind: 'PAUSED', reason: 'paused by the operator' });
   t.is(ledger.awaitingOutcome('exp').length, 1);
   ledger.append(good as LedgerEntry);
-  writeFileSync(join(dir, 'ledger.jsonl'), `${JSON.stringify(submitted)}\n${JSON.stringify(good)}\n{"event":"subm`, { flag: 'w' });
-  const { entries, problems } = ledger.read();
+  t.is(ledger.awaitingOutcome('exp').length, 0);
+  // A node killed mid-write leaves a torn last line: the lines before it still count.
+  writeFileSync(join(dir, 'torn.jsonl'), `${JSON.stringify(submitted)}\n${JSON.stringify(good)}\n{"event":"subm`);
+  const torn = new Ledger(join(dir, 'torn.jsonl'));
+  const { entries, problems } = torn.read();
   t.is(entries.length, 2);
   t.deepEqual(problems, ['line 3: not JSON']);
-  t.is(ledger.awaitingOutcome('exp').length, 0);
+  t.is(torn.awaitingOutcome('exp').length, 0);
   const totals = contributionTotals([...entries, { ...submitted, task: 't-5', round: 4, accepted: false, message: 'bad signature' }]);
   t.is(totals.updatesSubmitted, 2);
   t.is(totals.kept, 1);

@@ -53,34 +53,24 @@ type Outcome = Extract<LedgerEntry, { event: 'outcome' }>;
 
 export const LEDGER_FILE = 'ledger.jsonl';
 
-/** Verdicts after which the aggregator's answer cannot change. */
+/** The one verdict that is not final: the update's round is still open. */
 const PENDING = 'pending';
 
 export class Ledger {
+  /** The file's entries once read; the running node appends to both, so it reads the file only once. */
+  private cache: { entries: LedgerEntry[]; problems: string[] } | undefined;
+
   constructor(readonly path: string) {}
 
   append(entry: LedgerEntry): void {
     appendFileSync(this.path, `${JSON.stringify(entry)}\n`, { mode: 0o600 });
+    this.cache?.entries.push(entry);
   }
 
   /** Every readable entry; `problems` names lines that are not (a torn last line, a hand edit). */
   read(): { entries: LedgerEntry[]; problems: string[] } {
-    if (!existsSync(this.path)) return { entries: [], problems: [] };
-    const entries: LedgerEntry[] = [];
-    const problems: string[] = [];
-    readFileSync(this.path, 'utf8')
-      .split('\n')
-      .forEach((line, i) => {
-        if (!line.trim()) return;
-        try {
-          const parsed = ledgerEntrySchema.safeParse(JSON.parse(line));
-          if (parsed.success) entries.push(parsed.data);
-          else problems.push(`line ${i + 1}: ${parsed.error.issues[0]?.message ?? 'not a ledger entry'}`);
-        } catch {
-          problems.push(`line ${i + 1}: not JSON`);
-        }
-      });
-    return { entries, problems };
+    this.cache ??= readLedgerFile(this.path);
+    return { entries: [...this.cache.entries], problems: [...this.cache.problems] };
   }
 
   /** Updates of `experiment` the aggregator took but has not given a final verdict on yet. */
@@ -89,6 +79,25 @@ export class Ledger {
     const settled = new Set(entries.filter((e) => e.event === 'outcome' && e.verdict !== PENDING).map((e) => e.task));
     return entries.filter((e): e is Submitted => e.event === 'submitted' && e.accepted && e.experiment === experiment && !settled.has(e.task));
   }
+}
+
+function readLedgerFile(path: string): { entries: LedgerEntry[]; problems: string[] } {
+  if (!existsSync(path)) return { entries: [], problems: [] };
+  const entries: LedgerEntry[] = [];
+  const problems: string[] = [];
+  readFileSync(path, 'utf8')
+    .split('\n')
+    .forEach((line, i) => {
+      if (!line.trim()) return;
+      try {
+        const parsed = ledgerEntrySchema.safeParse(JSON.parse(line));
+        if (parsed.success) entries.push(parsed.data);
+        else problems.push(`line ${i + 1}: ${parsed.error.issues[0]?.message ?? 'not a ledger entry'}`);
+      } catch {
+        problems.push(`line ${i + 1}: not JSON`);
+      }
+    });
+  return { entries, problems };
 }
 
 /**

@@ -265,7 +265,7 @@ async function work(
       localExamples: o.data.numExamples,
       activationsPerExample: activationsPerExample(spec),
     },
-    { rssBytes: process.memoryUsage().rss, examplesPerSecond: speed.examplesPerSecond },
+    { rssBytes: process.memoryUsage.rss(), examplesPerSecond: speed.examplesPerSecond },
   );
   if (over) {
     await decline(over, 'OVER_CAP');
@@ -308,7 +308,8 @@ async function work(
   const haltedBy = (): Blocked | undefined => stoppedBy;
   const operatorStop = (): boolean => {
     stoppedBy ??= o.availability?.blocked();
-    if (!stoppedBy && overMemoryCap(caps, process.memoryUsage().rss)) {
+    // memoryUsage.rss() alone is cheap enough to ask every batch; memoryUsage() walks the heap.
+    if (!stoppedBy && caps.memory_mb !== undefined && overMemoryCap(caps, process.memoryUsage.rss())) {
       stoppedBy = { kind: 'OVER_CAP', reason: `over the memory cap: the node passed ${caps.memory_mb} MiB while training` };
     }
     return stoppedBy !== undefined;
