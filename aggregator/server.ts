@@ -220,7 +220,8 @@ export async function startAggregatorServer(o: ServerOptions): Promise<RunningSe
         const reason = call.request.reason.trim();
         if (!reason) throw invalid('a decline must say why (reason is empty)');
         if (reason.length > 500) throw invalid(`reason is ${reason.length} characters; at most 500`);
-        const kind = call.request.kind;
+        // An enum value this build does not know arrives as its number; record it as unspecified.
+        const kind = typeof call.request.kind === 'string' ? call.request.kind : 'DECLINE_UNSPECIFIED';
         engine.declineTask(session, call.request.task_id, reason, kind);
         // Tasks do not change shape within a run: one over a cap means every later one would be too.
         if (kind === 'OVER_CAP') session.unfit = `this node declined a task as over its caps (${reason})`;

@@ -21,7 +21,7 @@ import { join } from 'node:path';
 const SEED = Number(process.env.FUZZ_SEED ?? 20261126);
 // npm test runs the short form; the long form is FUZZ_ITERATIONS=10000 npx ava dist/test/fuzz.test.js.
 const ITERATIONS = Number(process.env.FUZZ_ITERATIONS ?? 2_000);
-const METHODS = ['Hello', 'PollTask', 'DownloadModel', 'SubmitUpdate', 'Heartbeat'] as const;
+const METHODS = ['Hello', 'PollTask', 'DownloadModel', 'SubmitUpdate', 'Heartbeat', 'DeclineTask', 'GetTaskOutcome', 'Goodbye'] as const;
 type Method = (typeof METHODS)[number];
 
 const raw = (name: Method, requestStream: boolean, responseStream: boolean) => ({
@@ -39,11 +39,17 @@ const RAW_SERVICE = {
   DownloadModel: raw('DownloadModel', false, true),
   SubmitUpdate: raw('SubmitUpdate', true, false),
   Heartbeat: raw('Heartbeat', false, false),
+  DeclineTask: raw('DeclineTask', false, false),
+  GetTaskOutcome: raw('GetTaskOutcome', false, false),
+  Goodbye: raw('Goodbye', false, false),
 };
 type RawClient = grpc.Client & {
   Hello(req: Buffer, md: grpc.Metadata, o: grpc.CallOptions, cb: grpc.requestCallback<Buffer>): grpc.ClientUnaryCall;
   PollTask(req: Buffer, md: grpc.Metadata, o: grpc.CallOptions, cb: grpc.requestCallback<Buffer>): grpc.ClientUnaryCall;
   Heartbeat(req: Buffer, md: grpc.Metadata, o: grpc.CallOptions, cb: grpc.requestCallback<Buffer>): grpc.ClientUnaryCall;
+  DeclineTask(req: Buffer, md: grpc.Metadata, o: grpc.CallOptions, cb: grpc.requestCallback<Buffer>): grpc.ClientUnaryCall;
+  GetTaskOutcome(req: Buffer, md: grpc.Metadata, o: grpc.CallOptions, cb: grpc.requestCallback<Buffer>): grpc.ClientUnaryCall;
+  Goodbye(req: Buffer, md: grpc.Metadata, o: grpc.CallOptions, cb: grpc.requestCallback<Buffer>): grpc.ClientUnaryCall;
   DownloadModel(req: Buffer, md: grpc.Metadata, o: grpc.CallOptions): grpc.ClientReadableStream<Buffer>;
   SubmitUpdate(md: grpc.Metadata, o: grpc.CallOptions, cb: grpc.requestCallback<Buffer>): grpc.ClientWritableStream<Buffer>;
 };
@@ -91,6 +97,8 @@ test(`fuzzing every method with ${ITERATIONS} random and mutated messages (seed 
     // A node with a real session and task, whose ids the mutated messages reuse to get past the first checks.
     const [victim, honest] = await Promise.all([joinAs(address), joinAs(address)]);
     const [task, honestTask] = await Promise.all([nextTask(victim.conn), nextTask(honest.conn)]);
+    // Joins once the round's tasks are out, so it is not selected in their place.
+    const leaver = await joinAs(address);
     const session = victim.conn.session!.session_id;
     const manifest = weightManifest(parseModelJson(task.model_json));
     const n = manifest.reduce((s, m) => s + m.shape.reduce((a, b) => a * b, 1), 0);
@@ -99,6 +107,10 @@ test(`fuzzing every method with ${ITERATIONS} random and mutated messages (seed 
       PollTask: service.PollTask.requestSerialize({ session_id: session, wait_ms: 0 }),
       DownloadModel: service.DownloadModel.requestSerialize({ session_id: session, model_sha256: task.base_model_sha256 }),
       Heartbeat: service.Heartbeat.requestSerialize({ session_id: session, task_id: task.task_id, progress: 0.5 }),
+      DeclineTask: service.DeclineTask.requestSerialize({ session_id: session, task_id: task.task_id, reason: 'fuzz', kind: 'OVER_CAP' }),
+      GetTaskOutcome: service.GetTaskOutcome.requestSerialize({ session_id: session, task_id: task.task_id }),
+      // Another node's session: a goodbye that gets through ends it, not the victim's.
+      Goodbye: service.Goodbye.requestSerialize({ session_id: leaver.conn.session!.session_id, reason: 'fuzz' }),
       SubmitUpdate: service.SubmitUpdate.requestSerialize({
         meta: {
           session_id: session, task_id: task.task_id, experiment_id: task.experiment_id, round: task.round,
@@ -124,7 +136,10 @@ test(`fuzzing every method with ${ITERATIONS} random and mutated messages (seed 
       switch (method) {
         case 'Hello':
         case 'PollTask':
-        case 'Heartbeat': {
+        case 'Heartbeat':
+        case 'DeclineTask':
+        case 'GetTaskOutcome':
+        case 'Goodbye': {
           const req = message();
           return statusOf(new Promise((res, rej) => client[method](req, new grpc.Metadata(), opts(), (e, r) => (e ? rej(e) : res(r)))));
         }

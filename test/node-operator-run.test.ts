@@ -70,6 +70,8 @@ test('caps: a node that declares one the tasks exceed is never offered work; one
     const { store, close } = openStore(runDir);
     try {
       t.is(store.tasksOfNode('caps', declared.nodeId).length, 0, 'never offered a task');
+      const registered = JSON.parse(store.node(declared.nodeId)!.capabilities) as { limits: { max_parameters: number } };
+      t.is(registered.limits.max_parameters, 100, 'the registry keeps the caps the node declared');
       const memoryTasks = store.tasksOfNode('caps', memory.nodeId);
       t.is(memoryTasks.length, 1, 'offered one task, then no more');
       t.is(memoryTasks[0]!.declineKind, 'OVER_CAP');
