@@ -6,16 +6,23 @@ import { fingerprint, nodeIdFromPublicKey, publicKeyFromString } from '../core/k
 import { action, UsageError } from './errors.js';
 import { nodeContribution } from '../aggregator/contribution.js';
 import { formatTotals } from '../core/contribution.js';
-import { runOfDirectory } from '../experiments/report.js';
+import { openRunStore, runOfDirectory } from '../experiments/report.js';
 import { resolveRun } from './runs.js';
 
-function withStore<T>(runsDir: string, run: string, fn: (store: RunStore) => T): T {
-  const { db, close } = openDatabase(join(resolveRun(runsDir, run), 'crowdfl.db'));
+/** Runs `fn` on the run's store: read-only unless `write` (a ban changes the registry). */
+function withStore<T>(runsDir: string, run: string, fn: (store: RunStore) => T, write = false): T {
+  const dir = resolveRun(runsDir, run);
+  const { store, close } = write ? writableStore(dir) : openRunStore(dir);
   try {
-    return fn(new RunStore(db));
+    return fn(store);
   } finally {
     close();
   }
+}
+
+function writableStore(dir: string): { store: RunStore; close: () => void } {
+  const { db, close } = openDatabase(join(dir, 'crowdfl.db'));
+  return { store: new RunStore(db), close };
 }
 
 export function register(program: Command): void {
@@ -84,7 +91,7 @@ export function register(program: Command): void {
           }
           store.banNode(nodeId, key, opts.reason);
           process.stdout.write(`banned ${nodeId}: ${opts.reason}\n`);
-        }),
+        }, true),
       ),
     );
 }

@@ -3,12 +3,10 @@ import { join } from 'node:path';
 import type { Command } from 'commander';
 import type { RunSummary } from '../aggregator/aggregator.js';
 import { checkpointDirName, readCheckpointWeights } from '../aggregator/store/checkpoints.js';
-import { openDatabase } from '../aggregator/store/db.js';
-import { RunStore } from '../aggregator/store/run-store.js';
 import { auditRun } from '../aggregator/audit.js';
 import { action, UsageError } from './errors.js';
 import { summarizeVerdicts } from '../aggregator/verdict-summary.js';
-import { runOfDirectory } from '../experiments/report.js';
+import { openRunStore, runOfDirectory } from '../experiments/report.js';
 
 export function resolveRun(runsDir: string, run: string): string {
   for (const candidate of [run, join(runsDir, run)]) {
@@ -49,8 +47,7 @@ export function register(program: Command): void {
     .action(
       action((run: string, opts: { runsDir: string; updates: boolean }) => {
         const dir = resolveRun(opts.runsDir, run);
-        const { db, close } = openDatabase(join(dir, 'crowdfl.db'));
-        const store = new RunStore(db);
+        const { store, close } = openRunStore(dir);
         const out = process.stdout;
         let mismatches = 0;
         out.write('round  accuracy    loss  nodes  rejected  seconds  overhead  model_sha256  checkpoint  signatures\n');

@@ -3,7 +3,7 @@
 // markdown with per-round charts that put every run on the same axes.
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { basename, join, relative, resolve } from 'node:path';
-import { openDatabase } from '../aggregator/store/db.js';
+import { openDatabaseReadOnly } from '../aggregator/store/db.js';
 import { RunStore } from '../aggregator/store/run-store.js';
 import type { RunRow } from '../aggregator/store/schema.js';
 import { reasonKind, summarizeVerdicts } from '../aggregator/verdict-summary.js';
@@ -95,7 +95,8 @@ export function openRunStore(dir: string): { store: RunStore; close: () => void 
   const database = join(dir, 'crowdfl.db');
   // Checked before opening: opening would create an empty database where none was.
   if (!existsSync(database)) throw new NotARunError(`no crowdfl.db in ${dir}: is this a run directory?`);
-  const { db, close } = openDatabase(database);
+  // Reading a run never writes to it (an older database is read through a migrated copy).
+  const { db, close } = openDatabaseReadOnly(database);
   return { store: new RunStore(db), close };
 }
 

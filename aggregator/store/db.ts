@@ -1,5 +1,6 @@
-import { mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { drizzle, type BetterSQLite3Database } from 'drizzle-orm/better-sqlite3';
@@ -25,4 +26,41 @@ export function openDatabase(path: string): { db: Db; close: () => void } {
   const db = drizzle(sqlite, { schema });
   migrate(db, { migrationsFolder: MIGRATIONS });
   return { db, close: () => sqlite.close() };
+}
+
+/** When the newest migration this build knows was made (drizzle's journal); drizzle applies those newer than the last it applied. */
+function newestMigration(): number {
+  const journal = JSON.parse(readFileSync(join(MIGRATIONS, 'meta', '_journal.json'), 'utf8')) as { entries: { when: number }[] };
+  return Math.max(...journal.entries.map((e) => e.when));
+}
+
+/**
+ * Opens a run's database for reading only: reports, replays and status
+ * commands must not change the record they inspect (no migration, no WAL
+ * switch). A database older than this build's schema is copied (SQLite's
+ * backup, consistent even while an aggregator writes) to a temporary file,
+ * and the copy is migrated and read instead; `migratedCopy` says so.
+ */
+export function openDatabaseReadOnly(path: string): { db: Db; close: () => void; migratedCopy: boolean } {
+  const original = new Database(path, { readonly: true, fileMustExist: true });
+  original.pragma('busy_timeout = 5000');
+  const hasJournal = original.prepare("select count(*) as n from sqlite_master where type = 'table' and name = '__drizzle_migrations'").get() as { n: number };
+  const applied = hasJournal.n ? (original.prepare('select max(created_at) as at from __drizzle_migrations').get() as { at: number | null }).at : null;
+  if (applied !== null && applied >= newestMigration()) {
+    return { db: drizzle(original, { schema }), close: () => original.close(), migratedCopy: false };
+  }
+  const scratch = mkdtempSync(join(tmpdir(), 'crowdfl-read-'));
+  const copy = join(scratch, 'crowdfl.db');
+  try {
+    // VACUUM INTO reads through a read-only connection and writes a consistent snapshot elsewhere.
+    original.prepare('vacuum into ?').run(copy);
+  } finally {
+    original.close();
+  }
+  const opened = openDatabase(copy);
+  const close = () => {
+    opened.close();
+    rmSync(scratch, { recursive: true, force: true });
+  };
+  return { db: opened.db, close, migratedCopy: true };
 }
