@@ -173,10 +173,11 @@ export async function runNode(o: NodeOptions): Promise<{ tasksDone: number }> {
           await sleep(5000, o.signal);
           continue;
         }
+        // A new task (or an idle poll) usually means the round of the last update has closed: ask what became of it.
+        await settle();
         if (!reply.task) {
           if (reply.idle_reason !== lastIdleReason && reply.idle_reason) log(`the aggregator gives this node no work: ${reply.idle_reason}`);
           lastIdleReason = reply.idle_reason;
-          await settle();
           await sleep(reply.retry_after_ms, o.signal);
           continue;
         }
