@@ -1,0 +1,127 @@
+// Admission control: decide, before any expensive work, whether a predict
+// request can be answered in time, and refuse it at once (429 /
+// RESOURCE_EXHAUSTED) when it cannot.
+//
+// Queue length alone is the wrong signal: when the process is saturated the
+// backlog does not sit in the batch queue but in socket buffers the event loop
+// has not read yet, where no counter sees it. Two measured quantities do see it:
+//   - event-loop lag: how late a timer fires, i.e. how long a request that
+//     arrived just now sits unread before its headers are handled;
+//   - the expected wait behind requests already admitted: in flight ÷ the
+//     recent completion rate.
+// A request is refused when lag + expected wait exceeds its budget (the
+// server's --max-delay-ms, or less if the client's deadline is sooner). The
+// decision is made on headers alone, so refusing costs almost nothing and the
+// process keeps enough CPU to answer what it admits.
+import { ServingError } from './errors.js';
+
+export interface AdmissionOptions {
+  /** Refuse a request that would likely wait longer than this before its forward pass. */
+  maxDelayMs: number;
+  /** Hard cap on predict requests admitted and unanswered at once, whatever the estimate. */
+  maxPending: number;
+}
+
+/** How often the lag probe fires; also the smallest lag it can see. */
+const PROBE_MS = 10;
+/** Completions are counted over this window to estimate the service rate. */
+const RATE_WINDOW_MS = 500;
+
+export class Admission {
+  private inFlight = 0;
+  private lagMs = 0;
+  private readonly probe: NodeJS.Timeout;
+  /**
+   * Completions within the last RATE_WINDOW_MS: when each happened and the busy
+   * time (ms with at least one request in flight) accumulated by then. Rate is
+   * completions per busy ms, so a lightly loaded server is not mistaken for a slow one.
+   */
+  private readonly completions: { at: number; busy: number }[] = [];
+  private busyMs = 0;
+  private lastChange = performance.now();
+  private refused = 0;
+
+  constructor(private readonly options: AdmissionOptions) {
+    if (!(options.maxDelayMs > 0)) throw new RangeError(`maxDelayMs must be positive, got ${options.maxDelayMs}`);
+    if (!Number.isInteger(options.maxPending) || options.maxPending < 1) throw new RangeError(`maxPending must be a positive integer, got ${options.maxPending}`);
+    let expected = performance.now() + PROBE_MS;
+    this.probe = setInterval(() => {
+      const now = performance.now();
+      const late = Math.max(0, now - expected);
+      // Rises at once, decays over a few probes: one long batch should not flap admission.
+      this.lagMs = late > this.lagMs ? late : this.lagMs * 0.7 + late * 0.3;
+      expected = now + PROBE_MS;
+    }, PROBE_MS);
+    this.probe.unref();
+  }
+
+  /** Requests admitted and not yet answered. */
+  get pending(): number {
+    return this.inFlight;
+  }
+
+  /** Requests refused so far. */
+  get refusedCount(): number {
+    return this.refused;
+  }
+
+  /** The wait a request arriving now should expect before its forward pass, in ms. */
+  expectedDelayMs(now = performance.now()): number {
+    const rate = this.serviceRatePerMs(now);
+    const queued = rate > 0 ? this.inFlight / rate : 0;
+    return this.lagMs + queued;
+  }
+
+  /**
+   * Admits a request or throws an 'overloaded' ServingError naming the reason.
+   * `deadlineMs` is how long the client will wait (Infinity if it did not say).
+   * On success the caller must call the returned function exactly once, when the request is answered.
+   */
+  admit(deadlineMs = Number.POSITIVE_INFINITY): () => void {
+    const now = performance.now();
+    if (this.inFlight >= this.options.maxPending) {
+      this.refused++;
+      throw new ServingError('overloaded', `overloaded: ${this.inFlight} predict requests in progress (limit ${this.options.maxPending}); retry later`);
+    }
+    const budget = Math.min(this.options.maxDelayMs, deadlineMs);
+    const expected = this.expectedDelayMs(now);
+    // An idle server admits whatever the estimate says: there is nothing to wait behind.
+    if (this.inFlight > 0 && expected > budget) {
+      this.refused++;
+      const whose = deadlineMs < this.options.maxDelayMs ? `the request's deadline (${Math.round(deadlineMs)} ms)` : `--max-delay-ms ${this.options.maxDelayMs}`;
+      throw new ServingError('overloaded', `overloaded: expected wait ${Math.round(expected)} ms exceeds ${whose}; retry later`);
+    }
+    this.account(now);
+    this.inFlight++;
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      const at = performance.now();
+      this.account(at);
+      this.inFlight--;
+      this.completions.push({ at, busy: this.busyMs });
+    };
+  }
+
+  close(): void {
+    clearInterval(this.probe);
+  }
+
+  private account(now: number): void {
+    if (this.inFlight > 0) this.busyMs += now - this.lastChange;
+    this.lastChange = now;
+  }
+
+  /** Requests completed per busy ms over the recent window (0 when too few completed to tell). */
+  private serviceRatePerMs(now: number): number {
+    const since = now - RATE_WINDOW_MS;
+    let drop = 0;
+    while (drop < this.completions.length && this.completions[drop].at < since) drop++;
+    if (drop > 0) this.completions.splice(0, drop);
+    if (this.completions.length < 2) return 0;
+    const first = this.completions[0];
+    const busyNow = this.busyMs + (this.inFlight > 0 ? now - this.lastChange : 0);
+    return (this.completions.length - 1) / Math.max(busyNow - first.busy, 1);
+  }
+}
