@@ -20,6 +20,12 @@ function nonNegative(value: string): number {
   return n;
 }
 
+function utilization(value: string): number {
+  const n = Number(value);
+  if (value.trim() === '' || !(n > 0 && n <= 1)) throw new InvalidArgumentError('expected a fraction above 0 and at most 1');
+  return n;
+}
+
 /** `[NAME=]PATH`, repeatable: several models side by side. */
 function collectSource(value: string, previous: string[]): string[] {
   return [...previous, value];
@@ -43,6 +49,7 @@ interface ServeCliOptions {
   maxBodyBytes: number;
   maxPending: number;
   maxDelayMs: number;
+  maxUtilization: number;
   grpcPort?: number;
   keepVersions: number;
   follow: boolean;
@@ -66,6 +73,7 @@ export function register(program: Command): void {
     .option('--max-queue <n>', 'most instances waiting per model version; beyond it requests get 429', positiveInt, 1024)
     .option('--max-pending <n>', 'most predict requests in progress at once (reading, queued or running); beyond it requests get 429', positiveInt, 1024)
     .option('--max-delay-ms <ms>', 'refuse (429 / RESOURCE_EXHAUSTED) a request expected to wait longer than this, judged on its headers before its body is read; a client deadline (x-deadline-ms, gRPC deadline) can only lower it', positiveInt, 500)
+    .option('--max-utilization <fraction>', 'when the event loop was busier than this over the last 100 ms, admit requests at a reduced rate and refuse the rest at once (1 turns this off)', utilization, 0.9)
     .option('--max-body-bytes <n>', 'larger request bodies get 413', positiveInt, 16 * 1024 * 1024)
     .option('--keep-versions <n>', 'versions kept per name as newer rounds arrive', positiveInt, 2)
     .option('--follow', "with --run: load each newly committed round while serving (hot swap, no dropped requests)", false)
@@ -84,7 +92,7 @@ export function register(program: Command): void {
         const serving = await startServing({
           sources,
           batching: { maxBatch: opts.maxBatch, maxWaitMs: opts.maxWaitMs, maxQueue: opts.maxQueue },
-          admission: { maxPending: opts.maxPending, maxDelayMs: opts.maxDelayMs },
+          admission: { maxPending: opts.maxPending, maxDelayMs: opts.maxDelayMs, maxUtilization: opts.maxUtilization },
           http: { host: opts.host, port: opts.port, maxBodyBytes: opts.maxBodyBytes },
           grpc: opts.grpcPort === undefined ? undefined : { host: opts.host, port: opts.grpcPort, maxMessageBytes: opts.maxBodyBytes },
           keepVersions: opts.keepVersions,

@@ -10,9 +10,17 @@
 //   - the expected wait behind requests already admitted: in flight ÷ the
 //     recent completion rate.
 // A request is refused when lag + expected wait exceeds its budget (the
-// server's --max-delay-ms, or less if the client's deadline is sooner). The
-// decision is made on headers alone, so refusing costs almost nothing and the
-// process keeps enough CPU to answer what it admits.
+// server's --max-delay-ms, or less if the client's deadline is sooner).
+//
+// Those two catch a backlog once it exists. Under sustained overload the
+// process must also keep CPU to spare for refusing: a refusal is cheap but not
+// free (the body still crosses the socket), and a process busy 100% of the time
+// reads its sockets late, so the backlog grows where it cannot be seen.
+// Hence a third rule: when the event loop was busy more than --max-utilization
+// of the last 100 ms, admissions are limited to a rate just below what was
+// admitted in it (multiplicative decrease), and the limit is relaxed by 15% a
+// window while the loop has time to spare.
+// The decision is made on headers alone.
 import { ServingError } from './errors.js';
 
 export interface AdmissionOptions {
@@ -20,12 +28,18 @@ export interface AdmissionOptions {
   maxDelayMs: number;
   /** Hard cap on predict requests admitted and unanswered at once, whatever the estimate. */
   maxPending: number;
+  /** Event-loop utilization (0..1] above which admissions are rate-limited; 1 turns the limit off. */
+  maxUtilization?: number;
 }
 
 /** How often the lag probe fires; also the smallest lag it can see. */
 const PROBE_MS = 10;
 /** Completions are counted over this window to estimate the service rate. */
 const RATE_WINDOW_MS = 500;
+/** Event-loop utilization is judged over windows this long. */
+const UTILIZATION_WINDOW_MS = 100;
+/** A rate limit lets this many ms of admissions through at once (batches form from bursts). */
+const BURST_MS = 25;
 
 export class Admission {
   private inFlight = 0;
@@ -40,17 +54,37 @@ export class Admission {
   private busyMs = 0;
   private lastChange = performance.now();
   private refused = 0;
+  /** Admissions allowed per ms; Infinity when the loop has time to spare. */
+  private rateLimit = Number.POSITIVE_INFINITY;
+  private tokens = 0;
+  private lastRefill = performance.now();
+  private admittedInWindow = 0;
+  private utilization = 0;
+  /** Highest admission rate (per ms) seen in a window without a limit: the floor is a quarter of it. */
+  private peakAdmittedPerMs = 0;
 
   constructor(private readonly options: AdmissionOptions) {
     if (!(options.maxDelayMs > 0)) throw new RangeError(`maxDelayMs must be positive, got ${options.maxDelayMs}`);
     if (!Number.isInteger(options.maxPending) || options.maxPending < 1) throw new RangeError(`maxPending must be a positive integer, got ${options.maxPending}`);
+    const maxUtilization = options.maxUtilization ?? 1;
+    if (!(maxUtilization > 0 && maxUtilization <= 1)) throw new RangeError(`maxUtilization must be in (0, 1], got ${maxUtilization}`);
     let expected = performance.now() + PROBE_MS;
+    let windowStart = performance.now();
+    let elu = performance.eventLoopUtilization();
     this.probe = setInterval(() => {
       const now = performance.now();
       const late = Math.max(0, now - expected);
       // Rises at once, decays over a few probes: one long batch should not flap admission.
       this.lagMs = late > this.lagMs ? late : this.lagMs * 0.7 + late * 0.3;
       expected = now + PROBE_MS;
+      if (maxUtilization < 1 && now - windowStart >= UTILIZATION_WINDOW_MS) {
+        const next = performance.eventLoopUtilization();
+        this.utilization = performance.eventLoopUtilization(next, elu).utilization;
+        elu = next;
+        this.adjustRate(this.admittedInWindow / (now - windowStart), maxUtilization);
+        this.admittedInWindow = 0;
+        windowStart = now;
+      }
     }, PROBE_MS);
     this.probe.unref();
   }
@@ -83,6 +117,18 @@ export class Admission {
       this.refused++;
       throw new ServingError('overloaded', `overloaded: ${this.inFlight} predict requests in progress (limit ${this.options.maxPending}); retry later`);
     }
+    if (Number.isFinite(this.rateLimit)) {
+      this.tokens = Math.min(Math.max(1, this.rateLimit * BURST_MS), this.tokens + (now - this.lastRefill) * this.rateLimit);
+      this.lastRefill = now;
+      if (this.tokens < 1) {
+        this.refused++;
+        throw new ServingError(
+          'overloaded',
+          `overloaded: the server was busy ${Math.round(this.utilization * 100)}% of the last ${UTILIZATION_WINDOW_MS} ms and admits about ${Math.round(this.rateLimit * 1000)} requests/s now; retry later`,
+        );
+      }
+      this.tokens -= 1;
+    }
     const budget = Math.min(this.options.maxDelayMs, deadlineMs);
     const expected = this.expectedDelayMs(now);
     // An idle server admits whatever the estimate says: there is nothing to wait behind.
@@ -93,6 +139,7 @@ export class Admission {
     }
     this.account(now);
     this.inFlight++;
+    this.admittedInWindow++;
     let done = false;
     return () => {
       if (done) return;
@@ -106,6 +153,20 @@ export class Admission {
 
   close(): void {
     clearInterval(this.probe);
+  }
+
+  /** Multiplicative decrease when the loop was too busy, geometric increase (then no limit) while it has time to spare. */
+  private adjustRate(admittedPerMs: number, maxUtilization: number): void {
+    if (!Number.isFinite(this.rateLimit)) this.peakAdmittedPerMs = Math.max(this.peakAdmittedPerMs, admittedPerMs);
+    if (this.utilization > maxUtilization) {
+      // Floored: a loop kept busy by refusals alone, or by other processes taking the CPU, must not throttle admission to nothing.
+      const lower = Math.max(admittedPerMs * 0.85, this.peakAdmittedPerMs / 4, 0.05);
+      this.rateLimit = Number.isFinite(this.rateLimit) ? Math.min(this.rateLimit * 0.85, lower) : lower;
+    } else if (Number.isFinite(this.rateLimit)) {
+      this.rateLimit *= 1.15;
+      // Far above what is being asked for: the limit no longer binds.
+      if (this.rateLimit > 4 * Math.max(admittedPerMs, 0.05)) this.rateLimit = Number.POSITIVE_INFINITY;
+    }
   }
 
   private account(now: number): void {
