@@ -72,7 +72,7 @@ export function register(program: Command): void {
     .option('--max-wait-ms <ms>', 'under load, how long a partial batch waits for more requests (a request finding the model idle runs at once)', nonNegative, 2)
     .option('--max-queue <n>', 'most instances waiting per model version; beyond it requests get 429', positiveInt, 1024)
     .option('--max-pending <n>', 'most predict requests in progress at once (reading, queued or running); beyond it requests get 429', positiveInt, 1024)
-    .option('--max-delay-ms <ms>', 'refuse (429 / RESOURCE_EXHAUSTED) a request expected to wait longer than this, judged on its headers before its body is read; a client deadline (x-deadline-ms, gRPC deadline) can only lower it', positiveInt, 500)
+    .option('--max-delay-ms <ms>', 'refuse (429 / RESOURCE_EXHAUSTED), on its headers before its body is read, a request expected to wait longer than this; a request that carries a deadline (x-deadline-ms, gRPC deadline) gets half its deadline instead', positiveInt, 100)
     .option('--max-utilization <fraction>', 'when the event loop was busier than this over the last 100 ms, admit requests at a reduced rate and refuse the rest at once (1 turns this off)', utilization, 0.9)
     .option('--max-body-bytes <n>', 'larger request bodies get 413', positiveInt, 16 * 1024 * 1024)
     .option('--keep-versions <n>', 'versions kept per name as newer rounds arrive', positiveInt, 2)

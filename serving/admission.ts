@@ -9,8 +9,9 @@
 //     arrived just now sits unread before its headers are handled;
 //   - the expected wait behind requests already admitted: in flight ÷ the
 //     recent completion rate.
-// A request is refused when lag + expected wait exceeds its budget (the
-// server's --max-delay-ms, or less if the client's deadline is sooner).
+// A request is refused when lag + expected wait exceeds its budget: half the
+// deadline the client sent (the other half is for the forward pass and the
+// reply), or --max-delay-ms for a request that carries none.
 //
 // Those two catch a backlog once it exists. Under sustained overload the
 // process must also keep CPU to spare for refusing: a refusal is cheap but not
@@ -129,12 +130,12 @@ export class Admission {
       }
       this.tokens -= 1;
     }
-    const budget = Math.min(this.options.maxDelayMs, deadlineMs);
+    const budget = Number.isFinite(deadlineMs) ? deadlineMs / 2 : this.options.maxDelayMs;
     const expected = this.expectedDelayMs(now);
     // An idle server admits whatever the estimate says: there is nothing to wait behind.
     if (this.inFlight > 0 && expected > budget) {
       this.refused++;
-      const whose = deadlineMs < this.options.maxDelayMs ? `the request's deadline (${Math.round(deadlineMs)} ms)` : `--max-delay-ms ${this.options.maxDelayMs}`;
+      const whose = Number.isFinite(deadlineMs) ? `half the request's deadline (${Math.round(deadlineMs)} ms)` : `--max-delay-ms ${this.options.maxDelayMs}`;
       throw new ServingError('overloaded', `overloaded: expected wait ${Math.round(expected)} ms exceeds ${whose}; retry later`);
     }
     this.account(now);

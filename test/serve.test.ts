@@ -181,7 +181,7 @@ test.serial('more predict requests in progress than --max-pending are refused 42
   }
 });
 
-test.serial('a request is refused 429 at once when the expected wait exceeds the deadline the client sent', async (t) => {
+test.serial('a request is refused 429 at once when the expected wait exceeds half the deadline the client sent', async (t) => {
   const serving = await serve({ admission: { maxPending: 1024, maxDelayMs: 60_000 } });
   try {
     // Teach admission a service rate: requests answered one after another.
@@ -198,7 +198,7 @@ test.serial('a request is refused 429 at once when the expected wait exceeds the
       body: JSON.stringify({ instances: [instance(0)] }),
     });
     t.is(res.status, 429);
-    t.regex(((await res.json()) as { error: string }).error, /^overloaded: expected wait \d+ ms exceeds the request's deadline \(1 ms\); retry later$/);
+    t.regex(((await res.json()) as { error: string }).error, /^overloaded: expected wait \d+ ms exceeds half the request's deadline \(1 ms\); retry later$/);
     const bad = await fetch(`http://127.0.0.1:${serving.port}/v1/models/default:predict`, { method: 'POST', headers: { 'x-deadline-ms': 'soon' }, body: '{}' });
     t.is(bad.status, 400);
     for (const h of held) h.finish();
