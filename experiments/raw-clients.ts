@@ -69,6 +69,13 @@ export function rawHttpClient(port: number, path: string, body: Buffer, maxConne
 
   const pump = (): void => {
     while (queue.length > 0) {
+      // A request whose deadline passed while it waited for a connection is given up, unsent, as a client would.
+      const first = queue[0];
+      if (performance.now() - first.started >= deadlineMs) {
+        queue.shift();
+        first.resolve({ status: 0, ms: performance.now() - first.started });
+        continue;
+      }
       const socket = idle.pop();
       if (socket) {
         run(socket, queue.shift() as Waiter);
