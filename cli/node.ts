@@ -107,7 +107,8 @@ export function register(program: Command): void {
           serving = await startServing({
             sources: [],
             batching: { maxBatch: 64, maxWaitMs: 2, maxQueue: 1024 },
-            admission: { maxPending: 1024, maxDelayMs: 500, maxUtilization: 0.9 },
+            // Training keeps this process's event loop busy, so loop utilization says nothing about serving load here.
+            admission: { maxPending: 1024, maxDelayMs: 500, maxUtilization: 1 },
             http: { host: '127.0.0.1', port: opts.serve, maxBodyBytes: 16 * 1024 * 1024 },
             keepVersions: 2,
             log,
