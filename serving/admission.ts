@@ -22,7 +22,7 @@
 // admitted in it (multiplicative decrease), and the limit is relaxed by 15% a
 // window while the loop has time to spare.
 // The decision is made on headers alone.
-import { ServingError } from './errors.js';
+import { overloaded } from './errors.js';
 
 export interface AdmissionOptions {
   /** Refuse a request that would likely wait longer than this before its forward pass. */
@@ -116,15 +116,14 @@ export class Admission {
     const now = performance.now();
     if (this.inFlight >= this.options.maxPending) {
       this.refused++;
-      throw new ServingError('overloaded', `overloaded: ${this.inFlight} predict requests in progress (limit ${this.options.maxPending}); retry later`);
+      throw overloaded(`overloaded: ${this.inFlight} predict requests in progress (limit ${this.options.maxPending}); retry later`);
     }
     if (Number.isFinite(this.rateLimit)) {
       this.tokens = Math.min(Math.max(1, this.rateLimit * BURST_MS), this.tokens + (now - this.lastRefill) * this.rateLimit);
       this.lastRefill = now;
       if (this.tokens < 1) {
         this.refused++;
-        throw new ServingError(
-          'overloaded',
+        throw overloaded(
           `overloaded: the server was busy ${Math.round(this.utilization * 100)}% of the last ${UTILIZATION_WINDOW_MS} ms and admits about ${Math.round(this.rateLimit * 1000)} requests/s now; retry later`,
         );
       }
@@ -136,7 +135,7 @@ export class Admission {
     if (this.inFlight > 0 && expected > budget) {
       this.refused++;
       const whose = Number.isFinite(deadlineMs) ? `half the request's deadline (${Math.round(deadlineMs)} ms)` : `--max-delay-ms ${this.options.maxDelayMs}`;
-      throw new ServingError('overloaded', `overloaded: expected wait ${Math.round(expected)} ms exceeds ${whose}; retry later`);
+      throw overloaded(`overloaded: expected wait ${Math.round(expected)} ms exceeds ${whose}; retry later`);
     }
     this.account(now);
     this.inFlight++;

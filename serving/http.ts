@@ -42,6 +42,9 @@ class RequestError extends Error {
 
 const DEADLINE_HEADER = 'x-deadline-ms';
 
+/** How long close() lets requests in progress finish before closing their connections. */
+const CLOSE_GRACE_MS = 2000;
+
 const ROUTE = /^\/v1\/models\/([^/:]+)(?:\/versions\/([^/:]+))?(:predict)?$/;
 
 function send(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
@@ -259,7 +262,12 @@ export function startHttpServing(registry: ModelRegistry, metrics: ServingMetric
         port: (server.address() as AddressInfo).port,
         close: () =>
           new Promise<void>((done) => {
-            server.close(() => done());
+            // A client that never finishes its request must not hold shutdown open forever.
+            const force = setTimeout(() => server.closeAllConnections(), CLOSE_GRACE_MS);
+            server.close(() => {
+              clearTimeout(force);
+              done();
+            });
             server.closeIdleConnections();
           }),
       });

@@ -3,6 +3,7 @@
 import test from 'ava';
 import { writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import * as tf from '@tensorflow/tfjs';
@@ -179,6 +180,33 @@ test.serial('more predict requests in progress than --max-pending are refused 42
   } finally {
     await serving.close();
   }
+});
+
+test.serial('a client that disconnects before sending its whole body frees its place', async (t) => {
+  const serving = await serve({ admission: { maxPending: 1, maxDelayMs: 60_000 } });
+  try {
+    const socket = connect(serving.port, '127.0.0.1');
+    socket.write('POST /v1/models/default:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{"inst');
+    const end = Date.now() + 5000;
+    while (serving.admission.pending < 1 && Date.now() < end) await new Promise((r) => setTimeout(r, 5));
+    t.is((await post(serving.port, '/v1/models/default:predict', { instances: [instance(0)] })).status, 429);
+    socket.destroy();
+    while (serving.admission.pending > 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 5));
+    t.is((await post(serving.port, '/v1/models/default:predict', { instances: [instance(0)] })).status, 200);
+  } finally {
+    await serving.close();
+  }
+});
+
+test.serial('shutting down does not wait forever for a client that never finishes its request', async (t) => {
+  const serving = await serve();
+  const stuck = halfSent(serving.port, { instances: [instance(0)] });
+  stuck.answer.catch(() => undefined); // its connection is closed under it
+  const end = Date.now() + 5000;
+  while (serving.admission.pending < 1 && Date.now() < end) await new Promise((r) => setTimeout(r, 5));
+  const started = Date.now();
+  await serving.close();
+  t.true(Date.now() - started < 4000, `close took ${Date.now() - started} ms`);
 });
 
 test.serial('a request is refused 429 at once when the expected wait exceeds half the deadline the client sent', async (t) => {
