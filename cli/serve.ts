@@ -94,7 +94,7 @@ export function register(program: Command): void {
           batching: { maxBatch: opts.maxBatch, maxWaitMs: opts.maxWaitMs, maxQueue: opts.maxQueue },
           admission: { maxPending: opts.maxPending, maxDelayMs: opts.maxDelayMs, maxUtilization: opts.maxUtilization },
           http: { host: opts.host, port: opts.port, maxBodyBytes: opts.maxBodyBytes },
-          grpc: opts.grpcPort === undefined ? undefined : { host: opts.host, port: opts.grpcPort, maxMessageBytes: opts.maxBodyBytes },
+          grpc: opts.grpcPort === undefined ? undefined : { host: opts.host, port: opts.grpcPort, maxMessageBytes: opts.maxBodyBytes, maxConcurrentStreams: opts.maxPending },
           keepVersions: opts.keepVersions,
           followIntervalMs: opts.follow ? opts.followIntervalMs : undefined,
           log,

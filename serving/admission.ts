@@ -61,7 +61,7 @@ export class Admission {
   private lastRefill = performance.now();
   private admittedInWindow = 0;
   private utilization = 0;
-  /** Highest admission rate (per ms) seen in a window without a limit: the floor is a quarter of it. */
+  /** Highest admission rate (per ms) seen in any window: the limit's floor is a quarter of it. */
   private peakAdmittedPerMs = 0;
 
   constructor(private readonly options: AdmissionOptions) {
@@ -157,7 +157,7 @@ export class Admission {
 
   /** Multiplicative decrease when the loop was too busy, geometric increase (then no limit) while it has time to spare. */
   private adjustRate(admittedPerMs: number, maxUtilization: number): void {
-    if (!Number.isFinite(this.rateLimit)) this.peakAdmittedPerMs = Math.max(this.peakAdmittedPerMs, admittedPerMs);
+    this.peakAdmittedPerMs = Math.max(this.peakAdmittedPerMs, admittedPerMs);
     if (this.utilization > maxUtilization) {
       // Floored: a loop kept busy by refusals alone, or by other processes taking the CPU, must not throttle admission to nothing.
       const lower = Math.max(admittedPerMs * 0.85, this.peakAdmittedPerMs / 4, 0.05);

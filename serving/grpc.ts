@@ -44,6 +44,8 @@ export interface GrpcServingOptions {
   port: number;
   /** Larger messages are refused by gRPC itself (RESOURCE_EXHAUSTED) before they are decoded. */
   maxMessageBytes: number;
+  /** Most calls open at once on one connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS); unlimited if absent. */
+  maxConcurrentStreams?: number;
 }
 
 export interface GrpcServing {
@@ -121,7 +123,12 @@ export function startGrpcServing(registry: ModelRegistry, metrics: ServingMetric
       }
     },
   };
-  const server = new grpc.Server({ 'grpc.max_receive_message_length': options.maxMessageBytes });
+  const server = new grpc.Server({
+    'grpc.max_receive_message_length': options.maxMessageBytes,
+    // Streams beyond this wait in the client's HTTP/2 stack instead of in this process's memory:
+    // under overload grpc-js spends about as much CPU refusing a call as answering it.
+    ...(options.maxConcurrentStreams === undefined ? {} : { 'grpc.max_concurrent_streams': options.maxConcurrentStreams }),
+  });
   server.addService(proto.tensorflow.serving.PredictionService.service, prediction);
   server.addService(proto.tensorflow.serving.ModelService.service, models);
   return new Promise((resolve, reject) => {
