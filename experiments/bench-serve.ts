@@ -11,7 +11,7 @@
 // Without --model the checkpoint holds the 2NN's initial weights: inference
 // costs the same whatever the weights are.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
@@ -128,6 +128,12 @@ async function inferenceOnly(checkpoint: string, instance: readonly number[], se
   return perSecond;
 }
 
+/** CPU seconds (user + system) process `pid` has used, from /proc. */
+function cpuSeconds(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
 function load(): string {
   return loadavg()
     .map((l) => l.toFixed(2))
@@ -211,6 +217,7 @@ async function main(): Promise<void> {
       await closedLoop(warm, 16, 1);
       warm.close();
       const rssBefore = rssMb(server.child.pid!) ?? Number.NaN;
+      const cpuBefore = cpuSeconds(server.child.pid!);
       let rssMax = rssBefore;
       // The generator shares the machine's two cores with the server; its own event-loop lag shows how late it sent and read.
       const lag = monitorEventLoopDelay({ resolution: 10 });
@@ -221,6 +228,7 @@ async function main(): Promise<void> {
       });
       client.close();
       lag.disable();
+      const cpuShare = (cpuSeconds(server.child.pid!) - cpuBefore) / phase.seconds;
       const count = (status: number): number => phase.answers.filter((a) => a.status === status).length;
       const n = phase.answers.length;
       const unanswered = phase.answers.filter((a) => a.status === 0 || a.ms > DEADLINE_MS).length;
@@ -234,7 +242,7 @@ async function main(): Promise<void> {
           `  ${n} requests: ${count(200)} answered (${((100 * count(200)) / n).toFixed(1)}%), ${count(429)} refused ${protocol === 'http' ? '429' : 'RESOURCE_EXHAUSTED'} (${((100 * count(429)) / n).toFixed(1)}%), ` +
           `${unanswered} with no answer within the deadline, ${other} other errors\n` +
           `  answered at ${rate(phase).toFixed(0)} req/s; latency of answers p50 ${answered.p50.toFixed(1)} ms, p99 ${answered.p99.toFixed(1)} ms; of refusals p50 ${refusals.p50.toFixed(1)} ms, p99 ${refusals.p99.toFixed(1)} ms; slowest reply of any kind ${all.max.toFixed(1)} ms\n` +
-          `  server RSS ${rssBefore.toFixed(0)} MB before, at most ${rssMax.toFixed(0)} MB during; load generator event-loop lag p99 ${(lag.percentile(99) / 1e6).toFixed(0)} ms, max ${(lag.max / 1e6).toFixed(0)} ms\n` +
+          `  server RSS ${rssBefore.toFixed(0)} MB before, at most ${rssMax.toFixed(0)} MB during; server CPU ${(100 * cpuShare).toFixed(0)}% of one core; load generator event-loop lag p99 ${(lag.percentile(99) / 1e6).toFixed(0)} ms, max ${(lag.max / 1e6).toFixed(0)} ms\n` +
           `  target (every request answered or refused within the deadline, memory bounded): ${met ? 'MET' : 'MISSED'}; goodput ${((100 * rate(phase)) / sustainable).toFixed(0)}% of the sustained rate\n`,
       );
     } finally {
