@@ -19,8 +19,10 @@
 // reads its sockets late, so the backlog grows where it cannot be seen.
 // Hence a third rule: when the event loop was busy more than --max-utilization
 // of the last 100 ms, admissions are limited to a rate just below what was
-// admitted in it (multiplicative decrease), and the limit is relaxed by 15% a
-// window while the loop has time to spare.
+// admitted in it (multiplicative decrease, floored at a quarter of the highest
+// rate admitted in any window, since other processes taking the CPU also make
+// the loop look busy), and the limit is relaxed by 15% a window while the loop
+// has time to spare.
 // The decision is made on headers alone.
 import { overloaded } from './errors.js';
 
@@ -54,7 +56,6 @@ export class Admission {
   private readonly completions: { at: number; busy: number }[] = [];
   private busyMs = 0;
   private lastChange = performance.now();
-  private refused = 0;
   /** Admissions allowed per ms; Infinity when the loop has time to spare. */
   private rateLimit = Number.POSITIVE_INFINITY;
   private tokens = 0;
@@ -95,11 +96,6 @@ export class Admission {
     return this.inFlight;
   }
 
-  /** Requests refused so far. */
-  get refusedCount(): number {
-    return this.refused;
-  }
-
   /** The wait a request arriving now should expect before its forward pass, in ms. */
   expectedDelayMs(now = performance.now()): number {
     const rate = this.serviceRatePerMs(now);
@@ -115,15 +111,13 @@ export class Admission {
   admit(deadlineMs = Number.POSITIVE_INFINITY): () => void {
     const now = performance.now();
     if (this.inFlight >= this.options.maxPending) {
-      this.refused++;
       throw overloaded(`overloaded: ${this.inFlight} predict requests in progress (limit ${this.options.maxPending}); retry later`);
     }
     if (Number.isFinite(this.rateLimit)) {
       this.tokens = Math.min(Math.max(1, this.rateLimit * BURST_MS), this.tokens + (now - this.lastRefill) * this.rateLimit);
       this.lastRefill = now;
       if (this.tokens < 1) {
-        this.refused++;
-        throw overloaded(
+          throw overloaded(
           `overloaded: the server was busy ${Math.round(this.utilization * 100)}% of the last ${UTILIZATION_WINDOW_MS} ms and admits about ${Math.round(this.rateLimit * 1000)} requests/s now; retry later`,
         );
       }
@@ -133,7 +127,6 @@ export class Admission {
     const expected = this.expectedDelayMs(now);
     // An idle server admits whatever the estimate says: there is nothing to wait behind.
     if (this.inFlight > 0 && expected > budget) {
-      this.refused++;
       const whose = Number.isFinite(deadlineMs) ? `half the request's deadline (${Math.round(deadlineMs)} ms)` : `--max-delay-ms ${this.options.maxDelayMs}`;
       throw overloaded(`overloaded: expected wait ${Math.round(expected)} ms exceeds ${whose}; retry later`);
     }
