@@ -77,7 +77,7 @@ export function startGrpcServing(registry: ModelRegistry, metrics: ServingMetric
       let release: (() => void) | undefined;
       const finish = (code: grpc.status): void => {
         release?.();
-        if (spec && registry.status(spec.name)) metrics.recordRequest(spec.name, 'grpc', grpc.status[code], (performance.now() - started) / 1000);
+        if (spec && registry.has(spec.name)) metrics.recordRequest(spec.name, 'grpc', grpc.status[code], (performance.now() - started) / 1000);
       };
       (async () => {
         const name = modelName(spec);

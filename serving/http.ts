@@ -232,7 +232,7 @@ export function startHttpServing(registry: ModelRegistry, metrics: ServingMetric
       throw err;
     } finally {
       release?.();
-      if (registry.status(name)) metrics.recordRequest(name, 'http', String(status), (performance.now() - started) / 1000);
+      if (registry.has(name)) metrics.recordRequest(name, 'http', String(status), (performance.now() - started) / 1000);
     }
   };
 

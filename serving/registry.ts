@@ -223,6 +223,11 @@ export class ModelRegistry {
     return [...this.models.keys()];
   }
 
+  /** Whether `name` is known in any state (cheap: on every request's metrics path). */
+  has(name: string): boolean {
+    return this.models.has(name);
+  }
+
   /** Every version of `name` known to the registry with its state, newest first; undefined for an unknown name. */
   status(name: string): VersionStatus[] | undefined {
     const versions = this.models.get(name);
