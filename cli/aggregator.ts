@@ -2,6 +2,7 @@ import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { startAggregator } from '../aggregator/aggregator.js';
+import { AggregatorMetrics, serveMetrics } from '../aggregator/prometheus.js';
 import { backendPreferenceSchema, loadExperimentFile, type BackendPreference } from '../core/experiment.js';
 import { testData } from '../datasets/index.js';
 import { newRunId } from '../experiments/simulate.js';
@@ -22,6 +23,7 @@ interface Options {
   port: number;
   runsDir: string;
   runId?: string;
+  metricsPort?: number;
   backend?: BackendPreference;
   key: string;
   admission: 'open' | 'allowlist' | 'invitation';
@@ -100,6 +102,7 @@ export function register(program: Command): void {
       },
       0,
     )
+    .option('--metrics-port <port>', 'serve Prometheus metrics (updates, rounds, round duration, model version) at http://HOST:PORT/metrics', parsePort)
     .addHelpText(
       'after',
       '\nNodes join with: crowdfl node --aggregator HOST:PORT --data DIR --aggregator-key <this key>\n' +
@@ -120,6 +123,11 @@ export function register(program: Command): void {
         log(`${created ? 'created' : 'using'} aggregator key ${opts.key}: ${publicKeyToString(identity.publicKey)} (fingerprint ${fingerprint(identity.publicKey)})`);
         const test = await testData(experiment.dataset, experiment.nodes, experiment.seed, { log });
         const progress = new RunProgress(experiment.rounds);
+        const metrics = opts.metricsPort === undefined ? undefined : new AggregatorMetrics();
+        if (metrics && opts.metricsPort !== undefined) {
+          const endpoint = await serveMetrics(metrics, opts.host, opts.metricsPort);
+          log(`metrics on http://${opts.host}:${endpoint.port}/metrics`);
+        }
         const running = await startAggregator({
           experiment,
           runDir,
@@ -132,7 +140,12 @@ export function register(program: Command): void {
           port: opts.port,
           lingerMs: opts.linger * 1000,
           log,
-          onEvent: progress.handle,
+          onEvent: metrics
+            ? (event) => {
+                progress.handle(event);
+                metrics.handle(event);
+              }
+            : progress.handle,
         });
         process.once('SIGINT', () => {
           log('interrupted: closing the aggregator (committed rounds are kept)');

@@ -250,7 +250,9 @@ async function runNodeCommand(flags: Flags): Promise<void> {
     serving = await startServing({
       sources: [],
       batching: { maxBatch: 64, maxWaitMs: 2, maxQueue: 1024 },
-      http: { host: '127.0.0.1', port: config.serve, maxBodyBytes: 16 * 1024 * 1024, maxPendingRequests: 1024 },
+      // Training keeps this process's event loop busy, so loop utilization says nothing about serving load here.
+      admission: { maxPending: 1024, maxDelayMs: 500, maxUtilization: 1 },
+      http: { host: '127.0.0.1', port: config.serve, maxBodyBytes: 16 * 1024 * 1024 },
       keepVersions: 2,
       log,
     });

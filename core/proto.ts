@@ -11,7 +11,7 @@ export const PROTOCOL_VERSION = 3;
 export const PROTO_PATH = fileURLToPath(new URL('../../proto/crowdfl.proto', import.meta.url));
 
 // Must match the flags of `npm run proto:gen`, or the generated types lie.
-const LOADER_OPTIONS: protoLoader.Options = {
+export const LOADER_OPTIONS: protoLoader.Options = {
   keepCase: true,
   longs: Number,
   enums: String,

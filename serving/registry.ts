@@ -13,6 +13,7 @@ import * as schema from '../aggregator/store/schema.js';
 import { buildModel, inputShape, numOutputs, outputsProbabilities, setFlatWeights, weightManifest } from '../core/model.js';
 import { parseModelJson, type ModelSpec } from '../core/model-zoo.js';
 import { MicroBatcher, type BatcherOptions } from './batcher.js';
+import { ServingError } from './errors.js';
 import type { ServingMetrics } from './metrics.js';
 
 /** A checkpoint or run that cannot be served; the message says why. */
@@ -81,7 +82,7 @@ export class ServedVersion {
   readonly inputShape: number[];
   readonly inputSize: number;
   readonly numOutputs: number;
-  readonly batcher: MicroBatcher<Float32Array, number[]>;
+  readonly batcher: MicroBatcher<Float32Array, Float32Array>;
   private readonly probabilities: boolean;
 
   constructor(
@@ -97,19 +98,22 @@ export class ServedVersion {
     this.inputSize = this.inputShape.reduce((a, b) => a * b, 1);
     this.numOutputs = numOutputs(spec);
     this.probabilities = outputsProbabilities(spec);
-    this.batcher = new MicroBatcher(batching, (rows) => Promise.resolve(this.runBatch(rows)), (n) => metrics.recordBatch(name, n));
+    this.batcher = new MicroBatcher(batching, (rows) => Promise.resolve(this.runBatch(rows)), (n, seconds) => metrics.recordBatch(name, n, seconds));
   }
 
-  /** Class probabilities for each row (zoo models output logits, so softmax is applied here). */
-  predict(rows: Float32Array[]): Promise<number[][]> {
-    return this.batcher.submit(rows);
+  /**
+   * Class probabilities for each row (zoo models output logits, so softmax is
+   * applied here). Rows whose batch has not started by `deadline` (performance.now()) are not run.
+   */
+  predict(rows: Float32Array[], deadline?: number): Promise<Float32Array[]> {
+    return this.batcher.submit(rows, deadline);
   }
 
   dispose(): void {
     this.model.dispose();
   }
 
-  private runBatch(rows: Float32Array[]): number[][] {
+  private runBatch(rows: Float32Array[]): Float32Array[] {
     const flat = new Float32Array(rows.length * this.inputSize);
     rows.forEach((row, i) => flat.set(row, i * this.inputSize));
     const scores = tf.tidy(() => {
@@ -117,12 +121,28 @@ export class ServedVersion {
       return this.probabilities ? output : tf.softmax(output);
     });
     try {
-      const values = scores.dataSync();
-      return rows.map((_, i) => Array.from(values.subarray(i * this.numOutputs, (i + 1) * this.numOutputs)));
+      const values = scores.dataSync() as Float32Array;
+      return rows.map((_, i) => values.subarray(i * this.numOutputs, (i + 1) * this.numOutputs));
     } finally {
       scores.dispose();
     }
   }
+}
+
+/** A version's lifecycle as TF Serving reports it in GET /v1/models/NAME and GetModelStatus. */
+export type VersionState = 'LOADING' | 'AVAILABLE' | 'UNLOADING' | 'END';
+
+export interface VersionStatus {
+  version: number;
+  state: VersionState;
+  /** Why the version ended without ever being available (its load failed); empty otherwise. */
+  error: string;
+}
+
+interface Slot {
+  state: VersionState;
+  served?: ServedVersion;
+  error: string;
 }
 
 export interface RegistryOptions {
@@ -131,8 +151,11 @@ export interface RegistryOptions {
   keepVersions: number;
 }
 
+/** How many ended versions per name stay listed in status answers. */
+const ENDED_KEPT = 4;
+
 export class ModelRegistry {
-  private readonly models = new Map<string, Map<number, ServedVersion>>();
+  private readonly models = new Map<string, Map<number, Slot>>();
 
   constructor(
     private readonly options: RegistryOptions,
@@ -146,29 +169,53 @@ export class ModelRegistry {
    * versions finish on them; new requests without a version go to the newest.
    */
   async load(name: string, version: number, dir: string, expectedSha256?: string): Promise<ServedVersion> {
-    const contents = readServableCheckpoint(dir);
-    if (expectedSha256 !== undefined && contents.sha256 !== expectedSha256) {
-      throw new ServingLoadError(`${dir}/weights.bin has SHA-256 ${contents.sha256} but the run recorded ${expectedSha256} for it`);
-    }
-    return this.loadContents(name, version, contents);
+    return this.loadContents(name, version, async () => {
+      const contents = readServableCheckpoint(dir);
+      if (expectedSha256 !== undefined && contents.sha256 !== expectedSha256) {
+        throw new ServingLoadError(`${dir}/weights.bin has SHA-256 ${contents.sha256} but the run recorded ${expectedSha256} for it`);
+      }
+      return contents;
+    });
   }
 
-  /** The same, from a model already in memory (a node serving the global model it downloaded). */
-  async loadContents(name: string, version: number, { spec, weights, sha256 }: CheckpointContents): Promise<ServedVersion> {
+  /**
+   * The same, from a model in memory (a node serving the global model it
+   * downloaded) or on its way (`contents` a function resolving to it). The
+   * version is LOADING until it resolves, then AVAILABLE; a failed load ends it
+   * (state END, with the reason) and is rethrown.
+   */
+  async loadContents(name: string, version: number, contents: CheckpointContents | (() => Promise<CheckpointContents>)): Promise<ServedVersion> {
     if (!/^[A-Za-z0-9_.-]+$/.test(name)) throw new ServingLoadError(`model name ${JSON.stringify(name)} may only use letters, digits, '_', '.' and '-'`);
-    const model = await buildModel(spec);
-    setFlatWeights(model, weights);
-    const served = new ServedVersion(name, version, sha256, spec, model, this.options.batching, this.metrics);
-    const versions = this.models.get(name) ?? new Map<number, ServedVersion>();
-    const replaced = versions.get(version);
-    versions.set(version, served);
+    const versions = this.models.get(name) ?? new Map<number, Slot>();
     this.models.set(name, versions);
-    const retired = [...versions.keys()].sort((a, b) => b - a).slice(this.options.keepVersions).map((v) => versions.get(v) as ServedVersion);
-    for (const old of retired) versions.delete(old.version);
+    const previous = versions.get(version);
+    const replaced = previous?.state === 'AVAILABLE' ? previous : undefined;
+    const slot: Slot = { state: 'LOADING', error: '' };
+    // A reload of a served version keeps answering from the old copy until the new one is ready.
+    if (!replaced) versions.set(version, slot);
+    let served: ServedVersion;
+    try {
+      const { spec, weights, sha256 } = typeof contents === 'function' ? await contents() : contents;
+      const model = await buildModel(spec);
+      setFlatWeights(model, weights);
+      served = new ServedVersion(name, version, sha256, spec, model, this.options.batching, this.metrics);
+    } catch (err) {
+      if (versions.get(version) === slot) {
+        slot.state = 'END';
+        slot.error = `loading version ${version} failed: ${(err as Error).message}`;
+        this.forgetEnded(versions);
+      }
+      throw err;
+    }
+    slot.state = 'AVAILABLE';
+    slot.served = served;
+    versions.set(version, slot);
+    const live = [...versions.entries()].filter(([, s]) => s.state === 'AVAILABLE').sort(([a], [b]) => b - a);
+    const retired = live.slice(this.options.keepVersions).map(([, s]) => s);
     if (replaced) retired.push(replaced);
-    for (const old of retired) void old.batcher.drained().then(() => old.dispose());
+    for (const old of retired) this.retire(name, old);
     this.metrics.setVersion(name, this.newest(name)?.version ?? version);
-    this.metrics.watchQueue(name, () => [...(this.models.get(name)?.values() ?? [])].reduce((n, v) => n + v.batcher.depth, 0));
+    this.metrics.watchQueue(name, () => [...(this.models.get(name)?.values() ?? [])].reduce((n, s) => n + (s.served?.batcher.depth ?? 0), 0));
     return served;
   }
 
@@ -176,10 +223,25 @@ export class ModelRegistry {
     return [...this.models.keys()];
   }
 
-  /** Versions of `name`, newest first; undefined for an unknown name. */
+  /** Whether `name` is known in any state (cheap: on every request's metrics path). */
+  has(name: string): boolean {
+    return this.models.has(name);
+  }
+
+  /** Every version of `name` known to the registry with its state, newest first; undefined for an unknown name. */
+  status(name: string): VersionStatus[] | undefined {
+    const versions = this.models.get(name);
+    return versions && [...versions.entries()].sort(([a], [b]) => b - a).map(([version, s]) => ({ version, state: s.state, error: s.error }));
+  }
+
+  /** Versions of `name` that can answer (AVAILABLE), newest first; undefined for an unknown name. */
   versions(name: string): ServedVersion[] | undefined {
     const versions = this.models.get(name);
-    return versions && [...versions.values()].sort((a, b) => b.version - a.version);
+    if (!versions) return undefined;
+    return [...versions.values()]
+      .filter((s) => s.state === 'AVAILABLE')
+      .map((s) => s.served as ServedVersion)
+      .sort((a, b) => b.version - a.version);
   }
 
   newest(name: string): ServedVersion | undefined {
@@ -187,18 +249,70 @@ export class ModelRegistry {
   }
 
   get(name: string, version: number): ServedVersion | undefined {
-    return this.models.get(name)?.get(version);
+    const slot = this.models.get(name)?.get(version);
+    return slot?.state === 'AVAILABLE' ? slot.served : undefined;
+  }
+
+  /**
+   * The version a predict request for NAME[/VERSION] runs on, or a ServingError
+   * saying why there is none: unknown name or version (not_found), or nothing
+   * loaded yet (unavailable, so clients retry rather than give up).
+   */
+  resolve(name: string, version?: number): ServedVersion {
+    const slots = this.models.get(name);
+    if (!slots) {
+      throw new ServingError('not_found', `no model named ${JSON.stringify(name)}; serving ${this.names().map((n) => JSON.stringify(n)).join(', ') || 'nothing'}`);
+    }
+    const listing = (): string =>
+      [...slots.entries()]
+        .sort(([a], [b]) => b - a)
+        .map(([v, s]) => `${v} (${s.state})`)
+        .join(', ');
+    if (version === undefined) {
+      const newest = this.newest(name);
+      if (newest) return newest;
+      const loading = [...slots.values()].some((s) => s.state === 'LOADING');
+      throw new ServingError(
+        'unavailable',
+        loading
+          ? `model ${name} is still loading (versions: ${listing()}); retry shortly`
+          : `model ${name} has no version available (versions: ${listing()}${[...slots.values()].map((s) => s.error).filter(Boolean).map((e) => `; ${e}`).join('')})`,
+      );
+    }
+    const slot = slots.get(version);
+    if (slot?.state === 'AVAILABLE') return slot.served as ServedVersion;
+    if (slot?.state === 'LOADING') throw new ServingError('unavailable', `model ${name} version ${version} is still loading; retry shortly`);
+    throw new ServingError('not_found', `model ${name} has no version ${version} to serve; versions: ${listing() || 'none'}`);
   }
 
   /** Frees every model once its queue has drained. */
   async close(): Promise<void> {
     for (const versions of this.models.values()) {
-      for (const v of versions.values()) {
-        await v.batcher.drained();
-        v.dispose();
+      for (const slot of versions.values()) {
+        if (!slot.served) continue;
+        await slot.served.batcher.drained();
+        slot.served.dispose();
       }
     }
     this.models.clear();
+  }
+
+  /** UNLOADING while requests already queued on it finish, then END and freed. */
+  private retire(name: string, slot: Slot): void {
+    const served = slot.served as ServedVersion;
+    slot.state = 'UNLOADING';
+    void served.batcher.drained().then(() => {
+      served.dispose();
+      slot.served = undefined;
+      slot.state = 'END';
+      const versions = this.models.get(name);
+      if (versions) this.forgetEnded(versions);
+    });
+  }
+
+  private forgetEnded(versions: Map<number, Slot>): void {
+    const ended = [...versions.entries()].filter(([, s]) => s.state === 'END').sort(([a], [b]) => b - a);
+    for (const [v] of ended.slice(ENDED_KEPT)) versions.delete(v);
   }
 }
 

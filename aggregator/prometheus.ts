@@ -1,0 +1,111 @@
+// `crowdfl aggregator --metrics-port PORT`: the run's progress in the
+// Prometheus text format, built from the engine's events (the same stream the
+// progress display reads), so nothing in the round engine or the gRPC handlers
+// changes. What it cannot see is per-RPC traffic (requests and latency per
+// gRPC method): that needs the handlers in server.ts instrumented.
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Histogram, labelText } from '../serving/metrics.js';
+import type { EngineEvent } from './rounds.js';
+
+const ROUND_SECONDS_BUCKETS = [1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800];
+const PARTICIPANT_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024];
+
+export class AggregatorMetrics {
+  private readonly updates = new Map<string, number>();
+  private readonly rounds = new Map<string, number>();
+  private declined = 0;
+  private banned = 0;
+  private readonly roundSeconds = new Histogram(ROUND_SECONDS_BUCKETS);
+  private readonly participants = new Histogram(PARTICIPANT_BUCKETS);
+  private modelRound: number | undefined;
+  private accuracy: number | undefined;
+  private currentRound: number | undefined;
+
+  readonly handle = (event: EngineEvent): void => {
+    switch (event.type) {
+      case 'round-started':
+        this.currentRound = event.round;
+        break;
+      case 'update': {
+        const outcome = event.accepted ? 'accepted' : 'rejected';
+        this.updates.set(outcome, (this.updates.get(outcome) ?? 0) + 1);
+        break;
+      }
+      case 'round-committed':
+        this.rounds.set('committed', (this.rounds.get('committed') ?? 0) + 1);
+        this.roundSeconds.observe(event.record.seconds);
+        this.participants.observe(event.record.participants);
+        this.modelRound = event.record.round;
+        this.accuracy = event.record.accuracy;
+        break;
+      case 'round-abandoned':
+        this.rounds.set('abandoned', (this.rounds.get('abandoned') ?? 0) + 1);
+        break;
+      case 'task-declined':
+        this.declined++;
+        break;
+      case 'node-banned':
+        this.banned++;
+        break;
+      case 'waiting-for-nodes':
+        break;
+    }
+  };
+
+  render(): string {
+    const out: string[] = [];
+    const family = (name: string, type: string, help: string): void => {
+      out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
+    };
+    family('crowdfl_aggregator_updates_total', 'counter', 'Model updates received, by whether the round accepted them.');
+    for (const outcome of ['accepted', 'rejected']) out.push(`crowdfl_aggregator_updates_total${labelText({ outcome })} ${this.updates.get(outcome) ?? 0}`);
+    family('crowdfl_aggregator_rounds_total', 'counter', 'Round attempts that ended, by outcome.');
+    for (const outcome of ['committed', 'abandoned']) out.push(`crowdfl_aggregator_rounds_total${labelText({ outcome })} ${this.rounds.get(outcome) ?? 0}`);
+    family('crowdfl_aggregator_tasks_declined_total', 'counter', 'Tasks nodes declined.');
+    out.push(`crowdfl_aggregator_tasks_declined_total ${this.declined}`);
+    family('crowdfl_aggregator_nodes_banned_total', 'counter', 'Nodes banned by reputation.');
+    out.push(`crowdfl_aggregator_nodes_banned_total ${this.banned}`);
+    family('crowdfl_aggregator_round_seconds', 'histogram', 'Duration of each committed round.');
+    out.push(...this.roundSeconds.render('crowdfl_aggregator_round_seconds', {}));
+    family('crowdfl_aggregator_round_participants', 'histogram', 'Updates averaged into each committed round.');
+    out.push(...this.participants.render('crowdfl_aggregator_round_participants', {}));
+    if (this.currentRound !== undefined) {
+      family('crowdfl_aggregator_round', 'gauge', 'Round in progress (or last started).');
+      out.push(`crowdfl_aggregator_round ${this.currentRound}`);
+    }
+    if (this.modelRound !== undefined) {
+      family('crowdfl_aggregator_model_version', 'gauge', 'Round of the newest committed global model.');
+      out.push(`crowdfl_aggregator_model_version ${this.modelRound}`);
+      family('crowdfl_aggregator_model_accuracy', 'gauge', 'Test accuracy of the newest committed global model.');
+      out.push(`crowdfl_aggregator_model_accuracy ${this.accuracy}`);
+    }
+    return `${out.join('\n')}\n`;
+  }
+}
+
+export interface MetricsEndpoint {
+  port: number;
+  close(): Promise<void>;
+}
+
+/** GET /metrics on host:port; the server does not keep the process alive. */
+export function serveMetrics(metrics: AggregatorMetrics, host: string, port: number): Promise<MetricsEndpoint> {
+  const server: Server = createServer((req, res) => {
+    if (req.method === 'GET' && (req.url ?? '').split('?')[0] === '/metrics') {
+      res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' });
+      res.end(metrics.render());
+    } else {
+      res.writeHead(404, { 'content-type': 'text/plain' });
+      res.end('see /metrics\n');
+    }
+  });
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      server.unref();
+      resolve({ port: (server.address() as AddressInfo).port, close: () => new Promise((done) => server.close(() => done())) });
+    });
+  });
+}

@@ -1,0 +1,153 @@
+// gRPC front end: TF Serving's PredictionService.Predict and
+// ModelService.GetModelStatus (proto/serving.proto) on the same registry,
+// batcher and admission control as the REST API. The client's gRPC deadline
+// is its budget: a request that cannot start in time is refused
+// RESOURCE_EXHAUSTED at once, and one whose deadline passes in the queue is not run.
+import { fileURLToPath } from 'node:url';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import { LOADER_OPTIONS } from '../core/proto.js';
+import type { ProtoGrpcType } from '../proto/generated/serving.js';
+import type { ModelServiceHandlers } from '../proto/generated/tensorflow/serving/ModelService.js';
+import type { PredictionServiceHandlers } from '../proto/generated/tensorflow/serving/PredictionService.js';
+import type { Admission } from './admission.js';
+import { ServingError, type ServingErrorKind } from './errors.js';
+import type { ServingMetrics } from './metrics.js';
+import type { ModelRegistry } from './registry.js';
+import { rowsFromInputs, tensorFromRows } from './tensor.js';
+
+export const SERVING_PROTO_PATH = fileURLToPath(new URL('../../proto/serving.proto', import.meta.url));
+
+let cached: ProtoGrpcType | undefined;
+
+export function loadServingProto(): ProtoGrpcType {
+  if (!cached) cached = grpc.loadPackageDefinition(protoLoader.loadSync(SERVING_PROTO_PATH, LOADER_OPTIONS)) as unknown as ProtoGrpcType;
+  return cached;
+}
+
+export const GRPC_STATUS: Readonly<Record<ServingErrorKind, grpc.status>> = {
+  invalid: grpc.status.INVALID_ARGUMENT,
+  not_found: grpc.status.NOT_FOUND,
+  // Not retryable, unlike an overload: the same request will always be too large.
+  too_large: grpc.status.INVALID_ARGUMENT,
+  overloaded: grpc.status.RESOURCE_EXHAUSTED,
+  unavailable: grpc.status.UNAVAILABLE,
+  deadline: grpc.status.DEADLINE_EXCEEDED,
+};
+
+/** The name under which predictions are returned in PredictResponse.outputs. */
+export const OUTPUT_NAME = 'probabilities';
+
+export interface GrpcServingOptions {
+  host: string;
+  /** 0 picks a free port. */
+  port: number;
+  /** Larger messages are refused by gRPC itself (RESOURCE_EXHAUSTED) before they are decoded. */
+  maxMessageBytes: number;
+  /** Most calls open at once on one connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS); unlimited if absent. */
+  maxConcurrentStreams?: number;
+}
+
+export interface GrpcServing {
+  port: number;
+  close(): Promise<void>;
+}
+
+function remainingMs(deadline: grpc.Deadline): number {
+  const at = deadline instanceof Date ? deadline.getTime() : deadline;
+  return Number.isFinite(at) ? Math.max(0, at - Date.now()) : Number.POSITIVE_INFINITY;
+}
+
+function toServiceError(err: unknown): Partial<grpc.ServiceError> {
+  if (err instanceof ServingError) return { code: GRPC_STATUS[err.kind], details: err.message };
+  return { code: grpc.status.INTERNAL, details: `internal error: ${(err as Error).message}` };
+}
+
+function modelName(spec: { name: string } | null): string {
+  if (!spec || spec.name === '') throw new ServingError('invalid', 'model_spec.name is missing: say which model to use');
+  return spec.name;
+}
+
+export function startGrpcServing(registry: ModelRegistry, metrics: ServingMetrics, admission: Admission, options: GrpcServingOptions): Promise<GrpcServing> {
+  const proto = loadServingProto();
+  const prediction: PredictionServiceHandlers = {
+    Predict: (call, callback) => {
+      const started = performance.now();
+      const spec = call.request.model_spec;
+      let release: (() => void) | undefined;
+      const finish = (code: grpc.status): void => {
+        release?.();
+        if (spec && registry.has(spec.name)) metrics.recordRequest(spec.name, 'grpc', grpc.status[code], (performance.now() - started) / 1000);
+      };
+      (async () => {
+        const name = modelName(spec);
+        if (spec?.version_label) throw new ServingError('invalid', `model_spec.version_label ${JSON.stringify(spec.version_label)}: version labels are not supported; give model_spec.version`);
+        const served = registry.resolve(name, spec?.version ? spec.version.value : undefined);
+        const deadlineMs = remainingMs(call.getDeadline());
+        release = admission.admit(deadlineMs);
+        const rows = rowsFromInputs(call.request.inputs, served);
+        const predictions = await served.predict(rows, started + deadlineMs);
+        return { outputs: { [OUTPUT_NAME]: tensorFromRows(predictions, served.numOutputs) }, model_spec: { name, version: { value: served.version }, signature_name: 'serving_default' } };
+      })().then(
+        (reply) => {
+          finish(grpc.status.OK);
+          callback(null, reply);
+        },
+        (err: unknown) => {
+          const failure = toServiceError(err);
+          finish(failure.code ?? grpc.status.INTERNAL);
+          callback(failure);
+        },
+      );
+    },
+  };
+  const models: ModelServiceHandlers = {
+    GetModelStatus: (call, callback) => {
+      try {
+        const spec = call.request.model_spec;
+        const name = modelName(spec);
+        const all = registry.status(name);
+        if (!all) registry.resolve(name); // throws not_found naming what is served
+        const wanted = spec?.version ? spec.version.value : undefined;
+        const listed = (all ?? []).filter((v) => wanted === undefined || v.version === wanted);
+        if (listed.length === 0) throw new ServingError('not_found', `model ${name} has no version ${wanted}; versions: ${(all ?? []).map((v) => `${v.version} (${v.state})`).join(', ')}`);
+        callback(null, {
+          model_version_status: listed.map((v) => ({
+            version: v.version,
+            state: v.state,
+            status: { error_code: v.error ? grpc.status.UNKNOWN : grpc.status.OK, error_message: v.error },
+          })),
+        });
+      } catch (err) {
+        callback(toServiceError(err));
+      }
+    },
+  };
+  const server = new grpc.Server({
+    'grpc.max_receive_message_length': options.maxMessageBytes,
+    // Streams beyond this wait in the client's HTTP/2 stack instead of in this process's memory:
+    // under overload grpc-js spends about as much CPU refusing a call as answering it.
+    ...(options.maxConcurrentStreams === undefined ? {} : { 'grpc.max_concurrent_streams': options.maxConcurrentStreams }),
+  });
+  server.addService(proto.tensorflow.serving.PredictionService.service, prediction);
+  server.addService(proto.tensorflow.serving.ModelService.service, models);
+  return new Promise((resolve, reject) => {
+    server.bindAsync(`${options.host}:${options.port}`, grpc.ServerCredentials.createInsecure(), (err, port) => {
+      if (err) {
+        reject(err);
+        return;
+      }
+      resolve({
+        port,
+        close: () =>
+          new Promise<void>((done) => {
+            const force = setTimeout(() => server.forceShutdown(), 2000);
+            server.tryShutdown(() => {
+              clearTimeout(force);
+              done();
+            });
+          }),
+      });
+    });
+  });
+}
