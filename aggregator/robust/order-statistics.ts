@@ -71,7 +71,7 @@ export function batcherNetwork(n: number): [number, number][] {
 }
 
 /** The comparators that can influence the values ending at `wanted` positions. */
-function pruneNetwork(pairs: readonly [number, number][], wanted: readonly number[]): [number, number][] {
+export function pruneNetwork(pairs: readonly [number, number][], wanted: readonly number[]): [number, number][] {
   const needed = new Set(wanted);
   const kept: [number, number][] = [];
   for (let q = pairs.length - 1; q >= 0; q--) {

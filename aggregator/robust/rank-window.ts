@@ -1,0 +1,215 @@
+// The rank-window kernel (coordinate-wise median and trimmed mean) in
+// WebAssembly SIMD, generated at run time for each (n, lo, hi).
+//
+// Layout is vertical: a block of B coordinates of every update is copied into
+// linear memory as n rows, and one v128 load at coordinate j of row i holds
+// coordinates j..j+3 of update i. A selection network across the n vectors
+// (compare-exchange = f32x4.pmin + f32x4.pmax, i.e. minps/maxps) then finds
+// the window's edge values for four coordinates at once, with no transposition
+// and no branches. The network is emitted as straight-line code over n v128
+// locals, so the engine's register allocator decides what to keep in
+// registers; a module assembled ahead of time could only interpret a
+// comparator list, paying an index load per compare-exchange.
+//
+// A second pass over the same rows (still in cache) compares every value with
+// its coordinate's two edge values: the ones inside are summed (float64, in
+// update order, as the scalar code did, so the aggregate is bit-for-bit the
+// same) and counted per update and per coordinate. Coordinates whose count
+// is not the window size have values tied at an edge outside the window; the
+// kernel lists them and the caller shares the tied places out (rare on real
+// updates, so that part stays scalar).
+
+import { batcherNetwork, pruneNetwork } from './order-statistics.js';
+import { FunctionBuilder, moduleBytes } from './wasm-encoder.js';
+
+/** Where a kernel's regions sit in linear memory (byte offsets) for blocks of B coordinates. */
+export interface WindowLayout {
+  readonly n: number;
+  /** Coordinates per block, a multiple of 4. */
+  readonly B: number;
+  /** Row i (B float32) starts at i·B·4. */
+  readonly rows: 0;
+  /** Per coordinate of the block: the value at sorted position lo, and at hi − 1 (float32). */
+  readonly low: number;
+  readonly high: number;
+  /** Per coordinate of the block: the aggregate (float32). */
+  readonly out: number;
+  /** Per update, four int32 lanes: how many coordinates (summed over the lanes) used it; accumulates over blocks. */
+  readonly used: number;
+  /** Indices (within the block) of coordinates with ties at the window's edge, int32. */
+  readonly ties: number;
+  readonly bytes: number;
+}
+
+/** Coordinates per block: the n rows (4·n·B bytes) stay well inside L2, next to the copy that fills them. */
+export function windowLayout(n: number, d: number): WindowLayout {
+  const cap = Math.max(64, Math.min(16384, Math.floor(131072 / n))) & ~3;
+  const B = Math.max(4, Math.min(cap, Math.ceil(d / 4) * 4));
+  const rows = 0 as const;
+  const low = n * B * 4;
+  const high = low + B * 4;
+  const out = high + B * 4;
+  const used = out + B * 4;
+  const ties = used + n * 16;
+  return { n, B, rows, low, high, out, used, ties, bytes: ties + B * 4 };
+}
+
+/** Runs the kernel over coordinates [0, len) of the block in memory; returns how many coordinates had ties. */
+export type WindowKernel = (len: number) => number;
+
+// The project compiles against lib ES2022 and @types/node 20, neither of
+// which declares WebAssembly: just the parts used here.
+export interface WasmMemory {
+  readonly buffer: ArrayBuffer;
+  grow(pages: number): number;
+}
+
+interface WasmApi {
+  readonly Memory: new (descriptor: { initial: number }) => WasmMemory;
+  readonly Module: new (bytes: Uint8Array) => object;
+  readonly Instance: new (module: object, imports: object) => { readonly exports: Record<string, unknown> };
+  validate(bytes: Uint8Array): boolean;
+}
+
+export const wasm = (globalThis as unknown as { WebAssembly: WasmApi }).WebAssembly;
+
+const memory = new wasm.Memory({ initial: 1 });
+const kernels = new Map<string, { layout: WindowLayout; run: WindowKernel }>();
+
+/** The shared linear memory; its buffer changes when it grows, so views must be taken after `windowKernel`. */
+export function windowMemory(): WasmMemory {
+  return memory;
+}
+
+const PAGE = 65536;
+
+/** The compiled kernel for n updates, window [lo, hi), blocks sized for d coordinates. */
+export function windowKernel(n: number, lo: number, hi: number, d: number): { layout: WindowLayout; run: WindowKernel } {
+  const layout = windowLayout(n, d);
+  const id = `${n}:${lo}:${hi}:${layout.B}`;
+  let kernel = kernels.get(id);
+  if (kernel === undefined) {
+    const pages = Math.ceil(layout.bytes / PAGE);
+    const have = memory.buffer.byteLength / PAGE;
+    if (pages > have) memory.grow(pages - have);
+    const module = new wasm.Module(windowModule(layout, lo, hi));
+    const instance = new wasm.Instance(module, { env: { memory } });
+    kernel = { layout, run: instance.exports['run'] as WindowKernel };
+    kernels.set(id, kernel);
+  }
+  return kernel;
+}
+
+function splatI32(x: number): Uint8Array {
+  return new Uint8Array(Int32Array.of(x, x, x, x).buffer);
+}
+
+/** The module's bytes: `run(len) → ties`, see WindowKernel. */
+export function windowModule(layout: WindowLayout, lo: number, hi: number): Uint8Array {
+  const { n, B } = layout;
+  const m = hi - lo;
+  const f = new FunctionBuilder(['i32'], ['i32']);
+  const len = 0;
+  const j = f.local('i32');
+  const p = f.local('i32');
+  const tieAt = f.local('i32');
+  const bits = f.local('i32');
+  const v = Array.from({ length: n }, () => f.local('v128'));
+  const kl = f.local('v128');
+  const valid = f.local('v128');
+  const inside = f.local('v128');
+  const acc0 = f.local('v128');
+  const acc1 = f.local('v128');
+  const x = f.local('v128');
+  const mask = f.local('v128');
+  const xm = f.local('v128');
+
+  const zero = new Uint8Array(16);
+  const nan = splatI32(0x7fc00000);
+  const iota = new Uint8Array(Int32Array.of(0, 1, 2, 3).buffer);
+  const mDouble = new Uint8Array(Float64Array.of(m, m).buffer);
+  // Lanes 2–3 of a v128 moved to lanes 0–1, for promote_low.
+  const highHalf = [8, 9, 10, 11, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15];
+  // Lanes 0–1 of each of two demoted halves, side by side.
+  const joinLow = [0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23];
+  const wantLo = lo;
+  const wantHi = hi - 1;
+
+  f.i32(0).set(j).i32(0).set(p).i32(layout.ties).set(tieAt);
+  f.op('block').op('loop');
+  f.get(j).get(len).op('i32.ge_s').branch('br_if', 1);
+
+  // Load; adding +0 turns −0 into +0, so pmin/pmax (which keep their first
+  // operand on equal inputs) never mix the two zeros and the edge values
+  // come out as the scalar code's keys would (+0 for a zero).
+  for (let i = 0; i < n; i++) {
+    f.get(p).memory('v128.load', layout.rows + i * B * 4).v128(zero).simd('f32x4.add').set(v[i]!);
+  }
+  for (const [a, b] of pruneNetwork(batcherNetwork(n), wantLo === wantHi ? [wantLo] : [wantLo, wantHi])) {
+    f.get(v[a]!).get(v[b]!).simd('f32x4.pmin');
+    f.get(v[a]!).get(v[b]!).simd('f32x4.pmax').set(v[b]!);
+    f.set(v[a]!);
+  }
+  const vLo = v[wantLo]!;
+  const vHi = v[wantHi]!;
+  f.get(p).get(vLo).memory('v128.store', layout.low);
+  f.get(p).get(vHi).memory('v128.store', layout.high);
+
+  // Lanes past len (the last block's tail) get a NaN low edge: no value compares ≥ it, so they count for nobody.
+  f.get(j).simd('i32x4.splat').v128(iota).simd('i32x4.add').get(len).simd('i32x4.splat').simd('i32x4.lt_s').set(valid);
+  f.get(vLo).v128(nan).get(valid).simd('v128.bitselect').set(kl);
+
+  const summing = m > 2;
+  f.v128(zero).set(inside);
+  if (summing) f.v128(zero).set(acc0).v128(zero).set(acc1);
+  for (let i = 0; i < n; i++) {
+    f.get(p).memory('v128.load', layout.rows + i * B * 4).set(x);
+    f.get(x).get(kl).simd('f32x4.ge').get(x).get(vHi).simd('f32x4.le').simd('v128.and').set(mask);
+    // used[i] lanes −= mask (−1 where inside)
+    f.i32(0).i32(0).memory('v128.load', layout.used + i * 16).get(mask).simd('i32x4.sub').memory('v128.store', layout.used + i * 16);
+    f.get(inside).get(mask).simd('i32x4.sub').set(inside);
+    if (summing) {
+      f.get(acc0).get(x).get(mask).simd('v128.and').tee(xm).simd('f64x2.promote_low_f32x4').simd('f64x2.add').set(acc0);
+      f.get(acc1).get(xm).get(xm).shuffle(highHalf).simd('f64x2.promote_low_f32x4').simd('f64x2.add').set(acc1);
+    }
+  }
+
+  // The aggregate: the edge value itself, the mean of the two edges, or the window's sum over m.
+  f.get(p);
+  if (m === 1) {
+    f.get(vLo);
+  } else {
+    if (summing) {
+      f.get(acc0);
+    } else {
+      f.get(vLo).simd('f64x2.promote_low_f32x4').get(vHi).simd('f64x2.promote_low_f32x4').simd('f64x2.add');
+    }
+    f.v128(mDouble).simd('f64x2.div').simd('f32x4.demote_f64x2_zero');
+    if (summing) {
+      f.get(acc1);
+    } else {
+      f.get(vLo).get(vLo).shuffle(highHalf).simd('f64x2.promote_low_f32x4');
+      f.get(vHi).get(vHi).shuffle(highHalf).simd('f64x2.promote_low_f32x4').simd('f64x2.add');
+    }
+    f.v128(mDouble).simd('f64x2.div').simd('f32x4.demote_f64x2_zero');
+    f.shuffle(joinLow);
+  }
+  f.memory('v128.store', layout.out);
+
+  // Coordinates where the count inside the window is not m: list them.
+  f.get(inside).v128(splatI32(m)).simd('i32x4.ne').get(valid).simd('v128.and').tee(mask).simd('v128.any_true');
+  f.op('if');
+  f.get(mask).simd('i32x4.bitmask').set(bits);
+  for (let l = 0; l < 4; l++) {
+    f.get(tieAt).get(j).i32(l).op('i32.add').storeI32(0);
+    f.get(tieAt).get(bits).i32(l).op('i32.shr_u').i32(1).op('i32.and').i32(2).op('i32.shl').op('i32.add').set(tieAt);
+  }
+  f.op('end');
+
+  f.get(j).i32(4).op('i32.add').set(j);
+  f.get(p).i32(16).op('i32.add').set(p);
+  f.branch('br', 0);
+  f.op('end').op('end');
+  f.get(tieAt).i32(layout.ties).op('i32.sub').i32(2).op('i32.shr_u');
+  return moduleBytes(f, 'run', Math.ceil(layout.bytes / PAGE));
+}
