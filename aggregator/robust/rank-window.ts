@@ -12,9 +12,10 @@
 // comparator list, paying an index load per compare-exchange.
 //
 // A second pass over the same rows (still in cache) compares every value with
-// its coordinate's two edge values: the ones inside are summed (float64, in
-// update order, as the scalar code did, so the aggregate is bit-for-bit the
-// same) and counted per update and per coordinate. Coordinates whose count
+// its coordinate's two edge values: the ones inside are summed (in float64,
+// in groups of four updates, so the result can differ from a plain
+// left-to-right float64 sum only in float64's last bits) and counted per
+// update and per coordinate. Coordinates whose count
 // is not the window size have values tied at an edge outside the window; the
 // kernel lists them and the caller shares the tied places out (rare on real
 // updates, so that part stays scalar).
@@ -53,6 +54,13 @@ export function windowLayout(n: number, d: number): WindowLayout {
   const ties = used + n * 16;
   return { n, B, rows, low, high, out, used, ties, bytes: ties + B * 4 };
 }
+
+/**
+ * Rows summed into a partial sum before it is added to the coordinate's
+ * running sum: one long chain of float64 adds (4 cycles each) would cost more
+ * than the rest of the pass at small n.
+ */
+const SUM_GROUP = 4;
 
 /** Runs the kernel over coordinates [0, len) of the block in memory; returns how many coordinates had ties. */
 export type WindowKernel = (len: number) => number;
@@ -123,6 +131,10 @@ export function windowModule(layout: WindowLayout, lo: number, hi: number): Uint
   const x = f.local('v128');
   const mask = f.local('v128');
   const xm = f.local('v128');
+  const part0 = f.local('v128');
+  const part1 = f.local('v128');
+  const w0 = f.local('v128');
+  const w1 = f.local('v128');
 
   const zero = new Uint8Array(16);
   const nan = splatI32(0x7fc00000);
@@ -139,12 +151,12 @@ export function windowModule(layout: WindowLayout, lo: number, hi: number): Uint
   f.op('block').op('loop');
   f.get(j).get(len).op('i32.ge_s').branch('br_if', 1);
 
-  // Load; adding +0 turns −0 into +0, so pmin/pmax (which keep their first
-  // operand on equal inputs) never mix the two zeros and the edge values
-  // come out as the scalar code's keys would (+0 for a zero).
-  for (let i = 0; i < n; i++) {
-    f.get(p).memory('v128.load', layout.rows + i * B * 4).v128(zero).simd('f32x4.add').set(v[i]!);
-  }
+  for (let i = 0; i < n; i++) f.get(p).memory('v128.load', layout.rows + i * B * 4).set(v[i]!);
+  // pmin/pmax keep their first operand when the inputs compare equal, so a
+  // −0 and a +0 meeting in a compare-exchange may come out as two −0s (or two
+  // +0s): every output is still numerically the right order statistic, only
+  // a zero's sign can differ. Adding +0 to the two edges turns −0 into +0,
+  // which is what the scalar code's keys gave.
   for (const [a, b] of pruneNetwork(batcherNetwork(n), wantLo === wantHi ? [wantLo] : [wantLo, wantHi])) {
     f.get(v[a]!).get(v[b]!).simd('f32x4.pmin');
     f.get(v[a]!).get(v[b]!).simd('f32x4.pmax').set(v[b]!);
@@ -152,6 +164,8 @@ export function windowModule(layout: WindowLayout, lo: number, hi: number): Uint
   }
   const vLo = v[wantLo]!;
   const vHi = v[wantHi]!;
+  f.get(vLo).v128(zero).simd('f32x4.add').set(vLo);
+  if (vHi !== vLo) f.get(vHi).v128(zero).simd('f32x4.add').set(vHi);
   f.get(p).get(vLo).memory('v128.store', layout.low);
   f.get(p).get(vHi).memory('v128.store', layout.high);
 
@@ -162,16 +176,22 @@ export function windowModule(layout: WindowLayout, lo: number, hi: number): Uint
   const summing = m > 2;
   f.v128(zero).set(inside);
   if (summing) f.v128(zero).set(acc0).v128(zero).set(acc1);
-  for (let i = 0; i < n; i++) {
-    f.get(p).memory('v128.load', layout.rows + i * B * 4).set(x);
-    f.get(x).get(kl).simd('f32x4.ge').get(x).get(vHi).simd('f32x4.le').simd('v128.and').set(mask);
-    // used[i] lanes −= mask (−1 where inside)
-    f.i32(0).i32(0).memory('v128.load', layout.used + i * 16).get(mask).simd('i32x4.sub').memory('v128.store', layout.used + i * 16);
-    f.get(inside).get(mask).simd('i32x4.sub').set(inside);
-    if (summing) {
-      f.get(acc0).get(x).get(mask).simd('v128.and').tee(xm).simd('f64x2.promote_low_f32x4').simd('f64x2.add').set(acc0);
-      f.get(acc1).get(xm).get(xm).shuffle(highHalf).simd('f64x2.promote_low_f32x4').simd('f64x2.add').set(acc1);
+  for (let i0 = 0; i0 < n; i0 += SUM_GROUP) {
+    const rows = Math.min(SUM_GROUP, n - i0);
+    for (let i = i0; i < i0 + rows; i++) {
+      f.get(p).memory('v128.load', layout.rows + i * B * 4).set(x);
+      f.get(x).get(kl).simd('f32x4.ge').get(x).get(vHi).simd('f32x4.le').simd('v128.and').set(mask);
+      // used[i] lanes −= mask (−1 where inside)
+      f.i32(0).i32(0).memory('v128.load', layout.used + i * 16).get(mask).simd('i32x4.sub').memory('v128.store', layout.used + i * 16);
+      f.get(inside).get(mask).simd('i32x4.sub').set(inside);
+      if (summing) {
+        f.get(x).get(mask).simd('v128.and').tee(xm).simd('f64x2.promote_low_f32x4').set(w0);
+        f.get(xm).get(xm).shuffle(highHalf).simd('f64x2.promote_low_f32x4').set(w1);
+        if (i > i0) f.get(part0).get(w0).simd('f64x2.add').set(part0).get(part1).get(w1).simd('f64x2.add').set(part1);
+        else f.get(w0).set(part0).get(w1).set(part1);
+      }
     }
+    if (summing) f.get(acc0).get(part0).simd('f64x2.add').set(acc0).get(acc1).get(part1).simd('f64x2.add').set(acc1);
   }
 
   // The aggregate: the edge value itself, the mean of the two edges, or the window's sum over m.
