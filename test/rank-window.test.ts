@@ -7,7 +7,8 @@ import test from 'ava';
 import fc from 'fast-check';
 import { rankWindow } from '../aggregator/robust/coordinate.js';
 import { coordinateMedian, trimmedMean, trimmedCount } from '../aggregator/robust/index.js';
-import { wasm, windowLayout, windowModule } from '../aggregator/robust/rank-window.js';
+import { windowLayout, windowModule } from '../aggregator/robust/rank-window.js';
+import { wasm } from '../aggregator/robust/wasm-encoder.js';
 
 interface Reference {
   readonly aggregate: Float32Array;

@@ -16,7 +16,8 @@
 import { percent } from './format.js';
 import { weightedSum } from './kernels.js';
 import { keyOfBits, keyToFloat, NETWORK_MAX, networkSelect, selected, selectFloat, selectPair } from './order-statistics.js';
-import { windowKernel, windowMemory } from './rank-window.js';
+import { windowKernel } from './rank-window.js';
+import { kernelMemory } from './wasm-encoder.js';
 import { checkSameLength, type Verdict } from './verdict.js';
 
 export interface CoordinateUsage {
@@ -106,7 +107,7 @@ export function rankWindow(updates: readonly Float32Array[], lo: number, hi: num
   if (d === 0) return usage(out, used, extra, m, d);
   const { layout, run } = windowKernel(n, lo, hi, d);
   const { B } = layout;
-  const buffer = windowMemory().buffer;
+  const buffer = kernelMemory().buffer;
   const heap = new Float32Array(buffer);
   const low = new Float32Array(buffer, layout.low, B);
   const high = new Float32Array(buffer, layout.high, B);

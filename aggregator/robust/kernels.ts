@@ -6,30 +6,29 @@
 // memory once per pass, accumulators stay in cache, and a JS loop keeps
 // several independent streams in flight, which is what lets it get near the
 // machine's memory bandwidth (a one-update-at-a-time loop reaches well under
-// half of it). Weighted sums read ten updates per sweep through loops
-// generated once per group size; the Gram matrix reuses each block from cache
-// in 3×3 register tiles. Accumulation is in float64 throughout.
+// half of it). The iterative rules' steps read ten updates per sweep through
+// loops generated once per group size; the Gram matrix reuses each block from
+// cache in 3×3 register tiles. Accumulation is in float64 throughout. The
+// plain weighted sum runs in WebAssembly SIMD (weighted-sum.ts).
 
-/** Coordinates per block for streaming kernels: accumulators (float64) stay in L1/L2. */
-const STREAM_BLOCK = 8192;
+import { simdWeightedSum } from './weighted-sum.js';
 
 /** Coordinates per block for kernels that re-read a block of every update (Gram): n·B·4 bytes stay in L2. */
 function reuseBlock(n: number): number {
   return Math.max(256, Math.min(8192, Math.floor((768 * 1024) / (4 * Math.max(1, n)))));
 }
 
-/** Updates read side by side in one sweep of a weighted sum. */
+/** Updates read side by side in one sweep of a step. */
 const GROUP = 10;
 
 /**
- * One sweep of a weighted sum over coordinates [b0, b1) for the updates
- * i .. i + G − 1:  DST = PREV + Σ cᵢ·uᵢ[j], where DST is acc[k] (float64
- * scratch, k = j − b0), out[j] (the float32 result) or v[j] (a float64
- * vector), and PREV is nothing, acc[k] or base·v[j].
+ * One sweep of an iterative rule's step over coordinates [b0, b1) for the
+ * updates i .. i + G − 1:  DST = PREV + Σ cᵢ·uᵢ[j], where DST is acc[k]
+ * (float64 scratch, k = j − b0) or v[j] (the float64 iterate), and PREV is
+ * acc[k] or base·v[j].
  */
 type Sweep = (
   acc: Float64Array,
-  out: Float32Array,
   v: Float64Array,
   base: number,
   updates: readonly Float32Array[],
@@ -39,8 +38,7 @@ type Sweep = (
   b1: number,
 ) => void;
 
-type SweepFrom = 'none' | 'acc' | 'v';
-type SweepTo = 'acc' | 'out' | 'v';
+type SweepEnd = 'acc' | 'v';
 
 const sweeps = new Map<string, Sweep>();
 
@@ -50,7 +48,7 @@ const sweeps = new Map<string, Sweep>();
  * them per element, and splitting G into fixed-size passes adds a load and
  * store of the accumulator per pass, which is what limits small n.
  */
-function sweep(G: number, from: SweepFrom, to: SweepTo): Sweep {
+function sweep(G: number, from: SweepEnd, to: SweepEnd): Sweep {
   const id = `${G}:${from}:${to}`;
   let fn = sweeps.get(id);
   if (fn === undefined) {
@@ -59,8 +57,8 @@ function sweep(G: number, from: SweepFrom, to: SweepTo): Sweep {
     const terms = Array.from({ length: G }, (_, q) => `c${q} * u${q}[j]`);
     const half = Math.ceil(G / 2);
     const sum = G <= 1 ? (terms[0] ?? '0') : `(${terms.slice(0, half).join(' + ')}) + (${terms.slice(half).join(' + ')})`;
-    const prev = { none: '', acc: 'acc[k] + ', v: 'base * v[j] + ' }[from];
-    const dst = { acc: 'acc[k]', out: 'out[j]', v: 'v[j]' }[to];
+    const prev = { acc: 'acc[k] + ', v: 'base * v[j] + ' }[from];
+    const dst = { acc: 'acc[k]', v: 'v[j]' }[to];
     const usesAcc = from === 'acc' || to === 'acc';
     lines.push(
       usesAcc
@@ -68,24 +66,21 @@ function sweep(G: number, from: SweepFrom, to: SweepTo): Sweep {
         : `for (let j = b0; j < b1; j++) ${dst} = ${prev}${sum};`,
     );
     // Generated from G and the two modes above only: no input reaches the source text.
-    fn = new Function('acc', 'out', 'v', 'base', 'updates', 'coeffs', 'i', 'b0', 'b1', `'use strict';\n${lines.join('\n')}`) as Sweep;
+    fn = new Function('acc', 'v', 'base', 'updates', 'coeffs', 'i', 'b0', 'b1', `'use strict';\n${lines.join('\n')}`) as Sweep;
     sweeps.set(id, fn);
   }
   return fn;
 }
 
 /**
- * DST[j] = [base·v[j] +] Σᵢ cᵢ·uᵢ[j] over coordinates [b0, b1), accumulated in
- * float64, GROUP updates per sweep; the first sweep starts the sum, the last
- * one writes it to its destination, the ones between accumulate in acc.
+ * v[j] = base·v[j] + Σᵢ cᵢ·uᵢ[j] over coordinates [b0, b1), accumulated in
+ * float64, GROUP updates per sweep; the first sweep starts from base·v, the
+ * last one writes v, the ones between accumulate in acc.
  */
-function weightedSumBlock(
+function stepBlock(
   acc: Float64Array,
-  out: Float32Array,
   v: Float64Array,
   base: number,
-  withV: boolean,
-  to: 'out' | 'v',
   updates: readonly Float32Array[],
   coeffs: Float64Array,
   b0: number,
@@ -93,30 +88,19 @@ function weightedSumBlock(
 ): void {
   const n = updates.length;
   if (n === 0) {
-    sweep(0, withV ? 'v' : 'none', to)(acc, out, v, base, updates, coeffs, 0, b0, b1);
+    sweep(0, 'v', 'v')(acc, v, base, updates, coeffs, 0, b0, b1);
     return;
   }
   for (let i = 0; i < n; i += GROUP) {
     const G = Math.min(GROUP, n - i);
-    const from: SweepFrom = i > 0 ? 'acc' : withV ? 'v' : 'none';
-    sweep(G, from, i + G >= n ? to : 'acc')(acc, out, v, base, updates, coeffs, i, b0, b1);
+    sweep(G, i > 0 ? 'acc' : 'v', i + G >= n ? 'v' : 'acc')(acc, v, base, updates, coeffs, i, b0, b1);
   }
 }
 
-/** Σᵢ cᵢ·uᵢ, accumulated in float64, rounded once to float32. */
+/** Σᵢ cᵢ·uᵢ, accumulated in float64, rounded once to float32 (WebAssembly SIMD, weighted-sum.ts). */
 export function weightedSum(updates: readonly Float32Array[], coefficients: ArrayLike<number>): Float32Array {
   const d = updates.length === 0 ? 0 : updates[0]!.length;
-  // One element kind in the hot loops, whatever the caller passed.
-  const coeffs = Float64Array.from(coefficients);
-  const out = new Float32Array(d);
-  const acc = new Float64Array(Math.min(STREAM_BLOCK, d));
-  const none = new Float64Array(0);
-  // With one sweep's worth of updates there is no accumulator to keep in cache: no blocks.
-  const B = updates.length <= GROUP ? d : STREAM_BLOCK;
-  for (let b0 = 0; b0 < d; b0 += B) {
-    weightedSumBlock(acc, out, none, 0, false, 'out', updates, coeffs, b0, Math.min(d, b0 + B));
-  }
-  return out;
+  return d === 0 ? new Float32Array(0) : simdWeightedSum(updates, coefficients, d);
 }
 
 /** Σⱼ uᵢ[j]² for every update, in float64; non-finite values make the result non-finite. */
@@ -177,11 +161,10 @@ export function stepAndDistances(
   const d = v.length;
   const B = reuseBlock(n);
   const acc = new Float64Array(Math.min(B, d));
-  const none = new Float32Array(0);
   dist2?.fill(0);
   for (let b0 = 0; b0 < d; b0 += B) {
     const b1 = Math.min(d, b0 + B);
-    if (coeffs !== undefined) weightedSumBlock(acc, none, v, base, true, 'v', updates, coeffs, b0, b1);
+    if (coeffs !== undefined) stepBlock(acc, v, base, updates, coeffs, b0, b1);
     if (dist2 === undefined) continue;
     // The block of every update is still in cache: distances to the new v.
     let i = 0;

@@ -21,7 +21,7 @@
 // updates, so that part stays scalar).
 
 import { batcherNetwork, pruneNetwork } from './order-statistics.js';
-import { FunctionBuilder, moduleBytes } from './wasm-encoder.js';
+import { FunctionBuilder, instantiate, moduleBytes, pagesFor } from './wasm-encoder.js';
 
 /** Where a kernel's regions sit in linear memory (byte offsets) for blocks of B coordinates. */
 export interface WindowLayout {
@@ -65,44 +65,15 @@ const SUM_GROUP = 4;
 /** Runs the kernel over coordinates [0, len) of the block in memory; returns how many coordinates had ties. */
 export type WindowKernel = (len: number) => number;
 
-// The project compiles against lib ES2022 and @types/node 20, neither of
-// which declares WebAssembly: just the parts used here.
-export interface WasmMemory {
-  readonly buffer: ArrayBuffer;
-  grow(pages: number): number;
-}
-
-interface WasmApi {
-  readonly Memory: new (descriptor: { initial: number }) => WasmMemory;
-  readonly Module: new (bytes: Uint8Array) => object;
-  readonly Instance: new (module: object, imports: object) => { readonly exports: Record<string, unknown> };
-  validate(bytes: Uint8Array): boolean;
-}
-
-export const wasm = (globalThis as unknown as { WebAssembly: WasmApi }).WebAssembly;
-
-const memory = new wasm.Memory({ initial: 1 });
 const kernels = new Map<string, { layout: WindowLayout; run: WindowKernel }>();
 
-/** The shared linear memory; its buffer changes when it grows, so views must be taken after `windowKernel`. */
-export function windowMemory(): WasmMemory {
-  return memory;
-}
-
-const PAGE = 65536;
-
-/** The compiled kernel for n updates, window [lo, hi), blocks sized for d coordinates. */
+/** The compiled kernel for n updates, window [lo, hi), blocks sized for d coordinates; take memory views after this call. */
 export function windowKernel(n: number, lo: number, hi: number, d: number): { layout: WindowLayout; run: WindowKernel } {
   const layout = windowLayout(n, d);
   const id = `${n}:${lo}:${hi}:${layout.B}`;
   let kernel = kernels.get(id);
   if (kernel === undefined) {
-    const pages = Math.ceil(layout.bytes / PAGE);
-    const have = memory.buffer.byteLength / PAGE;
-    if (pages > have) memory.grow(pages - have);
-    const module = new wasm.Module(windowModule(layout, lo, hi));
-    const instance = new wasm.Instance(module, { env: { memory } });
-    kernel = { layout, run: instance.exports['run'] as WindowKernel };
+    kernel = { layout, run: instantiate(windowModule(layout, lo, hi), layout.bytes) as WindowKernel };
     kernels.set(id, kernel);
   }
   return kernel;
@@ -231,5 +202,5 @@ export function windowModule(layout: WindowLayout, lo: number, hi: number): Uint
   f.branch('br', 0);
   f.op('end').op('end');
   f.get(tieAt).i32(layout.ties).op('i32.sub').i32(2).op('i32.shr_u');
-  return moduleBytes(f, 'run', Math.ceil(layout.bytes / PAGE));
+  return moduleBytes(f, pagesFor(layout.bytes));
 }

@@ -1,5 +1,5 @@
-// A minimal WebAssembly binary writer: one module, one imported memory, one
-// exported function. Enough for kernels whose code is generated at run time
+// A minimal WebAssembly binary writer (one module, one imported memory, one
+// exported function) and the one linear memory its kernels share. Enough for kernels whose code is generated at run time
 // from a comparator list (rank-window.ts), where a module assembled ahead of
 // time would have to interpret the network instead of running it as
 // straight-line code.
@@ -14,6 +14,7 @@ const VALTYPE: Record<Valtype, number> = { i32: 0x7f, v128: 0x7b };
 /** Opcodes after the 0xfd prefix. */
 export const SIMD = {
   'v128.load': 0x00,
+  'v128.load64_splat': 0x0a,
   'v128.store': 0x0b,
   'v128.const': 0x0c,
   'i8x16.shuffle': 0x0d,
@@ -36,6 +37,7 @@ export const SIMD = {
   'f32x4.pmin': 0xea,
   'f32x4.pmax': 0xeb,
   'f64x2.add': 0xf0,
+  'f64x2.mul': 0xf2,
   'f64x2.div': 0xf3,
 } as const;
 
@@ -158,6 +160,14 @@ export class FunctionBuilder {
     return this;
   }
 
+  /** v128.load64_splat with a constant byte offset: one float64 into both lanes. */
+  load64Splat(offset: number): this {
+    this.simd('v128.load64_splat');
+    this.code.push(3); // 8-byte aligned
+    uleb(this.code, offset);
+    return this;
+  }
+
   v128(bytes: Uint8Array): this {
     if (bytes.length !== 16) throw new RangeError('v128.const takes 16 bytes');
     this.simd('v128.const');
@@ -210,11 +220,8 @@ function name(out: number[], s: string): void {
   append(out, bytes);
 }
 
-/**
- * A module that imports memory `env.memory` (at least `minPages` pages) and
- * exports `fn` under `exportName`.
- */
-export function moduleBytes(fn: FunctionBuilder, exportName: string, minPages: number): Uint8Array {
+/** A module that imports memory `env.memory` (at least `minPages` pages) and exports `fn` as `run`. */
+export function moduleBytes(fn: FunctionBuilder, minPages: number): Uint8Array {
   const out = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00];
 
   const types: number[] = [];
@@ -241,7 +248,7 @@ export function moduleBytes(fn: FunctionBuilder, exportName: string, minPages: n
 
   const exports: number[] = [];
   uleb(exports, 1);
-  name(exports, exportName);
+  name(exports, 'run');
   exports.push(0x00); // function
   uleb(exports, 0);
   section(out, 7, exports);
@@ -254,4 +261,47 @@ export function moduleBytes(fn: FunctionBuilder, exportName: string, minPages: n
   section(out, 10, code);
 
   return Uint8Array.from(out);
+}
+
+// ---------------------------------------------------------------------------
+// Running the modules.
+
+// The project compiles against lib ES2022 and @types/node 20, neither of
+// which declares WebAssembly: just the parts used here.
+export interface WasmMemory {
+  readonly buffer: ArrayBuffer;
+  grow(pages: number): number;
+}
+
+interface WasmApi {
+  readonly Memory: new (descriptor: { initial: number }) => WasmMemory;
+  readonly Module: new (bytes: Uint8Array) => object;
+  readonly Instance: new (module: object, imports: object) => { readonly exports: Record<string, unknown> };
+  validate(bytes: Uint8Array): boolean;
+}
+
+export const wasm = (globalThis as unknown as { WebAssembly: WasmApi }).WebAssembly;
+
+const PAGE = 65536;
+
+export function pagesFor(bytes: number): number {
+  return Math.max(1, Math.ceil(bytes / PAGE));
+}
+
+// One memory for every kernel: the calls are synchronous and never nested,
+// and one memory keeps the process at the largest block, not the sum of them.
+const memory = new wasm.Memory({ initial: 1 });
+
+/** The kernels' memory; its buffer is replaced when it grows, so take views after `instantiate`. */
+export function kernelMemory(): WasmMemory {
+  return memory;
+}
+
+/** Compiles a module from `moduleBytes`, grows the memory to `bytes` if needed, and returns its exported function. */
+export function instantiate(bytes: Uint8Array, needed: number): (...args: number[]) => number {
+  const pages = pagesFor(needed);
+  const have = memory.buffer.byteLength / PAGE;
+  if (pages > have) memory.grow(pages - have);
+  const instance = new wasm.Instance(new wasm.Module(bytes), { env: { memory } });
+  return instance.exports['run'] as (...args: number[]) => number;
 }
