@@ -39,6 +39,8 @@ export interface WindowLayout {
   readonly used: number;
   /** Indices (within the block) of coordinates with ties at the window's edge, int32. */
   readonly ties: number;
+  /** Per sorted position, a v128 slot for network values that do not fit in registers. */
+  readonly spill: number;
   readonly bytes: number;
 }
 
@@ -52,7 +54,8 @@ export function windowLayout(n: number, d: number): WindowLayout {
   const out = high + B * 4;
   const used = out + B * 4;
   const ties = used + n * 16;
-  return { n, B, rows, low, high, out, used, ties, bytes: ties + B * 4 };
+  const spill = ties + B * 4;
+  return { n, B, rows, low, high, out, used, ties, spill, bytes: spill + n * 16 };
 }
 
 /**
@@ -79,6 +82,94 @@ export function windowKernel(n: number, lo: number, hi: number, d: number): { la
   return kernel;
 }
 
+/**
+ * v128 locals the network keeps its values in. V8 on x64 has 16 vector
+ * registers and keeps some for itself and for the pmin result while pmax is
+ * computed; with more locals than registers its allocator spills on its own
+ * terms, and measured slower than spilling explicitly, ahead of time.
+ */
+const NETWORK_REGISTERS = 12;
+
+/**
+ * Emits the compare-exchanges with at most regs.length values in locals:
+ * values are loaded from their rows at first use, and when a local is needed
+ * the value whose next use is furthest away gives it up (Belady's rule, which
+ * needs the whole sequence ahead of time: a network has it), stored to its
+ * spill slot if it changed since it was loaded. With the comparators in
+ * depth-first order (batcherNetwork) most of them find both values in
+ * registers. Returns which local holds each wanted position at the end.
+ */
+function emitNetwork(
+  f: FunctionBuilder,
+  p: number,
+  layout: WindowLayout,
+  pairs: readonly [number, number][],
+  wanted: readonly number[],
+  regs: readonly number[],
+): Map<number, number> {
+  const { n, B } = layout;
+  const end = pairs.length;
+  const uses: number[][] = Array.from({ length: n }, () => []);
+  pairs.forEach(([a, b], k) => {
+    uses[a]!.push(k);
+    uses[b]!.push(k);
+  });
+  for (const w of wanted) uses[w]!.push(end);
+  const nextIndex = new Int32Array(n);
+  const nextUse = (x: number) => uses[x]![nextIndex[x]!] ?? Infinity;
+  const slotOf = new Int32Array(n).fill(-1);
+  const holder = new Array<number>(regs.length).fill(-1);
+  const changed = new Uint8Array(n);
+  const spilled = new Uint8Array(n);
+
+  const bring = (x: number, keep: number) => {
+    if (slotOf[x]! >= 0) return;
+    let slot = holder.indexOf(-1);
+    if (slot < 0) {
+      let far = -1;
+      holder.forEach((y, s) => {
+        const u = y === keep ? -1 : nextUse(y);
+        if (u > far) {
+          far = u;
+          slot = s;
+        }
+      });
+      const y = holder[slot]!;
+      if (changed[y] && far !== Infinity) {
+        f.i32(0).get(regs[slot]!).memory('v128.store', layout.spill + 16 * y);
+        spilled[y] = 1;
+        changed[y] = 0;
+      }
+      slotOf[y] = -1;
+    }
+    if (spilled[x]) f.i32(0).memory('v128.load', layout.spill + 16 * x);
+    else f.get(p).memory('v128.load', layout.rows + x * B * 4);
+    f.set(regs[slot]!);
+    slotOf[x] = slot;
+    holder[slot] = x;
+  };
+
+  for (const [a, b] of pairs) {
+    bring(a, b);
+    bring(b, a);
+    nextIndex[a]!++;
+    nextIndex[b]!++;
+    const ra = regs[slotOf[a]!]!;
+    const rb = regs[slotOf[b]!]!;
+    f.get(ra).get(rb).simd('f32x4.pmin');
+    f.get(ra).get(rb).simd('f32x4.pmax').set(rb);
+    f.set(ra);
+    changed[a] = 1;
+    changed[b] = 1;
+  }
+  const at = new Map<number, number>();
+  for (const w of wanted) {
+    bring(w, wanted[0] === w ? wanted[wanted.length - 1]! : wanted[0]!);
+    at.set(w, regs[slotOf[w]!]!);
+  }
+  return at;
+}
+
 function splatI32(x: number): Uint8Array {
   return new Uint8Array(Int32Array.of(x, x, x, x).buffer);
 }
@@ -93,7 +184,9 @@ export function windowModule(layout: WindowLayout, lo: number, hi: number): Uint
   const p = f.local('i32');
   const tieAt = f.local('i32');
   const bits = f.local('i32');
-  const v = Array.from({ length: n }, () => f.local('v128'));
+  const regs = Array.from({ length: Math.min(n, NETWORK_REGISTERS) }, () => f.local('v128'));
+  const vLo = f.local('v128');
+  const vHi = f.local('v128');
   const kl = f.local('v128');
   const valid = f.local('v128');
   const inside = f.local('v128');
@@ -122,21 +215,17 @@ export function windowModule(layout: WindowLayout, lo: number, hi: number): Uint
   f.op('block').op('loop');
   f.get(j).get(len).op('i32.ge_s').branch('br_if', 1);
 
-  for (let i = 0; i < n; i++) f.get(p).memory('v128.load', layout.rows + i * B * 4).set(v[i]!);
   // pmin/pmax keep their first operand when the inputs compare equal, so a
   // −0 and a +0 meeting in a compare-exchange may come out as two −0s (or two
   // +0s): every output is still numerically the right order statistic, only
   // a zero's sign can differ. Adding +0 to the two edges turns −0 into +0,
   // which is what the scalar code's keys gave.
-  for (const [a, b] of pruneNetwork(batcherNetwork(n), wantLo === wantHi ? [wantLo] : [wantLo, wantHi])) {
-    f.get(v[a]!).get(v[b]!).simd('f32x4.pmin');
-    f.get(v[a]!).get(v[b]!).simd('f32x4.pmax').set(v[b]!);
-    f.set(v[a]!);
-  }
-  const vLo = v[wantLo]!;
-  const vHi = v[wantHi]!;
+  const wanted = wantLo === wantHi ? [wantLo] : [wantLo, wantHi];
+  const at = emitNetwork(f, p, layout, pruneNetwork(batcherNetwork(n), wanted), wanted, regs);
+  f.get(at.get(wantLo)!).set(vLo);
+  f.get(at.get(wantHi)!).set(vHi);
   f.get(vLo).v128(zero).simd('f32x4.add').set(vLo);
-  if (vHi !== vLo) f.get(vHi).v128(zero).simd('f32x4.add').set(vHi);
+  f.get(vHi).v128(zero).simd('f32x4.add').set(vHi);
   f.get(p).get(vLo).memory('v128.store', layout.low);
   f.get(p).get(vHi).memory('v128.store', layout.high);
 
