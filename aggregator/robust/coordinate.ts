@@ -1,12 +1,16 @@
 // The coordinate-wise kernels behind the median, the trimmed mean and
 // Bulyan's second stage, and the verdicts they share.
 //
-// Coordinates are processed in blocks: a block of every update is gathered
-// into contiguous, coordinate-major scratch buffers (each coordinate's n
-// values side by side, as floats and as order-preserving int32 keys), then
-// each coordinate's order statistics are found there (order-statistics.ts:
-// sorting networks for small n, branch-free quickselect above), and one more
-// pass over its n values sums the kept ones and credits each update.
+// The median and the trimmed mean (rankWindow) run in WebAssembly SIMD
+// (rank-window.ts), four coordinates per pass; the ties at a window's edge
+// are shared out here. Bulyan's second stage (closestToMedian) is still
+// scalar: coordinates are processed in blocks, a block of every update is
+// gathered into contiguous, coordinate-major scratch buffers (each
+// coordinate's n values side by side, as floats and as order-preserving int32
+// keys), then each coordinate's order statistics are found there
+// (order-statistics.ts: sorting networks for small n, branch-free quickselect
+// above), and one more pass over its n values sums the kept ones and credits
+// each update.
 //
 // An update's share of a coordinate is 1/m when its value is one of the m
 // values averaged there, 0 when it was trimmed; values tied at the edge of the
@@ -105,7 +109,7 @@ export function rankWindow(updates: readonly Float32Array[], lo: number, hi: num
   const extra = new Float64Array(n);
   const out = new Float32Array(d);
   if (d === 0) return usage(out, used, extra, m, d);
-  const { layout, run } = windowKernel(n, lo, hi, d);
+  const { layout, run } = windowKernel(n, lo, hi);
   const { B } = layout;
   const buffer = kernelMemory().buffer;
   const heap = new Float32Array(buffer);

@@ -6,19 +6,20 @@
 // coordinates j..j+3 of update i. A selection network across the n vectors
 // (compare-exchange = f32x4.pmin + f32x4.pmax, i.e. minps/maxps) then finds
 // the window's edge values for four coordinates at once, with no transposition
-// and no branches. The network is emitted as straight-line code over n v128
-// locals, so the engine's register allocator decides what to keep in
-// registers; a module assembled ahead of time could only interpret a
-// comparator list, paying an index load per compare-exchange.
+// and no branches. The network is emitted as straight-line code (see
+// emitNetwork for which values live in registers); a module assembled ahead
+// of time could only interpret a comparator list, paying an index load per
+// compare-exchange, which is why the module is generated here per (n, lo, hi)
+// (wasm-encoder.ts) and not assembled from a .wat file at build time.
 //
 // A second pass over the same rows (still in cache) compares every value with
 // its coordinate's two edge values: the ones inside are summed (in float64,
 // in groups of four updates, so the result can differ from a plain
 // left-to-right float64 sum only in float64's last bits) and counted per
-// update and per coordinate. Coordinates whose count
-// is not the window size have values tied at an edge outside the window; the
-// kernel lists them and the caller shares the tied places out (rare on real
-// updates, so that part stays scalar).
+// update and per coordinate. Coordinates whose count is not the window size
+// have values tied at an edge outside the window; the kernel lists them and
+// the caller shares the tied places out (rare on real updates, so that part
+// stays scalar).
 
 import { batcherNetwork, pruneNetwork } from './order-statistics.js';
 import { FunctionBuilder, instantiate, moduleBytes, pagesFor } from './wasm-encoder.js';
@@ -45,9 +46,8 @@ export interface WindowLayout {
 }
 
 /** Coordinates per block: the n rows (4·n·B bytes) stay well inside L2, next to the copy that fills them. */
-export function windowLayout(n: number, d: number): WindowLayout {
-  const cap = Math.max(64, Math.min(16384, Math.floor(131072 / n))) & ~3;
-  const B = Math.max(4, Math.min(cap, Math.ceil(d / 4) * 4));
+export function windowLayout(n: number): WindowLayout {
+  const B = Math.max(64, Math.min(16384, Math.floor(131072 / n))) & ~3;
   const rows = 0 as const;
   const low = n * B * 4;
   const high = low + B * 4;
@@ -70,10 +70,10 @@ export type WindowKernel = (len: number) => number;
 
 const kernels = new Map<string, { layout: WindowLayout; run: WindowKernel }>();
 
-/** The compiled kernel for n updates, window [lo, hi), blocks sized for d coordinates; take memory views after this call. */
-export function windowKernel(n: number, lo: number, hi: number, d: number): { layout: WindowLayout; run: WindowKernel } {
-  const layout = windowLayout(n, d);
-  const id = `${n}:${lo}:${hi}:${layout.B}`;
+/** The compiled kernel for n updates and window [lo, hi); take memory views after this call. */
+export function windowKernel(n: number, lo: number, hi: number): { layout: WindowLayout; run: WindowKernel } {
+  const layout = windowLayout(n);
+  const id = `${n}:${lo}:${hi}`;
   let kernel = kernels.get(id);
   if (kernel === undefined) {
     kernel = { layout, run: instantiate(windowModule(layout, lo, hi), layout.bytes) as WindowKernel };

@@ -24,10 +24,9 @@ export interface SumLayout {
   readonly bytes: number;
 }
 
-export function sumLayout(n: number, d: number): SumLayout {
+export function sumLayout(n: number): SumLayout {
   // The n rows (4·n·B bytes) stay in L2 between the copy that fills them and the pass that reads them.
-  const cap = Math.max(64, Math.min(16384, Math.floor(131072 / n))) & ~3;
-  const B = Math.max(4, Math.min(cap, Math.ceil(d / 4) * 4));
+  const B = Math.max(64, Math.min(16384, Math.floor(131072 / n))) & ~3;
   const coefficients = n * B * 4;
   const out = coefficients + n * 8;
   return { n, B, coefficients, out, bytes: out + B * 4 };
@@ -77,15 +76,14 @@ export function sumModule(layout: SumLayout): Uint8Array {
   return moduleBytes(f, pagesFor(layout.bytes));
 }
 
-const kernels = new Map<string, { layout: SumLayout; run: (len: number) => void }>();
+const kernels = new Map<number, { layout: SumLayout; run: (len: number) => void }>();
 
-function sumKernel(n: number, d: number): { layout: SumLayout; run: (len: number) => void } {
-  const layout = sumLayout(n, d);
-  const id = `${n}:${layout.B}`;
-  let kernel = kernels.get(id);
+function sumKernel(n: number): { layout: SumLayout; run: (len: number) => void } {
+  let kernel = kernels.get(n);
   if (kernel === undefined) {
+    const layout = sumLayout(n);
     kernel = { layout, run: instantiate(sumModule(layout), layout.bytes) };
-    kernels.set(id, kernel);
+    kernels.set(n, kernel);
   }
   return kernel;
 }
@@ -93,7 +91,7 @@ function sumKernel(n: number, d: number): { layout: SumLayout; run: (len: number
 /** Σᵢ cᵢ·uᵢ over updates of one length d ≥ 1, accumulated in float64, rounded once to float32. */
 export function simdWeightedSum(updates: readonly Float32Array[], coefficients: ArrayLike<number>, d: number): Float32Array {
   const n = updates.length;
-  const { layout, run } = sumKernel(n, d);
+  const { layout, run } = sumKernel(n);
   const { B } = layout;
   const buffer = kernelMemory().buffer;
   const heap = new Float32Array(buffer);
