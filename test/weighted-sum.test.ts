@@ -1,5 +1,6 @@
-// The WebAssembly SIMD weighted sum against a plain float64 loop: n around the
-// 4-row groups, d not a multiple of the 4 lanes, several blocks.
+// The weighted sum (WebAssembly SIMD up to 32 updates, JS sweeps above)
+// against a plain float64 loop: n around the 4-row groups and the switch
+// between the two, d not a multiple of the 4 lanes, several blocks.
 import test from 'ava';
 import fc from 'fast-check';
 import { weightedSum } from '../aggregator/robust/kernels.js';
@@ -24,7 +25,7 @@ function agrees(got: Float32Array, us: readonly Float32Array[], c: readonly numb
 }
 
 test('weighted sums match a plain loop for n = 1 … 9, 13, 100 and d across blocks and partial lanes', (t) => {
-  for (const n of [1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 100]) {
+  for (const n of [1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 32, 33, 100]) {
     const { B } = sumLayout(n);
     for (const d of [1, 2, 3, 5, 8, 2 * B + 3]) {
       const us = Array.from({ length: n }, (_, i) => Float32Array.from({ length: d }, (_, j) => Math.sin(i * 31 + j * 7) * (1 + i)));
@@ -46,7 +47,7 @@ test('generated modules validate', (t) => {
 });
 
 test('property: weighted sums agree with a plain float64 loop', (t) => {
-  const round = fc.record({ n: fc.integer({ min: 1, max: 40 }), d: fc.integer({ min: 1, max: 30 }) }).chain(({ n, d }) =>
+  const round = fc.record({ n: fc.integer({ min: 1, max: 45 }), d: fc.integer({ min: 1, max: 30 }) }).chain(({ n, d }) =>
     fc.record({
       us: fc.array(fc.array(fc.float({ min: -1e3, max: 1e3, noNaN: true }), { minLength: d, maxLength: d }).map((a) => Float32Array.from(a)), {
         minLength: n,
