@@ -4,7 +4,9 @@
 import test from 'ava';
 import fc from 'fast-check';
 import { weightedSum } from '../aggregator/robust/kernels.js';
-import { sumLayout, sumModule } from '../aggregator/robust/weighted-sum.js';
+import { simdWeightedSum, sumLayout, sumModule } from '../aggregator/robust/weighted-sum.js';
+import { rankWindow } from '../aggregator/robust/coordinate.js';
+import { windowKernel } from '../aggregator/robust/rank-window.js';
 import { wasm } from '../aggregator/robust/wasm-encoder.js';
 
 function plain(us: readonly Float32Array[], c: readonly number[]): Float64Array {
@@ -58,4 +60,16 @@ test('property: weighted sums agree with a plain float64 loop', (t) => {
   );
   fc.assert(fc.property(round, ({ us, c }) => agrees(weightedSum(us, c), us, c)), { numRuns: 200 });
   t.pass();
+});
+
+test('a kernel that needs more memory gets a new one: no buffer in use is ever detached', (t) => {
+  const pair = [Float32Array.of(1, 5), Float32Array.of(3, 1)];
+  t.deepEqual(Array.from(rankWindow(pair, 0, 1).aggregate), [1, 1]);
+  const before = windowKernel(2, 0, 1).memory.buffer;
+  // 5,000 rows of 64 coordinates: more than the first memory holds.
+  const many = Array.from({ length: 5000 }, (_, i) => new Float32Array(8).fill(i % 3));
+  const sum = simdWeightedSum(many, new Float64Array(5000).fill(1 / 5000), 8);
+  t.true(Math.abs(sum[0]! - 4999 / 5000) < 1e-6);
+  t.true(before.byteLength > 0, 'the first memory was grown (its buffer detached) instead of replaced');
+  t.deepEqual(Array.from(rankWindow(pair, 0, 1).aggregate), [1, 1]);
 });

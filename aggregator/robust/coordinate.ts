@@ -21,7 +21,6 @@ import { percent } from './format.js';
 import { weightedSum } from './kernels.js';
 import { keyOfBits, keyToFloat, NETWORK_MAX, networkSelect, selected, selectFloat, selectPair } from './order-statistics.js';
 import { windowKernel } from './rank-window.js';
-import { kernelMemory } from './wasm-encoder.js';
 import { checkSameLength, type Verdict } from './verdict.js';
 
 export interface CoordinateUsage {
@@ -109,9 +108,9 @@ export function rankWindow(updates: readonly Float32Array[], lo: number, hi: num
   const extra = new Float64Array(n);
   const out = new Float32Array(d);
   if (d === 0) return usage(out, used, extra, m, d);
-  const { layout, run } = windowKernel(n, lo, hi);
+  const { layout, run, memory } = windowKernel(n, lo, hi);
   const { B } = layout;
-  const buffer = kernelMemory().buffer;
+  const buffer = memory.buffer;
   const heap = new Float32Array(buffer);
   const low = new Float32Array(buffer, layout.low, B);
   const high = new Float32Array(buffer, layout.high, B);

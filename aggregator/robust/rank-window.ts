@@ -22,7 +22,7 @@
 // stays scalar).
 
 import { batcherNetwork, pruneNetwork } from './order-statistics.js';
-import { FunctionBuilder, instantiate, moduleBytes, pagesFor } from './wasm-encoder.js';
+import { FunctionBuilder, instantiate, moduleBytes, pagesFor, type WasmMemory } from './wasm-encoder.js';
 
 /** Where a kernel's regions sit in linear memory (byte offsets) for blocks of B coordinates. */
 export interface WindowLayout {
@@ -68,15 +68,22 @@ const SUM_GROUP = 4;
 /** Runs the kernel over coordinates [0, len) of the block in memory; returns how many coordinates had ties. */
 export type WindowKernel = (len: number) => number;
 
-const kernels = new Map<string, { layout: WindowLayout; run: WindowKernel }>();
+interface CompiledWindow {
+  readonly layout: WindowLayout;
+  readonly run: WindowKernel;
+  readonly memory: WasmMemory;
+}
 
-/** The compiled kernel for n updates and window [lo, hi); take memory views after this call. */
-export function windowKernel(n: number, lo: number, hi: number): { layout: WindowLayout; run: WindowKernel } {
+const kernels = new Map<string, CompiledWindow>();
+
+/** The compiled kernel for n updates and window [lo, hi), and the memory it works in. */
+export function windowKernel(n: number, lo: number, hi: number): CompiledWindow {
   const layout = windowLayout(n);
   const id = `${n}:${lo}:${hi}`;
   let kernel = kernels.get(id);
   if (kernel === undefined) {
-    kernel = { layout, run: instantiate(windowModule(layout, lo, hi), layout.bytes) as WindowKernel };
+    const { run, memory } = instantiate(windowModule(layout, lo, hi), layout.bytes);
+    kernel = { layout, run, memory };
     kernels.set(id, kernel);
   }
   return kernel;

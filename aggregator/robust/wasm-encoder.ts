@@ -270,7 +270,6 @@ export function moduleBytes(fn: FunctionBuilder, minPages: number): Uint8Array {
 // which declares WebAssembly: just the parts used here.
 export interface WasmMemory {
   readonly buffer: ArrayBuffer;
-  grow(pages: number): number;
 }
 
 interface WasmApi {
@@ -288,20 +287,27 @@ export function pagesFor(bytes: number): number {
   return Math.max(1, Math.ceil(bytes / PAGE));
 }
 
-// One memory for every kernel: the calls are synchronous and never nested,
-// and one memory keeps the process at the largest block, not the sum of them.
-const memory = new wasm.Memory({ initial: 1 });
+/** 1 MiB: every kernel layout up to n ≈ 2,000 updates fits, so one memory serves them all. */
+const INITIAL_PAGES = 16;
 
-/** The kernels' memory; its buffer is replaced when it grows, so take views after `instantiate`. */
-export function kernelMemory(): WasmMemory {
-  return memory;
+// One memory shared by the kernels (their calls are synchronous and never
+// nested), replaced by a new, larger one when a kernel needs more, never
+// grown: growing a memory detaches its old ArrayBuffer, and after the first
+// detach in a process V8 can no longer assume typed arrays stay attached, so
+// every optimized typed-array loop (the JS kernels included) pays for checks;
+// measured, the JS weighted sum at n = 100 went from 153 to 192 ms after one
+// memory.grow.
+let memory = new wasm.Memory({ initial: INITIAL_PAGES });
+
+/** A compiled kernel: its `run` export and the memory it was instantiated with (take views of that memory's buffer). */
+export interface Kernel {
+  readonly run: (...args: number[]) => number;
+  readonly memory: WasmMemory;
 }
 
-/** Compiles a module from `moduleBytes`, grows the memory to `bytes` if needed, and returns its exported function. */
-export function instantiate(bytes: Uint8Array, needed: number): (...args: number[]) => number {
-  const pages = pagesFor(needed);
-  const have = memory.buffer.byteLength / PAGE;
-  if (pages > have) memory.grow(pages - have);
+/** Compiles a module from `moduleBytes` against a memory of at least `needed` bytes. */
+export function instantiate(bytes: Uint8Array, needed: number): Kernel {
+  if (pagesFor(needed) > memory.buffer.byteLength / PAGE) memory = new wasm.Memory({ initial: pagesFor(needed) });
   const instance = new wasm.Instance(new wasm.Module(bytes), { env: { memory } });
-  return instance.exports['run'] as (...args: number[]) => number;
+  return { run: instance.exports['run'] as (...args: number[]) => number, memory };
 }

@@ -9,7 +9,7 @@
 // (four rows summed before they join the running sum, which keeps the chain
 // of dependent adds short) differs from a left-to-right sum.
 
-import { FunctionBuilder, instantiate, kernelMemory, moduleBytes, pagesFor } from './wasm-encoder.js';
+import { FunctionBuilder, instantiate, moduleBytes, pagesFor, type Kernel } from './wasm-encoder.js';
 
 /** Rows summed before joining the running sum. */
 const SUM_GROUP = 4;
@@ -76,13 +76,13 @@ export function sumModule(layout: SumLayout): Uint8Array {
   return moduleBytes(f, pagesFor(layout.bytes));
 }
 
-const kernels = new Map<number, { layout: SumLayout; run: (len: number) => void }>();
+const kernels = new Map<number, Kernel & { readonly layout: SumLayout }>();
 
-function sumKernel(n: number): { layout: SumLayout; run: (len: number) => void } {
+function sumKernel(n: number): Kernel & { readonly layout: SumLayout } {
   let kernel = kernels.get(n);
   if (kernel === undefined) {
     const layout = sumLayout(n);
-    kernel = { layout, run: instantiate(sumModule(layout), layout.bytes) };
+    kernel = { layout, ...instantiate(sumModule(layout), layout.bytes) };
     kernels.set(n, kernel);
   }
   return kernel;
@@ -91,9 +91,9 @@ function sumKernel(n: number): { layout: SumLayout; run: (len: number) => void }
 /** Σᵢ cᵢ·uᵢ over updates of one length d ≥ 1, accumulated in float64, rounded once to float32. */
 export function simdWeightedSum(updates: readonly Float32Array[], coefficients: ArrayLike<number>, d: number): Float32Array {
   const n = updates.length;
-  const { layout, run } = sumKernel(n);
+  const { layout, run, memory } = sumKernel(n);
   const { B } = layout;
-  const buffer = kernelMemory().buffer;
+  const buffer = memory.buffer;
   const heap = new Float32Array(buffer);
   new Float64Array(buffer, layout.coefficients, n).set(coefficients);
   const sums = new Float32Array(buffer, layout.out, B);
