@@ -8,6 +8,7 @@
 //
 // --quick runs d = 199,210 only. Effective GB/s counts the update data once
 // (n·d·4 bytes) over the kernel's time, whatever the kernel does with it.
+import os from 'node:os';
 import { bulyan } from '../aggregator/robust/bulyan.js';
 import { centeredClipping } from '../aggregator/robust/centered-clipping.js';
 import { geometricMedian } from '../aggregator/robust/geometric-median.js';
@@ -142,6 +143,9 @@ function main(): void {
   const repeats = Number(arg('repeats') ?? 3);
   const kernels = only ? KERNELS.filter((k) => only.some((o) => k.name.startsWith(o))) : KERNELS;
 
+  // The machine is shared: the load says how much the figures below can be trusted.
+  const load = () => os.loadavg().map((x) => x.toFixed(2)).join(' / ');
+  console.log(`Load average (1 / 5 / 15 min) at the start: ${load()} on ${os.cpus().length} CPUs`);
   const bw = measureBandwidth(repeats);
   const reference = Math.max(bw.read, bw.copy);
   console.log('Memory bandwidth (this run, arrays of 128 MiB):');
@@ -187,7 +191,8 @@ function main(): void {
       }
     }
   }
-  console.log('\nms: median of 3–5 runs after a warm-up. GB/s: the update data (n·d·4 bytes) over that time.');
+  console.log(`\nLoad average (1 / 5 / 15 min) at the end: ${load()}`);
+  console.log('ms: median of 3–5 runs after a warm-up. GB/s: the update data (n·d·4 bytes) over that time.');
   console.log('baseline: MEASURED.md "Aggregation kernels" (plain TS, one thread, medians of 3), ms.');
 }
 

@@ -1,12 +1,16 @@
 // The coordinate-wise kernels behind the median, the trimmed mean and
 // Bulyan's second stage, and the verdicts they share.
 //
-// Coordinates are processed in blocks: a block of every update is gathered
-// into contiguous, coordinate-major scratch buffers (each coordinate's n
-// values side by side, as floats and as order-preserving int32 keys), then
-// each coordinate's order statistics are found there (order-statistics.ts:
-// sorting networks for small n, branch-free quickselect above), and one more
-// pass over its n values sums the kept ones and credits each update.
+// The median and the trimmed mean (rankWindow) run in WebAssembly SIMD
+// (rank-window.ts), four coordinates per pass; the ties at a window's edge
+// are shared out here. Bulyan's second stage (closestToMedian) is still
+// scalar: coordinates are processed in blocks, a block of every update is
+// gathered into contiguous, coordinate-major scratch buffers (each
+// coordinate's n values side by side, as floats and as order-preserving int32
+// keys), then each coordinate's order statistics are found there
+// (order-statistics.ts: sorting networks for small n, branch-free quickselect
+// above), and one more pass over its n values sums the kept ones and credits
+// each update.
 //
 // An update's share of a coordinate is 1/m when its value is one of the m
 // values averaged there, 0 when it was trimmed; values tied at the edge of the
@@ -16,6 +20,7 @@
 import { percent } from './format.js';
 import { weightedSum } from './kernels.js';
 import { keyOfBits, keyToFloat, NETWORK_MAX, networkSelect, selected, selectFloat, selectPair } from './order-statistics.js';
+import { windowKernel } from './rank-window.js';
 import { checkSameLength, type Verdict } from './verdict.js';
 
 export interface CoordinateUsage {
@@ -83,6 +88,10 @@ function bitViews(updates: readonly Float32Array[]): Int32Array[] {
  * Coordinate-wise: sort each coordinate's n values and average the ones at
  * sorted positions [lo, hi). The median is lo = ⌊(n−1)/2⌋, hi = n − lo; the
  * β-trimmed mean lo = ⌊βn⌋, hi = n − lo. Inputs must be finite.
+ *
+ * Runs in WebAssembly SIMD (rank-window.ts), block by block: each block of
+ * every update is copied into the kernel's memory, where it stays in cache
+ * for the kernel's two passes.
  */
 export function rankWindow(updates: readonly Float32Array[], lo: number, hi: number): CoordinateUsage {
   const d = checkSameLength(updates);
@@ -95,57 +104,33 @@ export function rankWindow(updates: readonly Float32Array[], lo: number, hi: num
     // Nothing trimmed: the plain (unweighted) mean, every update used everywhere.
     return usage(weightedSum(updates, new Float64Array(n).fill(1 / n)), new Int32Array(n).fill(d), new Float64Array(n), n, d);
   }
-  const B = blockFor(n);
-  const cols = columns(n, B);
-  const { values, keys } = cols;
-  const views = bitViews(updates);
-  const a = new Int32Array(n);
-  const b = new Int32Array(n);
-  const network = n <= NETWORK_MAX ? networkSelect(n, lo === hi - 1 ? [lo] : [lo, hi - 1]) : undefined;
-  const ends = new Int32Array(2);
   const used = new Int32Array(n);
   const extra = new Float64Array(n);
   const out = new Float32Array(d);
-  // With one or two values kept, the aggregate is their mean: no sum needed.
-  const summing = m > 2;
-
+  if (d === 0) return usage(out, used, extra, m, d);
+  const { layout, run, memory } = windowKernel(n, lo, hi);
+  const { B } = layout;
+  const buffer = memory.buffer;
+  const heap = new Float32Array(buffer);
+  const low = new Float32Array(buffer, layout.low, B);
+  const high = new Float32Array(buffer, layout.high, B);
+  const sums = new Float32Array(buffer, layout.out, B);
+  const lanes = new Int32Array(buffer, layout.used, 4 * n);
+  const ties = new Int32Array(buffer, layout.ties, B);
+  const column = new Float32Array(n);
+  lanes.fill(0);
   for (let b0 = 0; b0 < d; b0 += B) {
     const len = Math.min(B, d - b0);
-    gather(cols, views, b0, len);
-    for (let k = 0, base = 0; k < len; k++, base += n) {
-      let kLo: number;
-      let kHi: number;
-      if (network !== undefined) {
-        network(keys, base, ends);
-        kLo = ends[0]!;
-        kHi = lo === hi - 1 ? kLo : ends[1]!;
-      } else {
-        selectPair(keys, base, n, lo, hi - 1, a, b);
-        kLo = selected.low;
-        kHi = selected.high;
-      }
-      let inside = 0;
-      let sum = 0;
-      if (summing) {
-        for (let i = 0, p = base; i < n; i++, p++) {
-          const key = keys[p]!;
-          const c = +(key >= kLo) & +(key <= kHi);
-          used[i] += c;
-          inside += c;
-          sum += values[p]! * c;
-        }
-      } else {
-        for (let i = 0, p = base; i < n; i++, p++) {
-          const key = keys[p]!;
-          const c = +(key >= kLo) & +(key <= kHi);
-          used[i] += c;
-          inside += c;
-        }
-        sum = m === 1 ? keyToFloat(kLo) : keyToFloat(kLo) + keyToFloat(kHi);
-      }
-      out[b0 + k] = inside === m ? sum / m : windowWithTies(values, base, n, lo, hi, keyToFloat(kLo), keyToFloat(kHi), extra);
+    for (let i = 0; i < n; i++) heap.set(len === d ? updates[i]! : updates[i]!.subarray(b0, b0 + len), i * B);
+    const tied = run(len);
+    out.set(len === B ? sums : sums.subarray(0, len), b0);
+    for (let t = 0; t < tied; t++) {
+      const k = ties[t]!;
+      for (let i = 0; i < n; i++) column[i] = heap[i * B + k]!;
+      out[b0 + k] = windowWithTies(column, 0, n, lo, hi, low[k]!, high[k]!, extra);
     }
   }
+  for (let i = 0; i < n; i++) used[i] = lanes[4 * i]! + lanes[4 * i + 1]! + lanes[4 * i + 2]! + lanes[4 * i + 3]!;
   return usage(out, used, extra, m, d);
 }
 

@@ -51,27 +51,42 @@ function median3(x: number, y: number, z: number): number {
  * Batcher's odd–even merge sort for the next power of two ≥ n, with the
  * comparators that touch positions ≥ n dropped (those positions would hold
  * +∞ and never move). Each pair (a, b), a < b, puts the smaller value at a.
+ * The comparators come in the recursive (depth-first) order: each small
+ * sub-sort and sub-merge is finished before the next starts, so a code
+ * generator can keep its few values in registers (rank-window.ts).
  */
 export function batcherNetwork(n: number): [number, number][] {
   let size = 1;
   while (size < n) size *= 2;
   const pairs: [number, number][] = [];
-  for (let p = 1; p < size; p *= 2) {
-    for (let k = p; k >= 1; k = k / 2) {
-      for (let j = k % p; j + k < size; j += 2 * k) {
-        for (let i = 0; i < k && i + j + k < size; i++) {
-          const a = i + j;
-          const b = i + j + k;
-          if (Math.floor(a / (2 * p)) === Math.floor(b / (2 * p)) && b < n) pairs.push([a, b]);
-        }
-      }
+  const compare = (a: number, b: number) => {
+    if (b < n) pairs.push([a, b]);
+  };
+  // Merges the two sorted halves of the stride-r subsequence of [lo, lo + len):
+  // its even and odd subsequences first, then neighbours.
+  const merge = (lo: number, len: number, r: number): void => {
+    const step = 2 * r;
+    if (step < len) {
+      merge(lo, len, step);
+      merge(lo + r, len, step);
+      for (let i = lo + r; i + r < lo + len; i += step) compare(i, i + r);
+    } else {
+      compare(lo, lo + r);
     }
-  }
+  };
+  const sort = (lo: number, len: number): void => {
+    if (len > 1) {
+      sort(lo, len / 2);
+      sort(lo + len / 2, len / 2);
+      merge(lo, len, 1);
+    }
+  };
+  sort(0, size);
   return pairs;
 }
 
 /** The comparators that can influence the values ending at `wanted` positions. */
-function pruneNetwork(pairs: readonly [number, number][], wanted: readonly number[]): [number, number][] {
+export function pruneNetwork(pairs: readonly [number, number][], wanted: readonly number[]): [number, number][] {
   const needed = new Set(wanted);
   const kept: [number, number][] = [];
   for (let q = pairs.length - 1; q >= 0; q--) {
