@@ -153,8 +153,9 @@ export class Admission {
     this.peakAdmittedPerMs = Math.max(this.peakAdmittedPerMs, admittedPerMs);
     if (this.utilization > maxUtilization) {
       // Floored: a loop kept busy by refusals alone, or by other processes taking the CPU, must not throttle admission to nothing.
-      const lower = Math.max(admittedPerMs * 0.85, this.peakAdmittedPerMs / 4, 0.05);
-      this.rateLimit = Number.isFinite(this.rateLimit) ? Math.min(this.rateLimit * 0.85, lower) : lower;
+      const floor = Math.max(this.peakAdmittedPerMs / 4, 0.05);
+      const lower = Math.min(admittedPerMs * 0.85, Number.isFinite(this.rateLimit) ? this.rateLimit * 0.85 : Number.POSITIVE_INFINITY);
+      this.rateLimit = Math.max(floor, lower);
     } else if (Number.isFinite(this.rateLimit)) {
       this.rateLimit *= 1.15;
       // Far above what is being asked for: the limit no longer binds.

@@ -72,3 +72,37 @@ test('without the utilization limit the same load is admitted; a request whose d
     admission.close();
   }
 });
+
+test.serial('under sustained overload the rate limit settles at its floor (a quarter of the peak admitted rate), not at zero', async (t) => {
+  const admission = new Admission({ maxDelayMs: 60_000, maxPending: 1_000_000, maxUtilization: 0.5 });
+  try {
+    // 200 ms at ~20 admissions per ms set the peak; then 2.5 s of a loop kept busy while every request is offered.
+    let admitted = 0;
+    const phase = async (ms: number, perSlice: number) => {
+      const end = performance.now() + ms;
+      admitted = 0;
+      while (performance.now() < end) {
+        for (let i = 0; i < perSlice; i++) {
+          const r = tryAdmit(admission);
+          if (typeof r === 'function') {
+            admitted++;
+            r();
+          }
+        }
+        busy(9);
+        await new Promise((r) => setTimeout(r, 1));
+      }
+      return admitted / ms;
+    };
+    const peak = await phase(200, 200);
+    await phase(1500, 2000);
+    // Measured once the limit has had 15 windows to fall.
+    const overloaded = await phase(1000, 2000);
+    t.log(`peak ${peak.toFixed(2)}/ms, under overload ${overloaded.toFixed(2)}/ms`);
+    t.true(peak > 0);
+    // Many windows of multiplicative decrease (0.85 each) would take the rate far below a quarter of the peak without the floor.
+    t.true(overloaded >= peak / 5, `admitted ${overloaded.toFixed(2)}/ms under overload against a peak of ${peak.toFixed(2)}/ms`);
+  } finally {
+    admission.close();
+  }
+});
