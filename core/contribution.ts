@@ -52,7 +52,19 @@ export function emptyTotals(): ContributionTotals {
   };
 }
 
-export function bump(m: Map<string, number>, key: string): void {
+/**
+ * A reason as a kind: numbers (scores, ranks, sizes) masked, and a gRPC
+ * status prefix ("3 INVALID_ARGUMENT: ") dropped, so a node's hundreds of
+ * rejections group into a few lines and both sides group alike. Each
+ * update's exact reason stays in the ledger and the database.
+ */
+export function reasonKind(reason: string): string {
+  // A number on its own, not one inside an id such as n-3f2a or t-7-3.
+  return reason.replace(/^\d+ [A-Z_]+: /, '').replace(/(?<![\w.-])-?\d[\d,]*(\.\d+)?(e[+-]?\d+)?(?![\w-])/gi, '…');
+}
+
+export function bump(m: Map<string, number>, reason: string): void {
+  const key = reasonKind(reason);
   m.set(key, (m.get(key) ?? 0) + 1);
 }
 

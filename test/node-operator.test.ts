@@ -6,6 +6,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import test from 'ava';
 import { overLimits } from '../aggregator/node-limits.js';
+import { reasonKind } from '../core/contribution.js';
 import { generateIdentity } from '../core/keys.js';
 import { activationsPerExample, ModelSpecError, numParams } from '../core/model.js';
 import { modelSpec, parseModelJson } from '../core/model-zoo.js';
@@ -213,4 +214,7 @@ test('the ledger credits an update only when a signed round record lists it and 
   t.is(totals.refusedAtUpload.get('bad signature'), 1);
   t.is(totals.roundsJoined, 2);
   t.is(totals.computeSeconds, 3);
+  // Reasons group by kind: numbers masked, ids kept, a gRPC status prefix dropped.
+  t.is(reasonKind('krum score 50.31, not among the 4 selected (rank 7 of 8)'), 'krum score …, not among the … selected (rank … of …)');
+  t.is(reasonKind('3 INVALID_ARGUMENT: task t-7-3 of n-3f2a has a NaN at 1,234'), 'task t-7-3 of n-3f2a has a NaN at …');
 });
