@@ -223,6 +223,11 @@ export class ModelRegistry {
     return [...this.models.keys()];
   }
 
+  /** Makes `name` known before it has any version (a followed run yet to commit a round): requests get 503, not 404. */
+  expect(name: string): void {
+    if (!this.models.has(name)) this.models.set(name, new Map());
+  }
+
   /** Whether `name` is known in any state (cheap: on every request's metrics path). */
   has(name: string): boolean {
     return this.models.has(name);
@@ -271,6 +276,7 @@ export class ModelRegistry {
     if (version === undefined) {
       const newest = this.newest(name);
       if (newest) return newest;
+      if (slots.size === 0) throw new ServingError('unavailable', `model ${name} has no version yet: its run has not committed a round; retry later`);
       const loading = [...slots.values()].some((s) => s.state === 'LOADING');
       throw new ServingError(
         'unavailable',
@@ -323,7 +329,8 @@ export class ModelRegistry {
 export async function loadNewestRound(registry: ModelRegistry, name: string, runDir: string): Promise<number | undefined> {
   const newest = newestCommittedModel(runDir);
   if (!newest) {
-    if (!registry.newest(name)) throw new ServingLoadError(`${runDir} has no committed round yet`);
+    // A followed run that has not committed yet is expected (registry.expect); anything else is a mistake.
+    if (!registry.has(name)) throw new ServingLoadError(`${runDir} has no committed round yet; add --follow to wait for its first`);
     return undefined;
   }
   if (newest.round <= (registry.newest(name)?.version ?? -1)) return undefined;

@@ -7,7 +7,7 @@ import type { BatcherOptions } from './batcher.js';
 import { startGrpcServing, type GrpcServing, type GrpcServingOptions } from './grpc.js';
 import { startHttpServing, type HttpServing, type HttpServingOptions } from './http.js';
 import { ServingMetrics } from './metrics.js';
-import { followRun, loadNewestRound, ModelRegistry } from './registry.js';
+import { followRun, loadNewestRound, ModelRegistry, newestCommittedModel } from './registry.js';
 
 /** What to serve under one name: a checkpoint directory, or a run's newest committed round. */
 export type ModelSource = { name: string; checkpoint: string } | { name: string; run: string };
@@ -70,9 +70,16 @@ export async function startServing(options: ServeOptions): Promise<Serving> {
           await registry.load(source.name, version, source.checkpoint);
           options.log(`serving ${source.name} version ${version} from ${source.checkpoint}`);
         } else {
-          const round = await loadNewestRound(registry, source.name, source.run);
-          options.log(`serving ${source.name} version ${round} from ${source.run}`);
-          if (options.followIntervalMs !== undefined) stopFollowing.push(followRun(registry, source.name, source.run, options.followIntervalMs, options.log));
+          const following = options.followIntervalMs !== undefined;
+          if (following && !newestCommittedModel(source.run)) {
+            // Started beside a run that has not committed yet: answer 503 until its first round, then serve it.
+            registry.expect(source.name);
+            options.log(`${source.name}: waiting for the first committed round of ${source.run}`);
+          } else {
+            const round = await loadNewestRound(registry, source.name, source.run);
+            options.log(`serving ${source.name} version ${round} from ${source.run}`);
+          }
+          if (following) stopFollowing.push(followRun(registry, source.name, source.run, options.followIntervalMs!, options.log));
         }
       }),
     );

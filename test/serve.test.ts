@@ -236,6 +236,31 @@ test.serial('a request is refused 429 at once when the expected wait exceeds hal
   }
 });
 
+test.serial('--follow started before the run commits answers 503 until its first round, then serves it; without --follow that is an error', async (t) => {
+  const db = new Database(join(runDir, 'crowdfl.db'));
+  db.prepare("UPDATE rounds SET status = 'abandoned' WHERE status = 'committed'").run();
+  try {
+    await t.throwsAsync(serve({ sources: [{ name: 'default', run: runDir }] }), { message: /has no committed round yet; add --follow/ });
+    const serving = await serve({ sources: [{ name: 'default', run: runDir }], followIntervalMs: 20 });
+    try {
+      const waiting = await post(serving.port, '/v1/models/default:predict', { instances: [instance(1)] });
+      t.is(waiting.status, 503);
+      t.regex(String(waiting.json.error), /model default has no version yet: its run has not committed a round/);
+      db.prepare("UPDATE rounds SET status = 'committed' WHERE round = 1").run();
+      const deadline = Date.now() + 5000;
+      while (!serving.registry.newest('default') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+      const served = await post(serving.port, '/v1/models/default:predict', { instances: [instance(1)] });
+      t.is(served.status, 200);
+      t.is(serving.registry.newest('default')?.version, 1);
+    } finally {
+      await serving.close();
+    }
+  } finally {
+    db.prepare("UPDATE rounds SET status = 'committed' WHERE status = 'abandoned'").run();
+    db.close();
+  }
+});
+
 test.serial('--follow serves a newly committed round without failing requests in flight', async (t) => {
   // Hide round 2 so the run's newest committed round is 1, then commit it back while requests flow.
   const db = new Database(join(runDir, 'crowdfl.db'));
