@@ -15,7 +15,7 @@ import { serverCredentials, type ServerTlsFiles } from '../core/tls.js';
 import { BufferedEngine } from './buffered-rounds.js';
 import type { Engine } from './engine-common.js';
 import { RoundEngine, type EngineEvent, type EngineOptions, type RoundRecord } from './rounds.js';
-import { startAggregatorServer } from './server.js';
+import { startAggregatorServer, type CallObserver } from './server.js';
 import { Sessions } from './sessions.js';
 import { openDatabase } from './store/db.js';
 import { RunStore } from './store/run-store.js';
@@ -73,6 +73,8 @@ export interface AggregatorOptions {
   pace?: Partial<PacePolicy>;
   log?: (msg: string) => void;
   onEvent?: (event: EngineEvent) => void;
+  /** Told every gRPC call's method, status and duration (request metrics). */
+  onCall?: CallObserver;
 }
 
 /** The pace policy, with retries kept inside half a lease so an idle node never expires between two polls. */
@@ -181,6 +183,7 @@ export async function startAggregator(o: AggregatorOptions): Promise<RunningAggr
     maxPollMs: MAX_POLL_MS,
     pace,
     log,
+    onCall: o.onCall,
   });
   log(`aggregator for ${experiment.name} (run ${runId}) listening on ${o.host ?? '127.0.0.1'}:${server.port} (${o.tls ? (o.tls.clientCa ? 'mutual TLS' : 'TLS') : 'plaintext'}), backend ${backend}`);
 

@@ -1,15 +1,18 @@
 // `crowdfl aggregator --metrics-port PORT`: the run's progress in the
 // Prometheus text format, built from the engine's events (the same stream the
 // progress display reads), so nothing in the round engine or the gRPC handlers
-// changes. What it cannot see is per-RPC traffic (requests and latency per
-// gRPC method): that needs the handlers in server.ts instrumented.
+// changes, plus every gRPC call's method, status and duration, which the
+// handlers in server.ts report.
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Histogram, labelText } from '../serving/metrics.js';
+import { status } from '@grpc/grpc-js';
 import type { EngineEvent } from './rounds.js';
 
 const ROUND_SECONDS_BUCKETS = [1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800];
 const PARTICIPANT_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024];
+// Up to PollTask's 20 s long poll and a large upload.
+const CALL_SECONDS_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 60];
 
 export class AggregatorMetrics {
   private readonly updates = new Map<string, number>();
@@ -21,6 +24,21 @@ export class AggregatorMetrics {
   private modelRound: number | undefined;
   private accuracy: number | undefined;
   private currentRound: number | undefined;
+  /** Calls by "method code", and their durations by method. */
+  private readonly calls = new Map<string, { method: string; code: string; count: number }>();
+  private readonly callSeconds = new Map<string, Histogram>();
+
+  /** A gRPC call answered (aggregator/server.ts reports every one). */
+  readonly observeCall = (method: string, code: status, seconds: number): void => {
+    const codeName = status[code] ?? String(code);
+    const key = `${method} ${codeName}`;
+    const entry = this.calls.get(key) ?? { method, code: codeName, count: 0 };
+    entry.count++;
+    this.calls.set(key, entry);
+    let histogram = this.callSeconds.get(method);
+    if (!histogram) this.callSeconds.set(method, (histogram = new Histogram(CALL_SECONDS_BUCKETS)));
+    histogram.observe(seconds);
+  };
 
   readonly handle = (event: EngineEvent): void => {
     switch (event.type) {
@@ -58,6 +76,10 @@ export class AggregatorMetrics {
     const family = (name: string, type: string, help: string): void => {
       out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
     };
+    family('crowdfl_aggregator_requests_total', 'counter', 'gRPC calls answered, by method and status code.');
+    for (const c of this.calls.values()) out.push(`crowdfl_aggregator_requests_total${labelText({ method: c.method, code: c.code })} ${c.count}`);
+    family('crowdfl_aggregator_request_seconds', 'histogram', 'Time from a call\'s arrival to its answer, by method (PollTask includes its long-poll wait).');
+    for (const [method, h] of this.callSeconds) out.push(...h.render('crowdfl_aggregator_request_seconds', { method }));
     family('crowdfl_aggregator_updates_total', 'counter', 'Model updates received, by whether the round accepted them.');
     for (const outcome of ['accepted', 'rejected']) out.push(`crowdfl_aggregator_updates_total${labelText({ outcome })} ${this.updates.get(outcome) ?? 0}`);
     family('crowdfl_aggregator_rounds_total', 'counter', 'Round attempts that ended, by outcome.');

@@ -36,6 +36,20 @@ export interface ServerOptions {
   maxPollMs?: number;
   pace: PacePolicy;
   log?: (msg: string) => void;
+  /** Told every call's method, final status and duration (the aggregator's request metrics). */
+  onCall?: CallObserver;
+}
+
+export type CallObserver = (method: string, code: grpc.status, seconds: number) => void;
+
+/** `callback`, reporting the call's status and duration to `observe` when it answers. */
+function timed<T>(method: string, observe: CallObserver | undefined, callback: grpc.sendUnaryData<T>): grpc.sendUnaryData<T> {
+  if (!observe) return callback;
+  const started = performance.now();
+  return (err, value, trailer, flags) => {
+    observe(method, err?.code ?? grpc.status.OK, (performance.now() - started) / 1000);
+    callback(err, value, trailer, flags);
+  };
 }
 
 export interface RunningServer {
@@ -66,6 +80,7 @@ export async function startAggregatorServer(o: ServerOptions): Promise<RunningSe
 
   const handlers: AggregatorHandlers = {
     Hello(call, callback) {
+      callback = timed('Hello', o.onCall, callback);
       try {
         const req = call.request;
         if (req.protocol_version !== PROTOCOL_VERSION) {
@@ -101,6 +116,7 @@ export async function startAggregatorServer(o: ServerOptions): Promise<RunningSe
     },
 
     PollTask(call, callback) {
+      callback = timed('PollTask', o.onCall, callback);
       let session: Session;
       try {
         session = sessions.get(call.request.session_id);
@@ -118,6 +134,8 @@ export async function startAggregatorServer(o: ServerOptions): Promise<RunningSe
     },
 
     DownloadModel(call) {
+      const started = performance.now();
+      const observe = (code: grpc.status) => o.onCall?.('DownloadModel', code, (performance.now() - started) / 1000);
       void (async () => {
         try {
           sessions.get(call.request.session_id);
@@ -127,18 +145,24 @@ export async function startAggregatorServer(o: ServerOptions): Promise<RunningSe
             call.write(msg) ? Promise.resolve() : new Promise<void>((r) => call.once('drain', () => r()));
           await send({ manifest });
           for (const data of chunks(bytes, maxChunk)) {
-            if (call.cancelled) return;
+            if (call.cancelled) {
+              observe(grpc.status.CANCELLED);
+              return;
+            }
             await send({ data });
           }
           call.end();
+          observe(grpc.status.OK);
         } catch (err) {
           const status = toServiceError(err, o.log);
+          observe(status.code ?? grpc.status.INTERNAL);
           call.destroy(Object.assign(new Error(status.details), status));
         }
       })();
     },
 
     SubmitUpdate(call, callback) {
+      callback = timed('SubmitUpdate', o.onCall, callback);
       let session: Session | undefined;
       let meta: UpdateMeta__Output | undefined;
       let assembler: ChunkAssembler | undefined;
@@ -199,6 +223,7 @@ export async function startAggregatorServer(o: ServerOptions): Promise<RunningSe
     },
 
     Heartbeat(call, callback) {
+      callback = timed('Heartbeat', o.onCall, callback);
       try {
         const session = sessions.get(call.request.session_id);
         // A durable write per heartbeat is an fsync on the event loop (200/s at 1,000 nodes);
@@ -215,6 +240,7 @@ export async function startAggregatorServer(o: ServerOptions): Promise<RunningSe
     },
 
     DeclineTask(call, callback) {
+      callback = timed('DeclineTask', o.onCall, callback);
       try {
         const session = sessions.get(call.request.session_id);
         const reason = call.request.reason.trim();
@@ -232,6 +258,7 @@ export async function startAggregatorServer(o: ServerOptions): Promise<RunningSe
     },
 
     Goodbye(call, callback) {
+      callback = timed('Goodbye', o.onCall, callback);
       try {
         const session = sessions.get(call.request.session_id);
         const reason = call.request.reason.slice(0, 500);
@@ -244,6 +271,7 @@ export async function startAggregatorServer(o: ServerOptions): Promise<RunningSe
     },
 
     GetTaskOutcome(call, callback) {
+      callback = timed('GetTaskOutcome', o.onCall, callback);
       try {
         const session = sessions.get(call.request.session_id);
         callback(null, taskOutcome(store, o.experimentId, session.nodeId, call.request.task_id, (id) => engine.taskPending(id)));

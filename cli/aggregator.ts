@@ -146,6 +146,7 @@ export function register(program: Command): void {
                 metrics.handle(event);
               }
             : progress.handle,
+          onCall: metrics?.observeCall,
         });
         process.once('SIGINT', () => {
           log('interrupted: closing the aggregator (committed rounds are kept)');

@@ -40,6 +40,15 @@ test('the aggregator serves /metrics: updates, rounds, round duration and the mo
     t.true((metric(text, /^crowdfl_aggregator_updates_total\{outcome="accepted"\} (\d+)$/m) ?? 0) >= version);
     t.regex(text, /^# TYPE crowdfl_aggregator_round_seconds histogram$/m);
     t.regex(text, /^crowdfl_aggregator_model_accuracy \d/m);
+    // Every gRPC call is counted with its status, and timed.
+    t.true((metric(text, /^crowdfl_aggregator_requests_total\{method="SubmitUpdate",code="OK"\} (\d+)$/m) ?? 0) >= version, text);
+    t.true((metric(text, /^crowdfl_aggregator_requests_total\{method="Hello",code="OK"\} (\d+)$/m) ?? 0) >= 1);
+    t.true((metric(text, /^crowdfl_aggregator_requests_total\{method="DownloadModel",code="OK"\} (\d+)$/m) ?? 0) >= 1);
+    t.is(
+      metric(text, /^crowdfl_aggregator_request_seconds_count\{method="SubmitUpdate"\} (\d+)$/m),
+      metric(text, /^crowdfl_aggregator_requests_total\{method="SubmitUpdate",code="OK"\} (\d+)$/m),
+    );
+    t.regex(text, /^crowdfl_aggregator_request_seconds_bucket\{method="PollTask",le="\+Inf"\} \d+$/m);
   } finally {
     node.kill('SIGKILL');
     aggregator.kill('SIGKILL');
