@@ -3,10 +3,9 @@
 // the tfjs backend is shared.
 import test from 'ava';
 import * as grpc from '@grpc/grpc-js';
-import * as tf from '@tensorflow/tfjs';
 import { writeCheckpoint } from '../aggregator/store/checkpoints.js';
 import { initBackend } from '../core/backend.js';
-import { setFlatWeights, weightManifest, withModel } from '../core/model.js';
+import { weightManifest } from '../core/model.js';
 import { modelSpec } from '../core/model-zoo.js';
 import type { GetModelStatusResponse__Output } from '../proto/generated/tensorflow/serving/GetModelStatusResponse.js';
 import type { ModelServiceClient } from '../proto/generated/tensorflow/serving/ModelService.js';
@@ -17,6 +16,7 @@ import type { TensorProto } from '../proto/generated/tensorflow/serving/TensorPr
 import { loadServingProto, OUTPUT_NAME } from '../serving/grpc.js';
 import { startServing, type ServeOptions, type Serving } from '../serving/serve.js';
 import { statusOf } from './support/grpc.js';
+import { assertClose, coreProbabilities } from './support/inference.js';
 import { tempDir } from './support/fixtures.js';
 
 const FEATURES = 60;
@@ -91,27 +91,12 @@ function outputRows(reply: PredictResponse__Output): number[][] {
   return Array.from({ length: batch }, (_, r) => Array.from(values.subarray(r * classes, (r + 1) * classes)));
 }
 
-async function coreProbabilities(rows: number[][]): Promise<number[][]> {
-  return withModel(spec, async (model) => {
-    setFlatWeights(model, weights);
-    const probs = tf.tidy(() => tf.softmax(model.apply(tf.tensor2d(rows), { training: false }) as tf.Tensor2D));
-    const out = (await probs.array()) as number[][];
-    probs.dispose();
-    return out;
-  });
-}
-
-function assertClose(t: { true: (v: boolean, m?: string) => void }, actual: number[][], expected: number[][]): void {
-  t.true(actual.length === expected.length, `${actual.length} rows, expected ${expected.length}`);
-  expected.forEach((row, i) => row.forEach((v, j) => t.true(Math.abs(actual[i][j] - v) < 1e-5, `row ${i} class ${j}: ${actual[i][j]} vs ${v}`)));
-}
-
 test.serial('gRPC Predict equals core inference, from tensor_content or float_val; GetModelStatus reports the version AVAILABLE', async (t) => {
   const serving = await serve();
   const c = clients(serving.grpcPort!);
   try {
     const rows = [instance(1), instance(2), instance(3)];
-    const expected = await coreProbabilities(rows);
+    const expected = await coreProbabilities(spec, weights, rows);
     for (const encoding of ['content', 'float_val'] as const) {
       const reply = await callPredict(c, { model_spec: { name: 'default' }, inputs: { x: floatTensor(rows, encoding) } });
       t.is(reply.outputs[OUTPUT_NAME].dtype, 'DT_FLOAT');
@@ -186,7 +171,7 @@ test.serial('a model whose first version is loading answers UNAVAILABLE (gRPC) a
 
     arrive();
     await loaded;
-    assertClose(t, outputRows(await callPredict(c, request)), await coreProbabilities([instance(0)]));
+    assertClose(t, outputRows(await callPredict(c, request)), await coreProbabilities(spec, weights, [instance(0)]));
     t.is((await callStatus(c, 'later', 5)).model_version_status[0]?.state, 'AVAILABLE');
 
     await t.throwsAsync(serving.registry.loadContents('broken', 1, () => Promise.reject(new Error('weights.bin is truncated'))));

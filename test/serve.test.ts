@@ -6,13 +6,12 @@ import { request as httpRequest } from 'node:http';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import * as tf from '@tensorflow/tfjs';
 import { checkpointDirName, readCheckpointWeights } from '../aggregator/store/checkpoints.js';
 import { initBackend } from '../core/backend.js';
-import { setFlatWeights, withModel } from '../core/model.js';
 import { modelSpec } from '../core/model-zoo.js';
 import { startServing, type ServeOptions, type Serving } from '../serving/serve.js';
 import { runCli } from './support/cli.js';
+import { assertClose, coreProbabilities } from './support/inference.js';
 import { tempDir, tinyExperiment } from './support/fixtures.js';
 
 const FEATURES = 60;
@@ -55,27 +54,11 @@ async function post(port: number, path: string, body: unknown): Promise<{ status
   return { status: res.status, json: (await res.json()) as Record<string, unknown> };
 }
 
-/** Class probabilities for `rows` computed by core's own model code, not the server's. */
-async function coreProbabilities(weights: Float32Array, rows: number[][]): Promise<number[][]> {
-  return withModel(spec, async (model) => {
-    setFlatWeights(model, weights);
-    const probs = tf.tidy(() => tf.softmax(model.apply(tf.tensor2d(rows), { training: false }) as tf.Tensor2D));
-    const out = (await probs.array()) as number[][];
-    probs.dispose();
-    return out;
-  });
-}
-
-function assertClose(t: { true: (v: boolean, m?: string) => void }, actual: number[][], expected: number[][]): void {
-  t.true(actual.length === expected.length, `${actual.length} rows, expected ${expected.length}`);
-  expected.forEach((row, i) => row.forEach((v, j) => t.true(Math.abs(actual[i][j] - v) < 1e-5, `row ${i} class ${j}: ${actual[i][j]} vs ${v}`)));
-}
-
 test.serial('predictions equal core inference of the same checkpoint, in row and columnar form; status follows TF Serving', async (t) => {
   const serving = await serve();
   try {
     const rows = [instance(1), instance(2), instance(3)];
-    const expected = await coreProbabilities(readCheckpointWeights(checkpoint(2)).weights, rows);
+    const expected = await coreProbabilities(spec, readCheckpointWeights(checkpoint(2)).weights, rows);
     const row = await post(serving.port, '/v1/models/default:predict', { instances: rows });
     t.is(row.status, 200);
     assertClose(t, row.json.predictions as number[][], expected);
@@ -285,9 +268,9 @@ test.serial('--follow serves a newly committed round without failing requests in
     t.deepEqual([...new Set(statuses)], [200]);
     const rows = [instance(5)];
     const res = await post(serving.port, '/v1/models/default:predict', { instances: rows });
-    assertClose(t, res.json.predictions as number[][], await coreProbabilities(readCheckpointWeights(checkpoint(2)).weights, rows));
+    assertClose(t, res.json.predictions as number[][], await coreProbabilities(spec, readCheckpointWeights(checkpoint(2)).weights, rows));
     const old = await post(serving.port, '/v1/models/default/versions/1:predict', { instances: rows });
-    assertClose(t, old.json.predictions as number[][], await coreProbabilities(readCheckpointWeights(checkpoint(1)).weights, rows));
+    assertClose(t, old.json.predictions as number[][], await coreProbabilities(spec, readCheckpointWeights(checkpoint(1)).weights, rows));
   } finally {
     db.close();
     await serving.close();
