@@ -6,7 +6,7 @@ import { randomUUID } from 'node:crypto';
 import { status } from '@grpc/grpc-js';
 import type { Experiment } from '../core/experiment.js';
 import type { Identity } from '../core/keys.js';
-import { digestHex, roundDigest, sign, signatureToString, taskDigest, updateDigest, verify } from '../core/signing.js';
+import { byTaskId, digestHex, roundDigest, sign, signatureToString, taskDigest, updateDigest, verify } from '../core/signing.js';
 import { firstNonFinite, float32ToBytes, manifestMismatch, sha256Hex, type TensorEntry } from '../core/tensor-codec.js';
 import { Rng } from '../datasets/random.js';
 import type { Task } from '../proto/generated/crowdfl/v1/Task.js';

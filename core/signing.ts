@@ -329,6 +329,11 @@ export function updateDigest(u: UpdateSigningInput): Uint8Array {
   return sha256(updateLayout(u));
 }
 
+/** The order of a round record's accepted list, so everyone who rebuilds the record gets the same bytes: by task id. */
+export function byTaskId(a: { task_id: string }, b: { task_id: string }): number {
+  return a.task_id < b.task_id ? -1 : a.task_id > b.task_id ? 1 : 0;
+}
+
 export function roundDigest(r: RoundSigningInput): Uint8Array {
   return sha256(roundLayout(r));
 }

@@ -2,6 +2,7 @@
 // update's verdict, the nodes' counters) is written in ONE transaction, so a
 // crash leaves either the whole round or none of it.
 import { and, asc, eq, getTableColumns, sql } from 'drizzle-orm';
+import { byTaskId } from '../../core/signing.js';
 import type { ReputationChange } from '../reputation.js';
 import type { Db } from './db.js';
 import { invitations, nodes, refusals, rounds, runs, tasks, updates, type NodeRow, type RoundRow, type RunRow, type UpdateRow } from './schema.js';
@@ -186,7 +187,7 @@ export class RunStore {
     return this.updatesOfRound(runId, round)
       .filter((u) => u.verdict !== 'rejected')
       .map((u) => ({ task_id: u.taskId, update_digest_hex: u.updateDigest, signature_b64: u.signature }))
-      .sort((a, b) => (a.task_id < b.task_id ? -1 : a.task_id > b.task_id ? 1 : 0));
+      .sort(byTaskId);
   }
 
   /** Every task issued to one node in a run, oldest first. */
