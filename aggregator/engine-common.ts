@@ -348,11 +348,10 @@ export async function commitAggregation(c: CommitContext, a: AggregationToCommit
     round: a.round,
     previous_model_sha256: a.previousModelSha256,
     model_sha256: checkpoint.sha256,
-    // Fixed order, so anyone rebuilding the record gets the same bytes.
     accepted: updates
       .filter((_, i) => step.verdicts[i]!.verdict !== 'rejected')
       .map((u) => ({ task_id: u.taskId, update_digest_hex: u.digest, signature_b64: u.signature }))
-      .sort((x, y) => (x.task_id < y.task_id ? -1 : x.task_id > y.task_id ? 1 : 0)),
+      .sort(byTaskId),
   });
   const auditSignature = signatureToString(sign(audit, c.identity));
   const examples = updates.reduce((sum, u) => sum + u.numExamples, 0);
