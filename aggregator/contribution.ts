@@ -10,6 +10,7 @@ export function nodeContribution(store: RunStore, runId: string, nodeId: string)
   t.tasks = tasks.length;
   for (const task of tasks) if (task.declinedAt !== null) bump(t.declined, `${task.declineKind ?? 'DECLINE_UNSPECIFIED'}: ${task.declineReason ?? ''}`);
   const rounds = new Set<number>();
+  const committed = new Set(store.committedRounds(runId).map((r) => r.round));
   for (const u of store.updatesOfNode(runId, nodeId)) {
     t.updatesSubmitted++;
     rounds.add(roundOfTask.get(u.taskId) ?? u.round);
@@ -21,7 +22,7 @@ export function nodeContribution(store: RunStore, runId: string, nodeId: string)
     else if (u.verdict === 'rejected') bump(t.rejected, u.reason || 'no reason given');
     else if (u.verdict === 'kept') t.kept++;
     else t.downWeighted++;
-    if (u.verdict !== 'rejected' && store.committedRound(runId, u.round)) t.credited++;
+    if (u.verdict !== 'rejected' && committed.has(u.round)) t.credited++;
   }
   t.roundsJoined = rounds.size;
   return t;

@@ -17,7 +17,7 @@ import { BusyError, invalid, precondition, RpcError } from './rpc-error.js';
 import type { Session, Sessions } from './sessions.js';
 import type { RunStore } from './store/run-store.js';
 import { overLimits, type TaskDemand } from './node-limits.js';
-import { taskOutcome } from './task-outcome.js';
+import { TaskOutcomes } from './task-outcome.js';
 
 export interface ServerOptions {
   engine: Engine;
@@ -77,6 +77,7 @@ export async function startAggregatorServer(o: ServerOptions): Promise<RunningSe
   const maxPollMs = o.maxPollMs ?? 20_000;
   const { engine, sessions, store } = o;
   const hellos = new HelloPacer(o.pace);
+  const outcomes = new TaskOutcomes(store, o.experimentId, (taskId) => engine.taskPending(taskId));
 
   const handlers: AggregatorHandlers = {
     Hello(call, callback) {
@@ -274,7 +275,7 @@ export async function startAggregatorServer(o: ServerOptions): Promise<RunningSe
       callback = timed('GetTaskOutcome', o.onCall, callback);
       try {
         const session = sessions.get(call.request.session_id);
-        callback(null, taskOutcome(store, o.experimentId, session.nodeId, call.request.task_id, (id) => engine.taskPending(id)));
+        callback(null, outcomes.outcome(session.nodeId, call.request.task_id));
       } catch (err) {
         callback(toServiceError(err, o.log));
       }
