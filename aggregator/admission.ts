@@ -4,8 +4,9 @@
 import { status } from '@grpc/grpc-js';
 import type { Identity } from '../core/keys.js';
 import { fingerprint, nodeIdFromPublicKey, publicKeyToString } from '../core/keys.js';
-import { hasSmallOrder, helloDigest, InvitationError, isExpired, parseInvitation, verify } from '../core/signing.js';
+import { HELLO_CHALLENGE_BYTES, hasSmallOrder, helloDigest, InvitationError, isExpired, parseInvitation, verify } from '../core/signing.js';
 import type { HelloRequest__Output } from '../proto/generated/crowdfl/v1/HelloRequest.js';
+import { NO_CHALLENGE, type HelloChallenges } from './hello-challenges.js';
 import { RpcError } from './rpc-error.js';
 import type { RunStore } from './store/run-store.js';
 
@@ -19,13 +20,14 @@ export const MAX_CLOCK_SKEW_MS = 5 * 60_000;
 const unauthenticated = (msg: string) => new RpcError(status.UNAUTHENTICATED, msg);
 const denied = (msg: string) => new RpcError(status.PERMISSION_DENIED, msg);
 
-/** Checks a hello's identity proof and the admission policy; returns the node's id and key. */
+/** Checks a hello's identity proof (signed over a fresh challenge) and the admission policy; returns the node's id and key. */
 export function admit(
   req: HelloRequest__Output,
   policy: AdmissionPolicy,
   aggregator: Identity,
   store: RunStore,
   experimentId: string,
+  challenges: HelloChallenges,
   now = Date.now(),
 ): { nodeId: string; publicKey: Uint8Array } {
   const publicKey = new Uint8Array(req.node_public_key ?? []);
@@ -41,9 +43,11 @@ export function admit(
     throw unauthenticated(`hello timestamp is ${Math.round((req.timestamp_ms - now) / 1000)} s off this aggregator's clock; fix the node's clock`);
   }
   const signature = new Uint8Array(req.hello_signature ?? []);
+  const challenge = new Uint8Array(req.challenge ?? []);
+  if (challenge.length !== HELLO_CHALLENGE_BYTES) throw unauthenticated(NO_CHALLENGE);
   // A node that pinned this aggregator signs its key in; a first-time node signs none.
   const proven = [aggregator.publicKey, new Uint8Array(0)].some((pinned) =>
-    verify(helloDigest({ node_public_key: publicKey, aggregator_public_key: pinned, timestamp_ms: req.timestamp_ms }), signature, publicKey),
+    verify(helloDigest({ node_public_key: publicKey, aggregator_public_key: pinned, timestamp_ms: req.timestamp_ms, challenge }), signature, publicKey),
   );
   if (!proven) {
     throw unauthenticated(
@@ -51,6 +55,9 @@ export function admit(
         'if the node pinned a different aggregator key, this is not the aggregator it trusts',
     );
   }
+  // Spent only by a hello that proves its key, so nobody can burn a node's challenge with a forged hello.
+  const fresh = challenges.redeem(challenge);
+  if (!fresh.ok) throw unauthenticated(fresh.reason);
 
   const known = store.node(nodeId);
   if (known?.status === 'banned') throw denied(`node ${nodeId} is banned: ${known.statusReason}`);

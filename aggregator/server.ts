@@ -12,12 +12,16 @@ import type { Identity } from '../core/keys.js';
 import { nodeIdFromPublicKey, publicKeyToString } from '../core/keys.js';
 import { admit, type AdmissionPolicy } from './admission.js';
 import type { Engine } from './engine-common.js';
+import { HelloChallenges } from './hello-challenges.js';
 import { HelloPacer, type PacePolicy } from './pace.js';
 import { BusyError, invalid, precondition, RpcError } from './rpc-error.js';
 import type { Session, Sessions } from './sessions.js';
 import type { RunStore } from './store/run-store.js';
 import { overLimits, type TaskDemand } from './node-limits.js';
 import { TaskOutcomes } from './task-outcome.js';
+
+const unsupportedVersion = (version: number) =>
+  `protocol version ${version} is not supported; this aggregator speaks ${PROTOCOL_VERSION}: install the same crowdfl version as the aggregator`;
 
 export interface ServerOptions {
   engine: Engine;
@@ -77,24 +81,32 @@ export async function startAggregatorServer(o: ServerOptions): Promise<RunningSe
   const maxPollMs = o.maxPollMs ?? 20_000;
   const { engine, sessions, store } = o;
   const hellos = new HelloPacer(o.pace);
+  const challenges = new HelloChallenges();
   const outcomes = new TaskOutcomes(store, o.experimentId, (taskId) => engine.taskPending(taskId));
 
   const handlers: AggregatorHandlers = {
+    HelloChallenge(call, callback) {
+      callback = timed('HelloChallenge', o.onCall, callback);
+      if (call.request.protocol_version !== PROTOCOL_VERSION) {
+        callback(toServiceError(precondition(unsupportedVersion(call.request.protocol_version)), o.log));
+        return;
+      }
+      // Not paced: a challenge costs 32 random bytes and a map entry (bounded), and the hello that uses it is paced.
+      const { challenge, expiresUnixMs } = challenges.issue();
+      callback(null, { challenge, expires_unix_ms: expiresUnixMs });
+    },
+
     Hello(call, callback) {
       callback = timed('Hello', o.onCall, callback);
       try {
         const req = call.request;
-        if (req.protocol_version !== PROTOCOL_VERSION) {
-          throw precondition(
-            `protocol version ${req.protocol_version} is not supported; this aggregator speaks ${PROTOCOL_VERSION}: install the same crowdfl version as the aggregator`,
-          );
-        }
+        if (req.protocol_version !== PROTOCOL_VERSION) throw precondition(unsupportedVersion(req.protocol_version));
         if (req.node_id && !NODE_ID.test(req.node_id)) throw invalid('node_id must be 1-128 characters of A-Z a-z 0-9 . _ : -');
         if (!req.capabilities) throw invalid('capabilities are missing');
         // Paced before the signature check and the database write, which are what a wave of Hellos costs.
         const wait = hellos.admit();
         if (wait > 0) throw new BusyError(wait, `the aggregator is taking ${o.pace.hellosPerSecond} new nodes per second; say hello again in ${wait} ms`);
-        const { nodeId, publicKey } = admit(req, o.admission, o.identity, store, o.experimentId);
+        const { nodeId, publicKey } = admit(req, o.admission, o.identity, store, o.experimentId, challenges);
         const session = sessions.open(nodeId, publicKey, req.capabilities);
         session.unfit = overLimits(req.capabilities.limits, o.taskDemand, req.capabilities.num_examples);
         store.touchNode(nodeId, publicKeyToString(publicKey), JSON.stringify(req.capabilities), req.software.slice(0, 200));

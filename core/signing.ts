@@ -55,8 +55,10 @@
 //   the UTF-8 experiment JSON the run stores) u32(seed) str(initial_model_sha256)
 //
 // Hello (proof of key possession at join), signed by the node:
-//   str("crowdfl/hello/v1") bytes(node_public_key: 32 bytes)
+//   str("crowdfl/hello/v2") bytes(node_public_key: 32 bytes)
 //   bytes(aggregator_public_key: 32 bytes, or 0 bytes when the node pins none) u64(timestamp_ms)
+//   bytes(challenge: 32 bytes, from HelloChallenge)
+//   (v1, protocol version 3, had no challenge: a hello could be replayed within the clock window.)
 //
 // Invitation, signed by the aggregator:
 //   str("crowdfl/invite/v1") str(token_id) str(experiment_id, "" = any experiment)
@@ -71,7 +73,8 @@ export const SIGNATURE_BYTES = 64;
 export const TASK_TAG = 'crowdfl/task/v2';
 export const UPDATE_TAG = 'crowdfl/update/v1';
 export const ROUND_TAG = 'crowdfl/round/v1';
-export const HELLO_TAG = 'crowdfl/hello/v1';
+export const HELLO_TAG = 'crowdfl/hello/v2';
+export const HELLO_CHALLENGE_BYTES = 32;
 export const RUN_TAG = 'crowdfl/run/v1';
 export const INVITE_TAG = 'crowdfl/invite/v1';
 
@@ -136,6 +139,8 @@ export interface HelloSigningInput {
   /** The aggregator key the node expects to talk to; absent when it pins none. */
   aggregator_public_key?: Uint8Array;
   timestamp_ms: number;
+  /** The aggregator's single-use challenge (HelloChallenge), so a recorded hello cannot be replayed. */
+  challenge: Uint8Array;
 }
 
 export interface InvitationSigningInput {
@@ -309,7 +314,9 @@ export function helloLayout(h: HelloSigningInput): Uint8Array {
   } else {
     publicKeyField(l, 'aggregator_public_key', h.aggregator_public_key);
   }
-  return l.u64('timestamp_ms', h.timestamp_ms).finish();
+  l.u64('timestamp_ms', h.timestamp_ms);
+  if (h.challenge.length !== HELLO_CHALLENGE_BYTES) throw new SigningError(`challenge must be ${HELLO_CHALLENGE_BYTES} bytes, got ${h.challenge.length}`);
+  return l.bytes('challenge', h.challenge).finish();
 }
 
 export function invitationLayout(inv: InvitationSigningInput): Uint8Array {

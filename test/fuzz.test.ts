@@ -21,7 +21,7 @@ import { join } from 'node:path';
 const SEED = Number(process.env.FUZZ_SEED ?? 20261126);
 // npm test runs the short form; the long form is FUZZ_ITERATIONS=10000 npx ava dist/test/fuzz.test.js.
 const ITERATIONS = Number(process.env.FUZZ_ITERATIONS ?? 2_000);
-const METHODS = ['Hello', 'PollTask', 'DownloadModel', 'SubmitUpdate', 'Heartbeat', 'DeclineTask', 'GetTaskOutcome', 'Goodbye'] as const;
+const METHODS = ['HelloChallenge', 'Hello', 'PollTask', 'DownloadModel', 'SubmitUpdate', 'Heartbeat', 'DeclineTask', 'GetTaskOutcome', 'Goodbye'] as const;
 type Method = (typeof METHODS)[number];
 
 const raw = (name: Method, requestStream: boolean, responseStream: boolean) => ({
@@ -34,6 +34,7 @@ const raw = (name: Method, requestStream: boolean, responseStream: boolean) => (
   responseDeserialize: (b: Buffer) => b,
 });
 const RAW_SERVICE = {
+  HelloChallenge: raw('HelloChallenge', false, false),
   Hello: raw('Hello', false, false),
   PollTask: raw('PollTask', false, false),
   DownloadModel: raw('DownloadModel', false, true),
@@ -44,6 +45,7 @@ const RAW_SERVICE = {
   Goodbye: raw('Goodbye', false, false),
 };
 type RawClient = grpc.Client & {
+  HelloChallenge(req: Buffer, md: grpc.Metadata, o: grpc.CallOptions, cb: grpc.requestCallback<Buffer>): grpc.ClientUnaryCall;
   Hello(req: Buffer, md: grpc.Metadata, o: grpc.CallOptions, cb: grpc.requestCallback<Buffer>): grpc.ClientUnaryCall;
   PollTask(req: Buffer, md: grpc.Metadata, o: grpc.CallOptions, cb: grpc.requestCallback<Buffer>): grpc.ClientUnaryCall;
   Heartbeat(req: Buffer, md: grpc.Metadata, o: grpc.CallOptions, cb: grpc.requestCallback<Buffer>): grpc.ClientUnaryCall;
@@ -103,7 +105,8 @@ test(`fuzzing every method with ${ITERATIONS} random and mutated messages (seed 
     const manifest = weightManifest(parseModelJson(task.model_json));
     const n = manifest.reduce((s, m) => s + m.shape.reduce((a, b) => a * b, 1), 0);
     const valid: Record<Method, Buffer> = {
-      Hello: service.Hello.requestSerialize({ protocol_version: PROTOCOL_VERSION, node_id: 'n-0123456789abcdef0123', capabilities: caps, software: 'fuzz', node_public_key: Buffer.alloc(32, 7), timestamp_ms: Date.now(), hello_signature: Buffer.alloc(64, 1) }),
+      Hello: service.Hello.requestSerialize({ protocol_version: PROTOCOL_VERSION, node_id: 'n-0123456789abcdef0123', capabilities: caps, software: 'fuzz', node_public_key: Buffer.alloc(32, 7), timestamp_ms: Date.now(), hello_signature: Buffer.alloc(64, 1), challenge: Buffer.alloc(32, 5) }),
+      HelloChallenge: service.HelloChallenge.requestSerialize({ protocol_version: PROTOCOL_VERSION }),
       PollTask: service.PollTask.requestSerialize({ session_id: session, wait_ms: 0 }),
       DownloadModel: service.DownloadModel.requestSerialize({ session_id: session, model_sha256: task.base_model_sha256 }),
       Heartbeat: service.Heartbeat.requestSerialize({ session_id: session, task_id: task.task_id, progress: 0.5 }),
@@ -134,6 +137,7 @@ test(`fuzzing every method with ${ITERATIONS} random and mutated messages (seed 
       const method = METHODS[rng.int(METHODS.length)]!;
       const message = () => (rng.int(3) === 0 ? randomBytes(rng, 512) : mutate(rng, valid[method]));
       switch (method) {
+        case 'HelloChallenge':
         case 'Hello':
         case 'PollTask':
         case 'Heartbeat':

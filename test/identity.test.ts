@@ -5,6 +5,7 @@ import * as grpc from '@grpc/grpc-js';
 import test from 'ava';
 import { startAggregator, type RunningAggregator } from '../aggregator/aggregator.js';
 import type { AdmissionPolicy } from '../aggregator/admission.js';
+import { HelloChallenges } from '../aggregator/hello-challenges.js';
 import { auditRun } from '../aggregator/audit.js';
 import { openDatabase } from '../aggregator/store/db.js';
 import { RunStore } from '../aggregator/store/run-store.js';
@@ -42,33 +43,79 @@ async function stop(agg: RunningAggregator) {
   await agg.stop();
 }
 
-test('a hello must prove the key it names, with a sane clock', async (t) => {
+test('a hello must prove the key it names, over a fresh single-use challenge, with a sane clock', async (t) => {
   const { agg, address } = await aggregator();
   const proto = loadProto();
   const client = new proto.crowdfl.v1.Aggregator(address, grpc.credentials.createInsecure());
   const hello = (req: object) => statusOf(new Promise((res, rej) => client.Hello(req, (e, r) => (e ? rej(e) : res(r)))));
+  const challenge = () =>
+    new Promise<Buffer>((res, rej) =>
+      client.HelloChallenge({ protocol_version: PROTOCOL_VERSION }, (e, r) => (e ? rej(e) : res(Buffer.from(r!.challenge)))),
+    );
   const node = generateIdentity();
   const other = generateIdentity();
   const base = { protocol_version: PROTOCOL_VERSION, capabilities: caps, node_public_key: Buffer.from(node.publicKey) };
-  const signed = (id: Identity, ts: number) => Buffer.from(sign(helloDigest({ node_public_key: node.publicKey, timestamp_ms: ts }), id));
+  const signed = (id: Identity, ts: number, c: Buffer) =>
+    Buffer.from(sign(helloDigest({ node_public_key: node.publicKey, timestamp_ms: ts, challenge: c }), id));
   try {
     const now = Date.now();
-    let s = await hello({ ...base, timestamp_ms: now, hello_signature: signed(other, now) });
+    let c = await challenge();
+    let s = await hello({ ...base, timestamp_ms: now, challenge: c, hello_signature: signed(other, now, c) });
     t.is(s.code, grpc.status.UNAUTHENTICATED);
     t.regex(s.details, /hello_signature does not verify/);
     const old = now - 3_600_000;
-    s = await hello({ ...base, timestamp_ms: old, hello_signature: signed(node, old) });
+    s = await hello({ ...base, timestamp_ms: old, challenge: c, hello_signature: signed(node, old, c) });
     t.is(s.code, grpc.status.UNAUTHENTICATED);
     t.regex(s.details, /off this aggregator's clock/);
-    s = await hello({ ...base, node_id: 'n-someoneelse', timestamp_ms: now, hello_signature: signed(node, now) });
+    s = await hello({ ...base, node_id: 'n-someoneelse', timestamp_ms: now, challenge: c, hello_signature: signed(node, now, c) });
     t.is(s.code, grpc.status.INVALID_ARGUMENT);
     t.regex(s.details, /is not the id of this key/);
-    s = await hello({ ...base, timestamp_ms: now, hello_signature: signed(node, now) });
+    // No challenge, or one the aggregator never issued: refused even with a valid signature over it.
+    s = await hello({ ...base, timestamp_ms: now, hello_signature: Buffer.alloc(64, 1) });
+    t.is(s.code, grpc.status.UNAUTHENTICATED);
+    t.regex(s.details, /no 32-byte challenge; call HelloChallenge first/);
+    const forged = Buffer.alloc(32, 9);
+    s = await hello({ ...base, timestamp_ms: now, challenge: forged, hello_signature: signed(node, now, forged) });
+    t.is(s.code, grpc.status.UNAUTHENTICATED);
+    t.regex(s.details, /challenge unknown or already used/);
+    // The failed attempts above did not spend the challenge: only a proven hello does, once.
+    const good = { ...base, timestamp_ms: now, challenge: c, hello_signature: signed(node, now, c) };
+    s = await hello(good);
     t.is(s.code, grpc.status.OK);
+    s = await hello(good);
+    t.is(s.code, grpc.status.UNAUTHENTICATED, 'the same hello sent again (a replay) opens no session');
+    t.regex(s.details, /challenge unknown or already used \(a replayed hello\?\)/);
+    c = await challenge();
+    s = await hello({ ...base, timestamp_ms: now, challenge: c, hello_signature: signed(node, now, c) });
+    t.is(s.code, grpc.status.OK, 'a fresh challenge joins again');
+    s = await statusOf(
+      new Promise((res, rej) => client.HelloChallenge({ protocol_version: PROTOCOL_VERSION - 1 }, (e, r) => (e ? rej(e) : res(r)))),
+    );
+    t.is(s.code, grpc.status.FAILED_PRECONDITION);
+    t.regex(s.details, /protocol version \d+ is not supported/);
   } finally {
     client.close();
     await stop(agg);
   }
+});
+
+test('hello challenges expire, are spent once, and stay bounded in number', (t) => {
+  let now = 1_000_000;
+  const challenges = new HelloChallenges({ ttlMs: 1000, maxOutstanding: 3 }, () => now);
+  const a = challenges.issue();
+  t.is(a.challenge.length, 32);
+  t.is(a.expiresUnixMs, now + 1000);
+  t.true(challenges.redeem(a.challenge).ok);
+  t.deepEqual(challenges.redeem(a.challenge), { ok: false, reason: 'hello challenge unknown or already used (a replayed hello?); ask HelloChallenge for a fresh one' });
+  const b = challenges.issue();
+  now += 1001;
+  t.deepEqual(challenges.redeem(b.challenge), { ok: false, reason: 'hello challenge expired; ask HelloChallenge for a fresh one' });
+  const issued = Array.from({ length: 5 }, () => challenges.issue());
+  t.true(challenges.outstanding <= 3);
+  t.false(challenges.redeem(issued[0]!.challenge).ok, 'the oldest is forgotten first');
+  t.true(challenges.redeem(issued[4]!.challenge).ok);
+  t.not(issued[3]!.challenge.toString('hex'), issued[4]!.challenge.toString('hex'));
+  t.false(challenges.redeem(new Uint8Array(31)).ok);
 });
 
 test('banned keys, allowlists and invitations decide who joins', async (t) => {

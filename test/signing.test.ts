@@ -66,6 +66,7 @@ const HELLO: HelloSigningInput = {
   node_public_key: node.publicKey,
   aggregator_public_key: aggregator.publicKey,
   timestamp_ms: 1_767_225_600_000,
+  challenge: Uint8Array.from({ length: 32 }, (_, i) => 0xc0 + i),
 };
 
 function roundInput(): RoundSigningInput {
@@ -115,9 +116,9 @@ const GOLDEN = {
     input: HELLO,
     fn: helloDigest as DigestFn,
     signer: node,
-    digest: 'e3fd85d69a07dd3b7a45b84515bcc3e81bf3ec2220f83ef8d07fb077f15017d5',
+    digest: '5a79b800b478add7038f44e3dee2b720a7d0ef9d86f6efa6dadacdf9fbad3391',
     signature:
-      'd785efc9d952ad020d5795e7963bff091cec55299716a08d79e2a59444c668569ebe4282692c14b5ef395eab34bdbfafb1a246acb05c084ea69fa6c6b08e040a',
+      '16cda229c05e440706ce2b6f2440fd42df094e32698be13e2d6974e87bbf52a0896b0debb454421b4a5afbb839edf332ad151beef38f226cc4582526f4e7e50c',
   },
   invite: {
     input: INVITE,

@@ -18,6 +18,7 @@ import type { DeclineKind__Output as DeclineKind } from '../proto/generated/crow
 import type { TaskOutcomeReply__Output } from '../proto/generated/crowdfl/v1/TaskOutcomeReply.js';
 import type { AggregatorClient } from '../proto/generated/crowdfl/v1/Aggregator.js';
 import type { HelloReply__Output } from '../proto/generated/crowdfl/v1/HelloReply.js';
+import type { HelloChallengeReply__Output } from '../proto/generated/crowdfl/v1/HelloChallengeReply.js';
 import type { ModelChunk__Output } from '../proto/generated/crowdfl/v1/ModelChunk.js';
 import type { NodeCapabilities } from '../proto/generated/crowdfl/v1/NodeCapabilities.js';
 import type { PollTaskReply__Output } from '../proto/generated/crowdfl/v1/PollTaskReply.js';
@@ -84,9 +85,12 @@ export class AggregatorConnection {
     pinned?: Uint8Array,
     invitation?: string,
   ): Promise<HelloReply__Output> {
+    const { challenge } = await new Promise<HelloChallengeReply__Output>((resolve, reject) =>
+      this.client.HelloChallenge({ protocol_version: PROTOCOL_VERSION }, this.deadline(10_000), (err, r) => (err ? reject(err) : resolve(r!))),
+    );
     const timestamp = Date.now();
     const signature = sign(
-      helloDigest({ node_public_key: identity.publicKey, aggregator_public_key: pinned, timestamp_ms: timestamp }),
+      helloDigest({ node_public_key: identity.publicKey, aggregator_public_key: pinned, timestamp_ms: timestamp, challenge }),
       identity,
     );
     const reply = await new Promise<HelloReply__Output>((resolve, reject) =>
@@ -100,6 +104,7 @@ export class AggregatorConnection {
           timestamp_ms: timestamp,
           hello_signature: Buffer.from(signature),
           invitation: invitation ?? '',
+          challenge,
         },
         this.deadline(10_000),
         (err, r) => (err ? reject(err) : resolve(r!)),
