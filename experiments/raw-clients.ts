@@ -9,10 +9,16 @@
 import { connect as http2Connect, constants as h2, type ClientHttp2Session } from 'node:http2';
 import { connect, type Socket } from 'node:net';
 
-/** status: HTTP status (gRPC: 200 OK, 429 RESOURCE_EXHAUSTED, 1000 + code otherwise); 0 = no reply within the deadline or a broken connection. */
+/**
+ * status: HTTP status (gRPC: 200 OK, 429 RESOURCE_EXHAUSTED, 503 UNAVAILABLE, 1000 + code otherwise); 0 = no reply within the deadline or a broken connection.
+ * A gRPC stream the server resets is mapped to a status as gRPC's HTTP/2 transport spec (and grpc-js) does:
+ * REFUSED_STREAM → UNAVAILABLE, ENHANCE_YOUR_CALM → RESOURCE_EXHAUSTED; `reset` then names the HTTP/2 error code.
+ */
 export interface Answer {
   status: number;
   ms: number;
+  /** Set when the reply was an HTTP/2 RST_STREAM with this error code instead of a gRPC status. */
+  reset?: number;
 }
 
 export interface Client {
@@ -106,6 +112,12 @@ export function rawHttpClient(port: number, path: string, body: Buffer, maxConne
   };
 }
 
+/** How grpc-js reports a stream the server reset (gRPC's HTTP/2 transport spec, "Errors"), as `Answer.status`. */
+const RESET_STATUS: Readonly<Record<number, number>> = {
+  [h2.NGHTTP2_REFUSED_STREAM]: 503, // UNAVAILABLE; grpc-js retries it once, transparently, unless retries are off
+  [h2.NGHTTP2_ENHANCE_YOUR_CALM]: 429, // RESOURCE_EXHAUSTED "Bandwidth exhausted or memory limit exceeded"
+};
+
 /** gRPC unary calls of one prebuilt, serialized request over one HTTP/2 connection. */
 export function rawGrpcClient(port: number, path: string, serialized: Buffer, deadlineMs: number): Client {
   const frame = Buffer.alloc(5 + serialized.length);
@@ -124,10 +136,10 @@ export function rawGrpcClient(port: number, path: string, serialized: Buffer, de
       new Promise((resolve) => {
         const started = performance.now();
         let done = false;
-        const finish = (status: number): void => {
+        const finish = (status: number, reset?: number): void => {
           if (done) return;
           done = true;
-          resolve({ status, ms: performance.now() - started });
+          resolve(reset === undefined ? { status, ms: performance.now() - started } : { status, ms: performance.now() - started, reset });
         };
         const stream = sessionNow().request({
           [h2.HTTP2_HEADER_METHOD]: 'POST',
@@ -152,10 +164,15 @@ export function rawGrpcClient(port: number, path: string, serialized: Buffer, de
         stream.on('data', () => undefined);
         stream.on('close', () => {
           clearTimeout(timer);
+          if (headerStatus === undefined && stream.rstCode !== undefined && stream.rstCode !== h2.NGHTTP2_NO_ERROR && stream.rstCode !== h2.NGHTTP2_CANCEL) {
+            finish(RESET_STATUS[stream.rstCode] ?? 1000 + 13, stream.rstCode); // INTERNAL for any other reset, as grpc-js
+            return;
+          }
           const code = Number(headerStatus ?? -1);
-          finish(code === 0 ? 200 : code === 8 ? 429 : code === 4 || code < 0 ? 0 : 1000 + code);
+          finish(code === 0 ? 200 : code === 8 ? 429 : code === 14 ? 503 : code === 4 || code < 0 ? 0 : 1000 + code);
         });
-        stream.on('error', () => finish(0));
+        // A reset stream emits 'error' before 'close'; the status is decided on 'close', where rstCode is known.
+        stream.on('error', () => undefined);
         stream.end(frame);
       }),
     close: () => session?.close(),
