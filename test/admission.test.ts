@@ -18,17 +18,17 @@ function tryAdmit(a: Admission, deadlineMs?: number): (() => void) | ServingErro
   }
 }
 
-test('a loop busier than max-utilization limits admissions and refuses the excess at once; with time to spare the limit lifts', async (t) => {
+test('a loop busier than max-utilization that also reads late limits admissions and refuses the excess at once; with time to spare the limit lifts', async (t) => {
   const admission = new Admission({ maxDelayMs: 60_000, maxPending: 100_000, maxUtilization: 0.5 });
   try {
-    // ~90% busy for 400 ms, admitting (and answering) 20 requests per 10 ms slice.
+    // ~97% busy for 400 ms in 40 ms stretches (timers fire up to 40 ms late), admitting (and answering) 80 requests per stretch.
     const end = performance.now() + 400;
     while (performance.now() < end) {
-      for (let i = 0; i < 20; i++) {
+      for (let i = 0; i < 80; i++) {
         const r = tryAdmit(admission);
         if (typeof r === 'function') r();
       }
-      busy(9);
+      busy(40);
       await new Promise((r) => setTimeout(r, 1));
     }
     const burst = Array.from({ length: 2000 }, () => tryAdmit(admission));
@@ -78,7 +78,7 @@ test.serial('under sustained overload the rate limit settles at its floor (a qua
   try {
     // 200 ms at ~20 admissions per ms set the peak; then 2.5 s of a loop kept busy while every request is offered.
     let admitted = 0;
-    const phase = async (ms: number, perSlice: number) => {
+    const phase = async (ms: number, perSlice: number, sliceMs: number) => {
       const end = performance.now() + ms;
       admitted = 0;
       while (performance.now() < end) {
@@ -89,19 +89,79 @@ test.serial('under sustained overload the rate limit settles at its floor (a qua
             r();
           }
         }
-        busy(9);
+        busy(sliceMs);
         await new Promise((r) => setTimeout(r, 1));
       }
       return admitted / ms;
     };
-    const peak = await phase(200, 200);
-    await phase(1500, 2000);
+    const peak = await phase(200, 200, 9);
+    // Overload that makes reads late: 40 ms busy stretches.
+    await phase(1500, 8000, 40);
     // Measured once the limit has had 15 windows to fall.
-    const overloaded = await phase(1000, 2000);
+    const overloaded = await phase(1000, 8000, 40);
     t.log(`peak ${peak.toFixed(2)}/ms, under overload ${overloaded.toFixed(2)}/ms`);
     t.true(peak > 0);
     // Many windows of multiplicative decrease (0.85 each) would take the rate far below a quarter of the peak without the floor.
     t.true(overloaded >= peak / 5, `admitted ${overloaded.toFixed(2)}/ms under overload against a peak of ${peak.toFixed(2)}/ms`);
+  } finally {
+    admission.close();
+  }
+});
+
+async function sliced(admission: Admission, ms: number, perSlice: number, sliceMs: number): Promise<{ admitted: number; refused: number }> {
+  const end = performance.now() + ms;
+  let admitted = 0;
+  let refused = 0;
+  while (performance.now() < end) {
+    for (let i = 0; i < perSlice; i++) {
+      const r = tryAdmit(admission);
+      if (typeof r === 'function') {
+        admitted++;
+        r();
+      } else refused++;
+    }
+    busy(sliceMs);
+    await new Promise((r) => setTimeout(r, 1));
+  }
+  return { admitted, refused };
+}
+
+test.serial('a loop busy but reading promptly (short stretches, little lag) is not throttled: busyness from refusals alone must not collapse admissions', async (t) => {
+  const admission = new Admission({ maxDelayMs: 60_000, maxPending: 1_000_000, maxUtilization: 0.5 });
+  try {
+    // ~90% busy in 9 ms stretches for 1.5 s: before, the limit fell 15% a window to its floor and never rose.
+    const { admitted, refused } = await sliced(admission, 1500, 20, 9);
+    t.log(`admitted ${admitted}, refused ${refused}`);
+    t.true(refused < admitted / 10, `refused ${refused} of ${admitted + refused}`);
+  } finally {
+    admission.close();
+  }
+});
+
+test.serial('a loop busy with nothing admitted (a model loading at start) sets no rate limit', async (t) => {
+  const admission = new Admission({ maxDelayMs: 60_000, maxPending: 1_000_000, maxUtilization: 0.5 });
+  try {
+    await sliced(admission, 400, 0, 50);
+    const burst = Array.from({ length: 500 }, () => tryAdmit(admission));
+    t.is(burst.filter((r) => r instanceof ServingError).length, 0);
+    for (const r of burst) if (typeof r === 'function') r();
+  } finally {
+    admission.close();
+  }
+});
+
+test('check() refuses exactly as admit() would, without admitting or spending the rate limit', (t) => {
+  const admission = new Admission({ maxDelayMs: 60_000, maxPending: 2 });
+  try {
+    t.notThrows(() => admission.check());
+    t.is(admission.pending, 0);
+    const a = admission.admit();
+    const b = admission.admit();
+    const err = t.throws(() => admission.check(), { instanceOf: ServingError });
+    t.regex(err!.message, /^overloaded: 2 predict requests in progress \(limit 2\)/);
+    a();
+    t.notThrows(() => admission.check());
+    b();
   } finally {
     admission.close();
   }
