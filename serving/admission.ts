@@ -43,6 +43,8 @@ const RATE_WINDOW_MS = 500;
 const UTILIZATION_WINDOW_MS = 100;
 /** Event-loop lag above which a busy loop is taken to be falling behind reading its sockets (two probe periods). */
 const LAG_TARGET_MS = 2 * PROBE_MS;
+/** Expected wait behind admitted requests above which a busy loop is taken to be admitting more than it serves. */
+const QUEUE_TARGET_MS = 25;
 /** A rate limit lets this many ms of admissions through at once (batches form from bursts). */
 const BURST_MS = 25;
 
@@ -85,7 +87,7 @@ export class Admission {
         const next = performance.eventLoopUtilization();
         this.utilization = performance.eventLoopUtilization(next, elu).utilization;
         elu = next;
-        this.adjustRate(this.admittedInWindow / (now - windowStart), maxUtilization, this.lagMs);
+        this.adjustRate(this.admittedInWindow / (now - windowStart), maxUtilization, this.lagMs, this.expectedDelayMs(now) - this.lagMs);
         this.admittedInWindow = 0;
         windowStart = now;
       }
@@ -166,19 +168,20 @@ export class Admission {
   }
 
   /**
-   * Multiplicative decrease when the loop was too busy AND reads fell behind (lag above LAG_TARGET_MS);
-   * a gentle increase while it is busy but keeps up; geometric increase (then no limit) while it has time to spare.
+   * Multiplicative decrease when the loop was too busy AND admitted work is not served promptly:
+   * reads fell behind (lag above LAG_TARGET_MS) or admitted requests queue (expected wait behind
+   * them above QUEUE_TARGET_MS). A gentle increase while it is busy but keeps up; geometric
+   * increase (then no limit) while it has time to spare.
    *
    * Busy alone is not overload: refusing costs CPU too (40–60 µs a request), so under twice the
    * sustainable load the loop stays near 100% busy whatever is admitted, and a limit lowered on
    * utilization alone fell window after window to its floor and stayed there — that is how
-   * goodput collapsed to ~0.3% of the offered load. Only when requests are also read late does
-   * admitting fewer help.
+   * goodput collapsed to ~0.3% of the offered load.
    */
-  private adjustRate(admittedPerMs: number, maxUtilization: number, lagMs: number): void {
+  private adjustRate(admittedPerMs: number, maxUtilization: number, lagMs: number, queuedMs: number): void {
     this.peakAdmittedPerMs = Math.max(this.peakAdmittedPerMs, admittedPerMs);
     const floor = Math.max(this.peakAdmittedPerMs / 4, 0.05);
-    if (this.utilization > maxUtilization && lagMs > LAG_TARGET_MS) {
+    if (this.utilization > maxUtilization && (lagMs > LAG_TARGET_MS || queuedMs > QUEUE_TARGET_MS)) {
       // Nothing admitted cannot be what keeps the loop busy (e.g. a model loading at start): no limit from that.
       if (admittedPerMs === 0) return;
       // Floored: a loop kept busy by refusals alone, or by other processes taking the CPU, must not throttle admission to nothing.
