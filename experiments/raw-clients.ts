@@ -118,16 +118,20 @@ const RESET_STATUS: Readonly<Record<number, number>> = {
   [h2.NGHTTP2_ENHANCE_YOUR_CALM]: 429, // RESOURCE_EXHAUSTED "Bandwidth exhausted or memory limit exceeded"
 };
 
-/** gRPC unary calls of one prebuilt, serialized request over one HTTP/2 connection. */
-export function rawGrpcClient(port: number, path: string, serialized: Buffer, deadlineMs: number): Client {
+/** gRPC unary calls of one prebuilt, serialized request, round-robin over `connections` HTTP/2 connections. */
+export function rawGrpcClient(port: number, path: string, serialized: Buffer, deadlineMs: number, connections = 1): Client {
   const frame = Buffer.alloc(5 + serialized.length);
   frame.writeUInt32BE(serialized.length, 1);
   serialized.copy(frame, 5);
-  let session: ClientHttp2Session | undefined;
+  const sessions: (ClientHttp2Session | undefined)[] = Array.from({ length: connections }, () => undefined);
+  let next = 0;
   const sessionNow = (): ClientHttp2Session => {
+    const i = next++ % connections;
+    let session = sessions[i];
     if (!session || session.closed || session.destroyed) {
       session = http2Connect(`http://127.0.0.1:${port}`);
       session.on('error', () => undefined);
+      sessions[i] = session;
     }
     return session;
   };
@@ -175,6 +179,8 @@ export function rawGrpcClient(port: number, path: string, serialized: Buffer, de
         stream.on('error', () => undefined);
         stream.end(frame);
       }),
-    close: () => session?.close(),
+    close: () => {
+      for (const s of sessions) s?.close();
+    },
   };
 }
