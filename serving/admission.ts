@@ -138,6 +138,15 @@ export class Admission {
     this.refuseIfOverloaded(performance.now(), deadlineMs, false);
   }
 
+  /**
+   * Feeds one utilization window to the rate limit as the probe does every 100 ms (for tests:
+   * the probe's own readings depend on how busy the machine running them is).
+   */
+  observeWindow(window: { utilization: number; admittedPerMs: number; lagMs: number; queuedMs: number }): void {
+    this.utilization = window.utilization;
+    this.adjustRate(window.admittedPerMs, this.options.maxUtilization ?? 1, window.lagMs, window.queuedMs);
+  }
+
   close(): void {
     clearInterval(this.probe);
   }
