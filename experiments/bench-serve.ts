@@ -7,7 +7,7 @@
 // best sustained rate with a 2 s client deadline and counts answers, refusals
 // (429 / RESOURCE_EXHAUSTED) and requests with no answer within the deadline,
 // and the server's RSS. Each request carries one instance. The clients send
-// prebuilt bytes (raw-clients.ts) so the generator costs the shared CPU little.
+// prebuilt bytes (raw-clients.ts; gRPC as raw HTTP/2 frames) so the generator costs the shared CPU little.
 // Without --model the checkpoint holds the 2NN's initial weights: inference
 // costs the same whatever the weights are.
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -30,7 +30,7 @@ import { ServingMetrics } from '../serving/metrics.js';
 import { ModelRegistry } from '../serving/registry.js';
 import { latencySummary, rssMb } from './light-nodes.js';
 import { markdownTable } from './markdown.js';
-import { rawGrpcClient, rawHttpClient, type Answer, type Client } from './raw-clients.js';
+import { rawH2GrpcClient, rawHttpClient, type Answer, type Client } from './raw-clients.js';
 
 const CLI = fileURLToPath(new URL('../cli/index.js', import.meta.url));
 const CONCURRENCIES = [1, 16, 64];
@@ -162,9 +162,10 @@ async function main(): Promise<void> {
   const makeClient = (protocol: Protocol, server: Server, connections: number): Client =>
     protocol === 'http'
       ? rawHttpClient(server.httpPort, '/v1/models/default:predict', body, connections, DEADLINE_MS)
-      : // One HTTP/2 connection per 64 concurrent calls (the closed-loop phases use one; the overload phase 16): thousands of
+      : // Raw HTTP/2 frames (node:http2's client cost ~2.5× more CPU per call, starving the server it shares the machine with),
+        // one connection per 64 concurrent calls (the closed-loop phases use one; the overload phase 16): thousands of
         // streams on one connection collapsed it (resets and GOAWAYs with the server mostly idle), as many clients would not.
-        rawGrpcClient(server.grpcPort, '/tensorflow.serving.PredictionService/Predict', serialized, DEADLINE_MS, Math.ceil(connections / 64));
+        rawH2GrpcClient(server.grpcPort, '/tensorflow.serving.PredictionService/Predict', serialized, DEADLINE_MS, Math.ceil(connections / 64));
   process.stdout.write(`bench:serve — 2NN over loopback, ${seconds} s per phase, one instance per request, checkpoint ${checkpoint}\n`);
   process.stdout.write(`load average (1/5/15 min) at start: ${load()}\n\n`);
   const modelOnly = await inferenceOnly(checkpoint, instance, seconds / 2);

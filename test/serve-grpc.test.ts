@@ -13,7 +13,10 @@ import type { PredictionServiceClient } from '../proto/generated/tensorflow/serv
 import type { PredictRequest } from '../proto/generated/tensorflow/serving/PredictRequest.js';
 import type { PredictResponse__Output } from '../proto/generated/tensorflow/serving/PredictResponse.js';
 import type { TensorProto } from '../proto/generated/tensorflow/serving/TensorProto.js';
-import { grpcTimeoutMs, loadServingProto, OUTPUT_NAME } from '../serving/grpc.js';
+import * as protoLoader from '@grpc/proto-loader';
+import { LOADER_OPTIONS } from '../core/proto.js';
+import { rawH2GrpcClient } from '../experiments/raw-clients.js';
+import { grpcTimeoutMs, loadServingProto, OUTPUT_NAME, SERVING_PROTO_PATH } from '../serving/grpc.js';
 import { startServing, type ServeOptions, type Serving } from '../serving/serve.js';
 import { statusOf } from './support/grpc.js';
 import { assertClose, coreProbabilities } from './support/inference.js';
@@ -282,4 +285,30 @@ test('grpc-timeout header values in ms; absent or malformed is no deadline', (t)
   t.is(grpcTimeoutMs(undefined), Number.POSITIVE_INFINITY);
   t.is(grpcTimeoutMs('123456789m'), Number.POSITIVE_INFINITY);
   t.is(grpcTimeoutMs('10x'), Number.POSITIVE_INFINITY);
+});
+
+test.serial("the benchmark's raw HTTP/2 gRPC client reads answers, early refusals (trailers-only) and handler refusals as the server sent them", async (t) => {
+  const serving = await serve({ admission: { maxPending: 2, maxDelayMs: 60_000 } });
+  const service = protoLoader.loadSync(SERVING_PROTO_PATH, LOADER_OPTIONS)['tensorflow.serving.PredictionService'] as protoLoader.ServiceDefinition;
+  const request: PredictRequest = { model_spec: { name: 'default' }, inputs: { x: floatTensor([instance(1)], 'content') } };
+  const unknown: PredictRequest = { model_spec: { name: 'nope' }, inputs: { x: floatTensor([instance(1)], 'content') } };
+  const client = rawH2GrpcClient(serving.grpcPort!, '/tensorflow.serving.PredictionService/Predict', service.Predict.requestSerialize(request), 5000, 2);
+  const notFound = rawH2GrpcClient(serving.grpcPort!, '/tensorflow.serving.PredictionService/Predict', service.Predict.requestSerialize(unknown), 5000);
+  try {
+    // One at a time (--max-pending 2), over both connections.
+    const answered: number[] = [];
+    for (let i = 0; i < 6; i++) answered.push((await client.predict()).status);
+    t.deepEqual(answered, [200, 200, 200, 200, 200, 200]);
+    t.is((await notFound.predict()).status, 1000 + grpc.status.NOT_FOUND);
+    const held = [serving.admission.admit(), serving.admission.admit()];
+    const refused = await client.predict();
+    t.is(refused.status, 429);
+    t.is(refused.reset, undefined);
+    for (const release of held) release();
+    t.is((await client.predict()).status, 200);
+  } finally {
+    client.close();
+    notFound.close();
+    await serving.close();
+  }
 });
