@@ -18,12 +18,17 @@
 // free (the body still crosses the socket), and a process busy 100% of the time
 // reads its sockets late, so the backlog grows where it cannot be seen.
 // Hence a third rule: when the event loop was busy more than --max-utilization
-// of the last 100 ms, admissions are limited to a rate just below what was
-// admitted in it (multiplicative decrease, floored at a quarter of the highest
-// rate admitted in any window, since other processes taking the CPU also make
-// the loop look busy), and the limit is relaxed by 15% a window while the loop
-// has time to spare.
-// The decision is made on headers alone.
+// of the last 100 ms AND admitted work is not being served promptly (event-loop
+// lag above 20 ms, or an expected wait behind admitted requests above 25 ms),
+// admissions are limited to a rate just below what was admitted in it
+// (multiplicative decrease, floored at a quarter of the highest rate admitted in
+// any window, since other processes taking the CPU also make the loop look busy).
+// While the loop is busy but keeps up, the limit creeps up 5% a window; with
+// time to spare it is relaxed by 15% a window and then lifted. Busy alone is
+// not enough to lower it: refusals keep a loop busy too, and a limit lowered on
+// utilization alone fell to its floor under 2× load and stayed there.
+// The decision is made on headers alone (for gRPC, check() runs on the HTTP/2
+// headers before grpc-js decodes the message).
 import { overloaded } from './errors.js';
 
 export interface AdmissionOptions {

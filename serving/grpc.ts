@@ -75,9 +75,10 @@ function percentEncoded(message: string): string {
 
 /**
  * Refuses a Predict call as soon as its HTTP/2 headers arrive, before grpc-js builds a call
- * for it or decodes its message: a trailers-only RESOURCE_EXHAUSTED reply. Refusing through
- * the handler cost about as much CPU as answering (62 vs 126 µs measured), so under twice
- * the sustainable load the server could not even refuse in time. The request's DATA is
+ * for it or decodes its message: a trailers-only RESOURCE_EXHAUSTED reply. Refusing in the
+ * handler cost about half of answering (62 vs 126 µs of server CPU a call, measured at load
+ * ~2); here it costs about half of that again (52–56 vs 91–105 µs side by side at load ~7),
+ * the rest being Node's own HTTP/2 stream handling. The request's DATA is
  * discarded as it arrives (read, so the connection's flow-control window is returned).
  * Returns true when the stream was refused.
  */
@@ -176,8 +177,8 @@ export function startGrpcServing(registry: ModelRegistry, metrics: ServingMetric
     'grpc.max_receive_message_length': options.maxMessageBytes,
     // Per-call channelz bookkeeping nobody reads here.
     'grpc.enable_channelz': 0,
-    // Streams beyond this wait in the client's HTTP/2 stack instead of in this process's memory:
-    // under overload grpc-js spends about as much CPU refusing a call as answering it.
+    // Streams beyond this wait in the client's HTTP/2 stack instead of in this process's memory (a
+    // client's queued calls then end DEADLINE_EXCEEDED on its side, not with a refusal from here).
     ...(options.maxConcurrentStreams === undefined ? {} : { 'grpc.max_concurrent_streams': options.maxConcurrentStreams }),
   });
   const internals = server as unknown as Record<'_streamHandler' | '_channelzHandler', StreamHandler | undefined>;
