@@ -73,7 +73,7 @@ export function register(program: Command): void {
     .option('--max-queue <n>', 'most instances waiting per model version; beyond it requests get 429', positiveInt, 1024)
     .option('--max-pending <n>', 'most predict requests in progress at once (reading, queued or running); beyond it requests get 429', positiveInt, 1024)
     .option('--max-delay-ms <ms>', 'refuse (429 / RESOURCE_EXHAUSTED), on its headers before its body is read, a request expected to wait longer than this; a request that carries a deadline (x-deadline-ms, gRPC deadline) gets half its deadline instead', positiveInt, 100)
-    .option('--max-utilization <fraction>', 'when the event loop was busier than this over the last 100 ms, admit requests at a reduced rate and refuse the rest at once (1 turns this off)', utilization, 0.9)
+    .option('--max-utilization <fraction>', 'when the event loop was busier than this over the last 100 ms and admitted work fell behind (loop lag > 20 ms or queued wait > 25 ms), admit requests at a reduced rate and refuse the rest at once (1 turns this off)', utilization, 0.9)
     .option('--max-body-bytes <n>', 'larger request bodies get 413', positiveInt, 16 * 1024 * 1024)
     .option('--keep-versions <n>', 'versions kept per name as newer rounds arrive', positiveInt, 2)
     .option('--follow', "with --run: load each newly committed round while serving (hot swap, no dropped requests)", false)

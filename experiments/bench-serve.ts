@@ -7,7 +7,7 @@
 // best sustained rate with a 2 s client deadline and counts answers, refusals
 // (429 / RESOURCE_EXHAUSTED) and requests with no answer within the deadline,
 // and the server's RSS. Each request carries one instance. The clients send
-// prebuilt bytes (raw-clients.ts) so the generator costs the shared CPU little.
+// prebuilt bytes (raw-clients.ts; gRPC as raw HTTP/2 frames) so the generator costs the shared CPU little.
 // Without --model the checkpoint holds the 2NN's initial weights: inference
 // costs the same whatever the weights are.
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -30,7 +30,7 @@ import { ServingMetrics } from '../serving/metrics.js';
 import { ModelRegistry } from '../serving/registry.js';
 import { latencySummary, rssMb } from './light-nodes.js';
 import { markdownTable } from './markdown.js';
-import { rawGrpcClient, rawHttpClient, type Answer, type Client } from './raw-clients.js';
+import { rawH2GrpcClient, rawHttpClient, type Answer, type Client } from './raw-clients.js';
 
 const CLI = fileURLToPath(new URL('../cli/index.js', import.meta.url));
 const CONCURRENCIES = [1, 16, 64];
@@ -162,7 +162,10 @@ async function main(): Promise<void> {
   const makeClient = (protocol: Protocol, server: Server, connections: number): Client =>
     protocol === 'http'
       ? rawHttpClient(server.httpPort, '/v1/models/default:predict', body, connections, DEADLINE_MS)
-      : rawGrpcClient(server.grpcPort, '/tensorflow.serving.PredictionService/Predict', serialized, DEADLINE_MS);
+      : // Raw HTTP/2 frames (node:http2's client cost ~2.5× more CPU per call, starving the server it shares the machine with),
+        // one connection per 64 concurrent calls (the closed-loop phases use one; the overload phase 16): thousands of
+        // streams on one connection collapsed it (resets and GOAWAYs with the server mostly idle), as many clients would not.
+        rawH2GrpcClient(server.grpcPort, '/tensorflow.serving.PredictionService/Predict', serialized, DEADLINE_MS, Math.ceil(connections / 64));
   process.stdout.write(`bench:serve — 2NN over loopback, ${seconds} s per phase, one instance per request, checkpoint ${checkpoint}\n`);
   process.stdout.write(`load average (1/5/15 min) at start: ${load()}\n\n`);
   const modelOnly = await inferenceOnly(checkpoint, instance, seconds / 2);
@@ -222,6 +225,7 @@ async function main(): Promise<void> {
       // The generator shares the machine's two cores with the server; its own event-loop lag shows how late it sent and read.
       const lag = monitorEventLoopDelay({ resolution: 10 });
       lag.enable();
+      const generatorBefore = process.cpuUsage();
       const client = makeClient(protocol, server, 1024);
       const phase = await openLoop(client, offered, seconds * 2, () => {
         rssMax = Math.max(rssMax, rssMb(server.child.pid!) ?? 0);
@@ -229,20 +233,25 @@ async function main(): Promise<void> {
       client.close();
       lag.disable();
       const cpuShare = (cpuSeconds(server.child.pid!) - cpuBefore) / phase.seconds;
+      const generatorUsage = process.cpuUsage(generatorBefore);
+      const generatorShare = (generatorUsage.user + generatorUsage.system) / 1e6 / phase.seconds;
       const count = (status: number): number => phase.answers.filter((a) => a.status === status).length;
       const n = phase.answers.length;
       const unanswered = phase.answers.filter((a) => a.status === 0 || a.ms > DEADLINE_MS).length;
-      const other = n - count(200) - count(429) - count(0);
+      // gRPC: UNAVAILABLE (a REFUSED_STREAM reset, or the status) is a clear refusal too; grpc-js retries a refused stream once by itself.
+      const unavailable = protocol === 'grpc' ? count(503) : 0;
+      const resets = phase.answers.filter((a) => a.reset !== undefined).length;
+      const other = n - count(200) - count(429) - unavailable - count(0);
       const all = latencySummary(phase.answers.filter((a) => a.status !== 0).map((a) => a.ms));
       const answered = latencySummary(phase.answers.filter((a) => a.status === 200).map((a) => a.ms));
-      const refusals = latencySummary(phase.answers.filter((a) => a.status === 429).map((a) => a.ms));
+      const refusals = latencySummary(phase.answers.filter((a) => a.status === 429 || (protocol === 'grpc' && a.status === 503)).map((a) => a.ms));
       const met = unanswered === 0 && other === 0;
       process.stdout.write(
         `${protocol} overload: offered ${offered.toFixed(0)} req/s (${factor}× ${sustainable.toFixed(0)}) for ${(seconds * 2).toFixed(0)} s, client deadline ${DEADLINE_MS} ms, server defaults (--max-delay-ms 100, --max-utilization 0.9)\n` +
           `  ${n} requests: ${count(200)} answered (${((100 * count(200)) / n).toFixed(1)}%), ${count(429)} refused ${protocol === 'http' ? '429' : 'RESOURCE_EXHAUSTED'} (${((100 * count(429)) / n).toFixed(1)}%), ` +
-          `${unanswered} with no answer within the deadline, ${other} other errors\n` +
+          `${protocol === 'grpc' ? `${unavailable} refused UNAVAILABLE, ${resets} of the refusals as HTTP/2 stream resets, ` : ''}${unanswered} with no answer within the deadline, ${other} other errors\n` +
           `  answered at ${rate(phase).toFixed(0)} req/s; latency of answers p50 ${answered.p50.toFixed(1)} ms, p99 ${answered.p99.toFixed(1)} ms; of refusals p50 ${refusals.p50.toFixed(1)} ms, p99 ${refusals.p99.toFixed(1)} ms; slowest reply of any kind ${all.max.toFixed(1)} ms\n` +
-          `  server RSS ${rssBefore.toFixed(0)} MB before, at most ${rssMax.toFixed(0)} MB during; server CPU ${(100 * cpuShare).toFixed(0)}% of one core; load generator event-loop lag p99 ${(lag.percentile(99) / 1e6).toFixed(0)} ms, max ${(lag.max / 1e6).toFixed(0)} ms\n` +
+          `  server RSS ${rssBefore.toFixed(0)} MB before, at most ${rssMax.toFixed(0)} MB during; server CPU ${(100 * cpuShare).toFixed(0)}% of one core; load generator CPU ${(100 * generatorShare).toFixed(0)}% of one core, event-loop lag p99 ${(lag.percentile(99) / 1e6).toFixed(0)} ms, max ${(lag.max / 1e6).toFixed(0)} ms\n` +
           `  target (every request answered or refused within the deadline, memory bounded): ${met ? 'MET' : 'MISSED'}; goodput ${((100 * rate(phase)) / sustainable).toFixed(0)}% of the sustained rate\n`,
       );
     } finally {

@@ -18,12 +18,17 @@
 // free (the body still crosses the socket), and a process busy 100% of the time
 // reads its sockets late, so the backlog grows where it cannot be seen.
 // Hence a third rule: when the event loop was busy more than --max-utilization
-// of the last 100 ms, admissions are limited to a rate just below what was
-// admitted in it (multiplicative decrease, floored at a quarter of the highest
-// rate admitted in any window, since other processes taking the CPU also make
-// the loop look busy), and the limit is relaxed by 15% a window while the loop
-// has time to spare.
-// The decision is made on headers alone.
+// of the last 100 ms AND admitted work is not being served promptly (event-loop
+// lag above 20 ms, or an expected wait behind admitted requests above 25 ms),
+// admissions are limited to a rate just below what was admitted in it
+// (multiplicative decrease, floored at a quarter of the highest rate admitted in
+// any window, since other processes taking the CPU also make the loop look busy).
+// While the loop is busy but keeps up, the limit creeps up 5% a window; with
+// time to spare it is relaxed by 15% a window and then lifted. Busy alone is
+// not enough to lower it: refusals keep a loop busy too, and a limit lowered on
+// utilization alone fell to its floor under 2× load and stayed there.
+// The decision is made on headers alone (for gRPC, check() runs on the HTTP/2
+// headers before grpc-js decodes the message).
 import { overloaded } from './errors.js';
 
 export interface AdmissionOptions {
@@ -41,6 +46,10 @@ const PROBE_MS = 10;
 const RATE_WINDOW_MS = 500;
 /** Event-loop utilization is judged over windows this long. */
 const UTILIZATION_WINDOW_MS = 100;
+/** Event-loop lag above which a busy loop is taken to be falling behind reading its sockets (two probe periods). */
+const LAG_TARGET_MS = 2 * PROBE_MS;
+/** Expected wait behind admitted requests above which a busy loop is taken to be admitting more than it serves. */
+const QUEUE_TARGET_MS = 25;
 /** A rate limit lets this many ms of admissions through at once (batches form from bursts). */
 const BURST_MS = 25;
 
@@ -83,7 +92,7 @@ export class Admission {
         const next = performance.eventLoopUtilization();
         this.utilization = performance.eventLoopUtilization(next, elu).utilization;
         elu = next;
-        this.adjustRate(this.admittedInWindow / (now - windowStart), maxUtilization);
+        this.adjustRate(this.admittedInWindow / (now - windowStart), maxUtilization, this.lagMs, this.expectedDelayMs(now) - this.lagMs);
         this.admittedInWindow = 0;
         windowStart = now;
       }
@@ -110,26 +119,7 @@ export class Admission {
    */
   admit(deadlineMs = Number.POSITIVE_INFINITY): () => void {
     const now = performance.now();
-    if (this.inFlight >= this.options.maxPending) {
-      throw overloaded(`overloaded: ${this.inFlight} predict requests in progress (limit ${this.options.maxPending}); retry later`);
-    }
-    if (Number.isFinite(this.rateLimit)) {
-      this.tokens = Math.min(Math.max(1, this.rateLimit * BURST_MS), this.tokens + (now - this.lastRefill) * this.rateLimit);
-      this.lastRefill = now;
-      if (this.tokens < 1) {
-          throw overloaded(
-          `overloaded: the server was busy ${Math.round(this.utilization * 100)}% of the last ${UTILIZATION_WINDOW_MS} ms and admits about ${Math.round(this.rateLimit * 1000)} requests/s now; retry later`,
-        );
-      }
-      this.tokens -= 1;
-    }
-    const budget = Number.isFinite(deadlineMs) ? deadlineMs / 2 : this.options.maxDelayMs;
-    const expected = this.expectedDelayMs(now);
-    // An idle server admits whatever the estimate says: there is nothing to wait behind.
-    if (this.inFlight > 0 && expected > budget) {
-      const whose = Number.isFinite(deadlineMs) ? `half the request's deadline (${Math.round(deadlineMs)} ms)` : `--max-delay-ms ${this.options.maxDelayMs}`;
-      throw overloaded(`overloaded: expected wait ${Math.round(expected)} ms exceeds ${whose}; retry later`);
-    }
+    this.refuseIfOverloaded(now, deadlineMs, true);
     this.account(now);
     this.inFlight++;
     this.admittedInWindow++;
@@ -144,20 +134,76 @@ export class Admission {
     };
   }
 
+  /**
+   * Throws the 'overloaded' ServingError admit() would throw now, without admitting or
+   * spending the rate limit's tokens: lets a front end refuse before it decodes anything.
+   * A request that passes must still be admitted with admit().
+   */
+  check(deadlineMs = Number.POSITIVE_INFINITY): void {
+    this.refuseIfOverloaded(performance.now(), deadlineMs, false);
+  }
+
+  /**
+   * Feeds one utilization window to the rate limit as the probe does every 100 ms (for tests:
+   * the probe's own readings depend on how busy the machine running them is).
+   */
+  observeWindow(window: { utilization: number; admittedPerMs: number; lagMs: number; queuedMs: number }): void {
+    this.utilization = window.utilization;
+    this.adjustRate(window.admittedPerMs, this.options.maxUtilization ?? 1, window.lagMs, window.queuedMs);
+  }
+
   close(): void {
     clearInterval(this.probe);
   }
 
-  /** Multiplicative decrease when the loop was too busy, geometric increase (then no limit) while it has time to spare. */
-  private adjustRate(admittedPerMs: number, maxUtilization: number): void {
+  private refuseIfOverloaded(now: number, deadlineMs: number, spend: boolean): void {
+    if (this.inFlight >= this.options.maxPending) {
+      throw overloaded(`overloaded: ${this.inFlight} predict requests in progress (limit ${this.options.maxPending}); retry later`);
+    }
+    if (Number.isFinite(this.rateLimit)) {
+      const tokens = Math.min(Math.max(1, this.rateLimit * BURST_MS), this.tokens + (now - this.lastRefill) * this.rateLimit);
+      if (tokens < 1) {
+        throw overloaded(
+          `overloaded: the server was busy ${Math.round(this.utilization * 100)}% of the last ${UTILIZATION_WINDOW_MS} ms and admits about ${Math.round(this.rateLimit * 1000)} requests/s now; retry later`,
+        );
+      }
+      if (spend) {
+        this.tokens = tokens - 1;
+        this.lastRefill = now;
+      }
+    }
+    const budget = Number.isFinite(deadlineMs) ? deadlineMs / 2 : this.options.maxDelayMs;
+    const expected = this.expectedDelayMs(now);
+    // An idle server admits whatever the estimate says: there is nothing to wait behind.
+    if (this.inFlight > 0 && expected > budget) {
+      const whose = Number.isFinite(deadlineMs) ? `half the request's deadline (${Math.round(deadlineMs)} ms)` : `--max-delay-ms ${this.options.maxDelayMs}`;
+      throw overloaded(`overloaded: expected wait ${Math.round(expected)} ms exceeds ${whose}; retry later`);
+    }
+  }
+
+  /**
+   * Multiplicative decrease when the loop was too busy AND admitted work is not served promptly:
+   * reads fell behind (lag above LAG_TARGET_MS) or admitted requests queue (expected wait behind
+   * them above QUEUE_TARGET_MS). A gentle increase while it is busy but keeps up; geometric
+   * increase (then no limit) while it has time to spare.
+   *
+   * Busy alone is not overload: refusing costs CPU too (40–60 µs a request), so under twice the
+   * sustainable load the loop stays near 100% busy whatever is admitted, and a limit lowered on
+   * utilization alone fell window after window to its floor and stayed there — that is how
+   * goodput collapsed to ~0.3% of the offered load.
+   */
+  private adjustRate(admittedPerMs: number, maxUtilization: number, lagMs: number, queuedMs: number): void {
     this.peakAdmittedPerMs = Math.max(this.peakAdmittedPerMs, admittedPerMs);
-    if (this.utilization > maxUtilization) {
+    const floor = Math.max(this.peakAdmittedPerMs / 4, 0.05);
+    if (this.utilization > maxUtilization && (lagMs > LAG_TARGET_MS || queuedMs > QUEUE_TARGET_MS)) {
+      // Nothing admitted cannot be what keeps the loop busy (e.g. a model loading at start): no limit from that.
+      if (admittedPerMs === 0) return;
       // Floored: a loop kept busy by refusals alone, or by other processes taking the CPU, must not throttle admission to nothing.
-      const floor = Math.max(this.peakAdmittedPerMs / 4, 0.05);
       const lower = Math.min(admittedPerMs * 0.85, Number.isFinite(this.rateLimit) ? this.rateLimit * 0.85 : Number.POSITIVE_INFINITY);
       this.rateLimit = Math.max(floor, lower);
     } else if (Number.isFinite(this.rateLimit)) {
-      this.rateLimit *= 1.15;
+      // Busy but keeping up: probe upward by a small step; with time to spare, faster.
+      this.rateLimit = this.utilization > maxUtilization ? this.rateLimit + Math.max(this.rateLimit * 0.05, floor * 0.1) : this.rateLimit * 1.15;
       // Far above what is being asked for: the limit no longer binds.
       if (this.rateLimit > 4 * Math.max(admittedPerMs, 0.05)) this.rateLimit = Number.POSITIVE_INFINITY;
     }

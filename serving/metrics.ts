@@ -38,6 +38,8 @@ export class ServingMetrics {
   private readonly versions = new Map<string, number>();
   private readonly queueDepths = new Map<string, () => number>();
 
+  private readonly earlyRefusals = { http: 0, grpc: 0 };
+
   private admission: (() => { pending: number; expectedDelayMs: number }) | undefined;
 
   /** One answered predict request; `code` is the HTTP status or gRPC status name sent. */
@@ -48,6 +50,11 @@ export class ServingMetrics {
     entry.count++;
     this.requests.set(key, entry);
     this.histogram(this.latency, model, LATENCY_BUCKETS_SECONDS).observe(seconds);
+  }
+
+  /** A predict request refused RESOURCE_EXHAUSTED on its transport headers, before its model was known. */
+  recordEarlyRefusal(api: 'http' | 'grpc'): void {
+    this.earlyRefusals[api]++;
   }
 
   recordBatch(model: string, rows: number, seconds: number): void {
@@ -72,6 +79,9 @@ export class ServingMetrics {
     out.push('# HELP crowdfl_serving_requests_total Predict requests answered, by model, API (http or grpc) and status (HTTP code or gRPC status name).');
     out.push('# TYPE crowdfl_serving_requests_total counter');
     for (const { labels, count } of this.requests.values()) out.push(`crowdfl_serving_requests_total${labelText(labels)} ${count}`);
+    out.push('# HELP crowdfl_serving_early_refusals_total Predict requests refused as overloaded on their transport headers alone, before the model they name was read (not in crowdfl_serving_requests_total).');
+    out.push('# TYPE crowdfl_serving_early_refusals_total counter');
+    for (const [api, count] of Object.entries(this.earlyRefusals)) out.push(`crowdfl_serving_early_refusals_total${labelText({ api })} ${count}`);
     out.push('# HELP crowdfl_serving_request_seconds Time from a predict request arriving to its answer.');
     out.push('# TYPE crowdfl_serving_request_seconds histogram');
     for (const [model, h] of this.latency) out.push(...h.render('crowdfl_serving_request_seconds', { model }));

@@ -13,7 +13,10 @@ import type { PredictionServiceClient } from '../proto/generated/tensorflow/serv
 import type { PredictRequest } from '../proto/generated/tensorflow/serving/PredictRequest.js';
 import type { PredictResponse__Output } from '../proto/generated/tensorflow/serving/PredictResponse.js';
 import type { TensorProto } from '../proto/generated/tensorflow/serving/TensorProto.js';
-import { loadServingProto, OUTPUT_NAME } from '../serving/grpc.js';
+import * as protoLoader from '@grpc/proto-loader';
+import { LOADER_OPTIONS } from '../core/proto.js';
+import { rawH2GrpcClient } from '../experiments/raw-clients.js';
+import { grpcTimeoutMs, loadServingProto, OUTPUT_NAME, SERVING_PROTO_PATH } from '../serving/grpc.js';
 import { startServing, type ServeOptions, type Serving } from '../serving/serve.js';
 import { statusOf } from './support/grpc.js';
 import { assertClose, coreProbabilities } from './support/inference.js';
@@ -223,6 +226,89 @@ test.serial('under a burst beyond a tiny limit every Predict is answered: predic
     t.is(serving.admission.pending, 0);
   } finally {
     c.close();
+    await serving.close();
+  }
+});
+
+test.serial('an overloaded server refuses Predict on its headers, before decoding the message: RESOURCE_EXHAUSTED for an undecodable one; once load passes it is answered', async (t) => {
+  const serving = await serve({ admission: { maxPending: 2, maxDelayMs: 60_000 } });
+  const c = clients(serving.grpcPort!);
+  const raw = new grpc.Client(`127.0.0.1:${serving.grpcPort!}`, grpc.credentials.createInsecure());
+  const garbage = (): Promise<{ code: number; details: string }> =>
+    statusOf(
+      new Promise((resolve, reject) =>
+        raw.makeUnaryRequest(
+          '/tensorflow.serving.PredictionService/Predict',
+          (b: Buffer) => b,
+          (b: Buffer) => b,
+          Buffer.from([0xff, 0xff, 0xff, 0xff]),
+          { deadline: Date.now() + 5000 },
+          (err, reply) => (err ? reject(err) : resolve(reply)),
+        ),
+      ),
+    );
+  try {
+    const request: PredictRequest = { model_spec: { name: 'default' }, inputs: { x: floatTensor([instance(1)], 'content') } };
+    // Admitted, it is decoded and fails as a bad message would.
+    const decoded = await garbage();
+    t.not(decoded.code, grpc.status.RESOURCE_EXHAUSTED);
+    t.not(decoded.code, grpc.status.OK);
+    // Two requests in progress fill --max-pending 2.
+    const held = [serving.admission.admit(), serving.admission.admit()];
+    const started = performance.now();
+    const refused = await garbage();
+    const valid = await statusOf(callPredict(c, request, 5000));
+    const ms = performance.now() - started;
+    t.is(refused.code, grpc.status.RESOURCE_EXHAUSTED, refused.details);
+    t.regex(refused.details, /^overloaded: 2 predict requests in progress \(limit 2\); retry later$/);
+    t.is(valid.code, grpc.status.RESOURCE_EXHAUSTED);
+    t.true(ms < 1000, `refusals took ${ms.toFixed(0)} ms`);
+    const metrics = serving.metrics.render();
+    t.regex(metrics, /crowdfl_serving_early_refusals_total\{api="grpc"\} 2/);
+    for (const release of held) release();
+    t.deepEqual(outputRows(await callPredict(c, request)).length, 1);
+    t.is(serving.admission.pending, 0);
+  } finally {
+    raw.close();
+    c.close();
+    await serving.close();
+  }
+});
+
+test('grpc-timeout header values in ms; absent or malformed is no deadline', (t) => {
+  t.is(grpcTimeoutMs('2000m'), 2000);
+  t.is(grpcTimeoutMs('2S'), 2000);
+  t.is(grpcTimeoutMs('1M'), 60_000);
+  t.is(grpcTimeoutMs('1H'), 3_600_000);
+  t.is(grpcTimeoutMs('1500u'), 1.5);
+  t.is(grpcTimeoutMs('3000000n'), 3);
+  t.is(grpcTimeoutMs(undefined), Number.POSITIVE_INFINITY);
+  t.is(grpcTimeoutMs('123456789m'), Number.POSITIVE_INFINITY);
+  t.is(grpcTimeoutMs('10x'), Number.POSITIVE_INFINITY);
+});
+
+test.serial("the benchmark's raw HTTP/2 gRPC client reads answers, early refusals (trailers-only) and handler refusals as the server sent them", async (t) => {
+  const serving = await serve({ admission: { maxPending: 2, maxDelayMs: 60_000 } });
+  const service = protoLoader.loadSync(SERVING_PROTO_PATH, LOADER_OPTIONS)['tensorflow.serving.PredictionService'] as protoLoader.ServiceDefinition;
+  const request: PredictRequest = { model_spec: { name: 'default' }, inputs: { x: floatTensor([instance(1)], 'content') } };
+  const unknown: PredictRequest = { model_spec: { name: 'nope' }, inputs: { x: floatTensor([instance(1)], 'content') } };
+  const client = rawH2GrpcClient(serving.grpcPort!, '/tensorflow.serving.PredictionService/Predict', service.Predict.requestSerialize(request), 5000, 2);
+  const notFound = rawH2GrpcClient(serving.grpcPort!, '/tensorflow.serving.PredictionService/Predict', service.Predict.requestSerialize(unknown), 5000);
+  try {
+    // One at a time (--max-pending 2), over both connections.
+    const answered: number[] = [];
+    for (let i = 0; i < 6; i++) answered.push((await client.predict()).status);
+    t.deepEqual(answered, [200, 200, 200, 200, 200, 200]);
+    t.is((await notFound.predict()).status, 1000 + grpc.status.NOT_FOUND);
+    const held = [serving.admission.admit(), serving.admission.admit()];
+    const refused = await client.predict();
+    t.is(refused.status, 429);
+    t.is(refused.reset, undefined);
+    for (const release of held) release();
+    t.is((await client.predict()).status, 200);
+  } finally {
+    client.close();
+    notFound.close();
     await serving.close();
   }
 });
