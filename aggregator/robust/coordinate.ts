@@ -21,6 +21,7 @@ import { percent } from './format.js';
 import { weightedSum } from './kernels.js';
 import { keyOfBits, keyToFloat, NETWORK_MAX, networkSelect, selected, selectFloat, selectPair } from './order-statistics.js';
 import { windowKernel } from './rank-window.js';
+import { parallelParts, runShared, splitRange } from './pool.js';
 import { checkSameLength, type Verdict } from './verdict.js';
 
 export interface CoordinateUsage {
@@ -91,7 +92,12 @@ function bitViews(updates: readonly Float32Array[]): Int32Array[] {
  *
  * Runs in WebAssembly SIMD (rank-window.ts), block by block: each block of
  * every update is copied into the kernel's memory, where it stays in cache
- * for the kernel's two passes.
+ * for the kernel's two passes. Large rounds whose updates sit on
+ * SharedArrayBuffers (as the aggregator assembles them) are split into
+ * coordinate ranges shared with the worker pool (pool.ts); the result is
+ * bit-identical to one thread's: every coordinate gets the same operations,
+ * the per-update counts are integers, and coordinates with ties at the
+ * window's edge are resolved here, in coordinate order, either way.
  */
 export function rankWindow(updates: readonly Float32Array[], lo: number, hi: number): CoordinateUsage {
   const d = checkSameLength(updates);
@@ -108,6 +114,48 @@ export function rankWindow(updates: readonly Float32Array[], lo: number, hi: num
   const extra = new Float64Array(n);
   const out = new Float32Array(d);
   if (d === 0) return usage(out, used, extra, m, d);
+  const column = new Float32Array(n);
+  const resolve = (k: number, low: number, high: number) => {
+    for (let i = 0; i < n; i++) column[i] = updates[i]![k]!;
+    out[k] = windowWithTies(column, 0, n, lo, hi, low, high, extra);
+  };
+  const parts = parallelParts(updates, d);
+  if (parts <= 1) {
+    windowRange(updates, lo, hi, 0, d, out, used, resolve);
+    return usage(out, used, extra, m, d);
+  }
+  const bounds = splitRange(d, parts);
+  runShared(
+    bounds.slice(1, -1).map((c0, w) => ({ kind: 'window', updates, lo, hi, c0, c1: bounds[w + 2]!, d, n })),
+    () => windowRange(updates, lo, hi, 0, bounds[1]!, out, used, resolve),
+    (w, r) => {
+      out.set(r.out.subarray(bounds[w + 1]!, bounds[w + 2]!), bounds[w + 1]!);
+      for (let i = 0; i < n; i++) used[i] += r.used[i]!;
+      for (let t = 0; t < r.tieCount; t++) resolve(r.ties[t]!, r.tieLow[t]!, r.tieHigh[t]!);
+    },
+  );
+  return usage(out, used, extra, m, d);
+}
+
+/**
+ * The rank-window kernel over coordinates [c0, c1): out[j] for those j (out
+ * indexed like the updates; coordinates with ties at the window's edge get a
+ * provisional value and are passed to `tie` in ascending order with their two
+ * edge values), and each update's count of coordinates where it was inside
+ * the window added to used.
+ */
+export function windowRange(
+  updates: readonly Float32Array[],
+  lo: number,
+  hi: number,
+  c0: number,
+  c1: number,
+  out: Float32Array,
+  used: Int32Array,
+  tie: (k: number, low: number, high: number) => void,
+): void {
+  const n = updates.length;
+  if (c1 <= c0) return;
   const { layout, run, memory } = windowKernel(n, lo, hi);
   const { B } = layout;
   const buffer = memory.buffer;
@@ -117,21 +165,18 @@ export function rankWindow(updates: readonly Float32Array[], lo: number, hi: num
   const sums = new Float32Array(buffer, layout.out, B);
   const lanes = new Int32Array(buffer, layout.used, 4 * n);
   const ties = new Int32Array(buffer, layout.ties, B);
-  const column = new Float32Array(n);
   lanes.fill(0);
-  for (let b0 = 0; b0 < d; b0 += B) {
-    const len = Math.min(B, d - b0);
-    for (let i = 0; i < n; i++) heap.set(len === d ? updates[i]! : updates[i]!.subarray(b0, b0 + len), i * B);
+  for (let b0 = c0; b0 < c1; b0 += B) {
+    const len = Math.min(B, c1 - b0);
+    for (let i = 0; i < n; i++) heap.set(len === updates[i]!.length ? updates[i]! : updates[i]!.subarray(b0, b0 + len), i * B);
     const tied = run(len);
     out.set(len === B ? sums : sums.subarray(0, len), b0);
     for (let t = 0; t < tied; t++) {
       const k = ties[t]!;
-      for (let i = 0; i < n; i++) column[i] = heap[i * B + k]!;
-      out[b0 + k] = windowWithTies(column, 0, n, lo, hi, low[k]!, high[k]!, extra);
+      tie(b0 + k, low[k]!, high[k]!);
     }
   }
-  for (let i = 0; i < n; i++) used[i] = lanes[4 * i]! + lanes[4 * i + 1]! + lanes[4 * i + 2]! + lanes[4 * i + 3]!;
-  return usage(out, used, extra, m, d);
+  for (let i = 0; i < n; i++) used[i] += lanes[4 * i]! + lanes[4 * i + 1]! + lanes[4 * i + 2]! + lanes[4 * i + 3]!;
 }
 
 /**

@@ -1,0 +1,298 @@
+// A small pool of worker threads for the coordinate-wise kernels (weighted
+// sums, the median and the trimmed mean), used from synchronous code.
+//
+// The aggregators stay synchronous pure functions: the calling thread posts a
+// coordinate range to each worker, does the first range itself, then blocks
+// in Atomics.wait until every worker has stored its sequence number in its
+// control block (a SharedArrayBuffer). Workers read the updates in place, so
+// the pool is used only when every update sits on a SharedArrayBuffer (the
+// aggregator assembles received updates there, core/tensor-codec.ts); other
+// inputs, and rounds too small to repay the handoff, run on the calling
+// thread. Results go to a per-worker scratch SharedArrayBuffer that is reused
+// and only replaced by a larger one when a round needs more, so the pool's
+// memory is bounded by the largest round it has seen.
+//
+// A worker that throws reports the message through its control block; one
+// that exits marks it dead from its 'exit' handler; one that does neither is
+// given up after a timeout. Each case is thrown on the calling thread as an
+// Error (never a hang), and that worker is replaced on the next call.
+// Workers are unref()'d: they never keep a process alive.
+
+import os from 'node:os';
+import { Worker } from 'node:worker_threads';
+
+/** Control block slots (Int32Array indices). */
+export const CTRL = { done: 0, state: 1, tieCount: 2, errLength: 3, size: 4 } as const;
+/** Values of CTRL.state. */
+export const STATE = { starting: 0, ready: 1, dead: 2 } as const;
+export const ERROR_BYTES = 4096;
+
+export type PoolTask =
+  | {
+      readonly kind: 'sum';
+      readonly updates: readonly Float32Array[];
+      readonly coeffs: Float64Array;
+      readonly c0: number;
+      readonly c1: number;
+      readonly d: number;
+      readonly n: number;
+    }
+  | {
+      readonly kind: 'window';
+      readonly updates: readonly Float32Array[];
+      readonly lo: number;
+      readonly hi: number;
+      readonly c0: number;
+      readonly c1: number;
+      readonly d: number;
+      readonly n: number;
+    }
+  /** Fault injection for tests: the worker throws, or exits. */
+  | { readonly kind: 'throw' | 'exit'; readonly c0: number; readonly c1: number; readonly d: number; readonly n: number };
+
+export interface PoolMessage {
+  readonly seq: number;
+  readonly task: PoolTask;
+  readonly scratch: SharedArrayBuffer;
+}
+
+/** What a worker wrote for its range. out is indexed like the updates (length d). */
+export interface SharedResult {
+  readonly out: Float32Array;
+  readonly used: Int32Array;
+  readonly tieCount: number;
+  readonly ties: Int32Array;
+  readonly tieLow: Float32Array;
+  readonly tieHigh: Float32Array;
+}
+
+function scratchBytes(task: PoolTask): number {
+  return 4 * (task.d + task.n + 3 * Math.max(0, task.c1 - task.c0));
+}
+
+/** The views on a worker's scratch for a task (same layout on both sides). */
+export function resultViews(scratch: SharedArrayBuffer, task: PoolTask, tieCount = 0): SharedResult {
+  const { d, n } = task;
+  const len = Math.max(0, task.c1 - task.c0);
+  let at = 0;
+  const out = new Float32Array(scratch, at, d);
+  at += 4 * d;
+  const used = new Int32Array(scratch, at, n);
+  at += 4 * n;
+  const ties = new Int32Array(scratch, at, len);
+  at += 4 * len;
+  const tieLow = new Float32Array(scratch, at, len);
+  at += 4 * len;
+  const tieHigh = new Float32Array(scratch, at, len);
+  return { out, used, tieCount, ties, tieLow, tieHigh };
+}
+
+function defaultWorkers(): number {
+  const cpus = typeof os.availableParallelism === 'function' ? os.availableParallelism() : os.cpus().length;
+  return Math.max(0, cpus - 1);
+}
+
+let workers = defaultWorkers();
+
+/**
+ * Below this many values (n·d) a round runs on the calling thread: handing a
+ * range to a worker and waking it costs a few tenths of a millisecond.
+ */
+let minValues = 1 << 20;
+
+/** How long a worker may take for its range before it is given up. */
+let timeoutMs = 120_000;
+
+/** Sets how many workers the kernels may use (0: calling thread only); returns the previous setting. */
+export function setPoolWorkers(k: number): number {
+  const before = workers;
+  workers = Math.max(0, Math.floor(k));
+  return before;
+}
+
+/** Sets the smallest round (n·d values) that is split across threads; returns the previous setting. */
+export function setPoolMinValues(values: number): number {
+  const before = minValues;
+  minValues = values;
+  return before;
+}
+
+/** Sets how long a worker may take before the call throws; returns the previous setting. */
+export function setPoolTimeoutMs(ms: number): number {
+  const before = timeoutMs;
+  timeoutMs = ms;
+  return before;
+}
+
+const isShared = (u: Float32Array) => Object.prototype.toString.call(u.buffer) === '[object SharedArrayBuffer]';
+
+/** Into how many coordinate ranges (the calling thread's included) a kernel should split these updates. */
+export function parallelParts(updates: readonly Float32Array[], d: number): number {
+  if (workers === 0 || updates.length === 0 || updates.length * d < minValues) return 1;
+  if (d < 1024 * (workers + 1)) return 1;
+  for (const u of updates) if (!isShared(u)) return 1;
+  return workers + 1;
+}
+
+/** parts + 1 boundaries from 0 to d, the inner ones on multiples of 64 coordinates. */
+export function splitRange(d: number, parts: number): number[] {
+  const bounds = [0];
+  for (let p = 1; p < parts; p++) bounds.push(Math.min(d, Math.round((d * p) / parts / 64) * 64));
+  bounds.push(d);
+  return bounds;
+}
+
+const BOOTSTRAP = `
+const { workerData } = require('node:worker_threads');
+const ctrl = new Int32Array(workerData.ctrl);
+const dead = () => { Atomics.store(ctrl, ${CTRL.state}, ${STATE.dead}); Atomics.notify(ctrl, ${CTRL.done}); };
+process.on('exit', dead);
+import(workerData.url).catch((e) => {
+  const text = new TextEncoder().encode('cannot start: ' + (e && e.stack || e)).subarray(0, ${ERROR_BYTES});
+  new Uint8Array(workerData.err).set(text);
+  Atomics.store(ctrl, ${CTRL.errLength}, text.length);
+  dead();
+});
+`;
+
+interface Slot {
+  readonly worker: Worker;
+  readonly ctrl: Int32Array;
+  readonly err: Uint8Array;
+  scratch: SharedArrayBuffer;
+  seq: number;
+  exited: boolean;
+}
+
+const slots: (Slot | undefined)[] = [];
+
+let tasksPosted = 0;
+let workersStarted = 0;
+
+/** How many ranges have been handed to workers, and how many workers started, in this thread so far. */
+export function poolStats(): { readonly tasks: number; readonly started: number } {
+  return { tasks: tasksPosted, started: workersStarted };
+}
+
+function startSlot(): Slot {
+  const ctrlBuffer = new SharedArrayBuffer(4 * CTRL.size);
+  const errBuffer = new SharedArrayBuffer(ERROR_BYTES);
+  // A CommonJS bootstrap marks the control block dead on exit and reports a
+  // failed import there too, before the worker module has run: the calling
+  // thread is blocked, and cannot see the Worker's events until it returns.
+  // No execArgv: the caller's (e.g. --input-type=module with -e) need not suit a worker file.
+  const worker = new Worker(BOOTSTRAP, {
+    eval: true,
+    execArgv: [],
+    workerData: { ctrl: ctrlBuffer, err: errBuffer, url: new URL('./pool-worker.js', import.meta.url).href },
+  });
+  worker.unref();
+  workersStarted++;
+  const slot: Slot = {
+    worker,
+    ctrl: new Int32Array(ctrlBuffer),
+    err: new Uint8Array(errBuffer),
+    scratch: new SharedArrayBuffer(0),
+    seq: 0,
+    exited: false,
+  };
+  // Failures are reported to the waiting call through the control block; these
+  // events arrive later, on the event loop, and must not become uncaught errors.
+  worker.on('error', () => {});
+  worker.on('exit', () => {
+    slot.exited = true;
+  });
+  return slot;
+}
+
+function retire(w: number): void {
+  const slot = slots[w];
+  slots[w] = undefined;
+  if (slot !== undefined && !slot.exited) void slot.worker.terminate().catch(() => {});
+}
+
+function post(w: number, task: PoolTask): Slot {
+  let slot = slots[w];
+  if (slot !== undefined && (slot.exited || Atomics.load(slot.ctrl, CTRL.state) === STATE.dead)) {
+    retire(w);
+    slot = undefined;
+  }
+  if (slot === undefined) {
+    slot = startSlot();
+    slots[w] = slot;
+  }
+  const need = scratchBytes(task);
+  if (slot.scratch.byteLength < need) slot.scratch = new SharedArrayBuffer(need);
+  slot.seq = (slot.seq % 0x3fffffff) + 1;
+  const message: PoolMessage = { seq: slot.seq, task, scratch: slot.scratch };
+  slot.worker.postMessage(message);
+  tasksPosted++;
+  return slot;
+}
+
+/** Blocks until worker w has answered its current task; throws (and retires it) if it failed, died or timed out. */
+function wait(w: number, slot: Slot): void {
+  const { ctrl, seq } = slot;
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    const v = Atomics.load(ctrl, CTRL.done);
+    if (v === seq) return;
+    if (v === -seq) {
+      const length = Math.min(ERROR_BYTES, Atomics.load(ctrl, CTRL.errLength));
+      const message = new TextDecoder().decode(slot.err.slice(0, length));
+      retire(w);
+      throw new Error(`aggregation worker ${w} failed: ${message}`);
+    }
+    if (Atomics.load(ctrl, CTRL.state) === STATE.dead) {
+      const length = Math.min(ERROR_BYTES, Atomics.load(ctrl, CTRL.errLength));
+      const why = length > 0 ? `: ${new TextDecoder().decode(slot.err.slice(0, length))}` : '';
+      retire(w);
+      throw new Error(`aggregation worker ${w} exited before finishing its range${why}`);
+    }
+    const left = deadline - performance.now();
+    if (left <= 0) {
+      retire(w);
+      throw new Error(`aggregation worker ${w} did not finish its range within ${timeoutMs} ms`);
+    }
+    Atomics.wait(ctrl, CTRL.done, v, Math.min(50, left));
+  }
+}
+
+/**
+ * Runs tasks[w] on worker w and `mine` on this thread at the same time, waits
+ * for all of them, then hands each worker's result to `collect` in order.
+ * Throws the first failure (this thread's own first), after every worker has
+ * stopped writing to its scratch.
+ */
+export function runShared(
+  tasks: readonly PoolTask[],
+  mine: () => void,
+  collect: (w: number, result: SharedResult) => void,
+): void {
+  const posted: Slot[] = [];
+  let failure: unknown;
+  try {
+    for (let w = 0; w < tasks.length; w++) posted.push(post(w, tasks[w]!));
+    mine();
+  } catch (err) {
+    failure = err;
+  }
+  for (let w = 0; w < posted.length; w++) {
+    try {
+      wait(w, posted[w]!);
+    } catch (err) {
+      failure ??= err;
+    }
+  }
+  if (failure !== undefined) throw failure;
+  for (let w = 0; w < posted.length; w++) {
+    const slot = posted[w]!;
+    collect(w, resultViews(slot.scratch, tasks[w]!, Atomics.load(slot.ctrl, CTRL.tieCount)));
+  }
+}
+
+/** Stops the pool's workers (they are unref()'d, so this is only for tests and tidy shutdowns). */
+export async function closePool(): Promise<void> {
+  const all = slots.splice(0);
+  await Promise.all(all.map((s) => (s === undefined || s.exited ? undefined : s.worker.terminate())));
+}
