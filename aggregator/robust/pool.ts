@@ -96,7 +96,12 @@ let workers = defaultWorkers();
 
 /**
  * Below this many values (n·d) a round runs on the calling thread: handing a
- * range to a worker and waking it costs a few tenths of a millisecond.
+ * range to a worker and waking it costs 0.1–0.15 ms. Measured on 2 cores
+ * (load ≈ 1), one thread against one worker + the calling thread, ms: at
+ * n·d = 250k the pool loses (mean 10 × 25,000: 0.16 vs 0.24; median 0.18 vs
+ * 0.24), at 500k it is about level (median 10 × 50,000: 0.46 vs 0.46; mean
+ * 0.26 vs 0.30), at 1M it wins (median 10 × 100,000: 0.92 vs 0.62;
+ * 100 × 10,000: 1.11 vs 0.79; mean 100 × 10,000: 0.81 vs 0.67).
  */
 let minValues = 1 << 20;
 
