@@ -40,6 +40,11 @@ function run({ task, scratch }: PoolMessage): number {
       throw new Error('injected fault');
     case 'exit':
       process.exit(3);
+    case 'spin': {
+      const until = performance.now() + task.c1;
+      while (performance.now() < until);
+      return 0;
+    }
   }
 }
 

@@ -47,8 +47,8 @@ export type PoolTask =
       readonly d: number;
       readonly n: number;
     }
-  /** Fault injection for tests: the worker throws, or exits. */
-  | { readonly kind: 'throw' | 'exit'; readonly c0: number; readonly c1: number; readonly d: number; readonly n: number };
+  /** Fault injection for tests: the worker throws, exits, or spins for c1 ms. */
+  | { readonly kind: 'throw' | 'exit' | 'spin'; readonly c0: number; readonly c1: number; readonly d: number; readonly n: number };
 
 export interface PoolMessage {
   readonly seq: number;
@@ -174,9 +174,11 @@ const slots: (Slot | undefined)[] = [];
 let tasksPosted = 0;
 let workersStarted = 0;
 
-/** How many ranges have been handed to workers, and how many workers started, in this thread so far. */
-export function poolStats(): { readonly tasks: number; readonly started: number } {
-  return { tasks: tasksPosted, started: workersStarted };
+/** How many ranges have been handed to workers and workers started in this thread so far, and the bytes of scratch the live workers hold. */
+export function poolStats(): { readonly tasks: number; readonly started: number; readonly scratchBytes: number } {
+  let scratchBytes = 0;
+  for (const slot of slots) scratchBytes += slot?.scratch.byteLength ?? 0;
+  return { tasks: tasksPosted, started: workersStarted, scratchBytes };
 }
 
 function startSlot(): Slot {
