@@ -10,6 +10,7 @@ import test from 'ava';
 import { ChunkAssembler } from '../core/tensor-codec.js';
 import { coordinateMedian, trimmedMean, trimmedCount } from '../aggregator/robust/index.js';
 import { weightedMean } from '../aggregator/robust/mean.js';
+import { preFilter } from '../aggregator/robust/pre-filter.js';
 import { closePool, poolStats, runShared, setPoolMinValues, setPoolTimeoutMs, setPoolWorkers } from '../aggregator/robust/pool.js';
 import type { AggregationResult } from '../aggregator/robust/verdict.js';
 
@@ -113,6 +114,13 @@ test.serial('the aggregator assembles updates on shared memory, which the pool r
   const plain = new ChunkAssembler(8, 8);
   plain.push(new Uint8Array(8));
   t.is(Object.prototype.toString.call(plain.finish().buffer), '[object ArrayBuffer]');
+});
+
+test.serial('updates clipped by the pre-filter stay on shared memory, so the round keeps the pool', (t) => {
+  const us = updates(3, 1000, 9, true);
+  const out = preFilter(us, [1, 1, 1], { clip_norm: 1 });
+  t.true(out.notes.every((note) => note?.kind === 'clipped'));
+  for (const u of out.updates) t.is(Object.prototype.toString.call(u.buffer), '[object SharedArrayBuffer]');
 });
 
 test.serial('a worker that throws or exits is an Error on the calling thread, and the next call gets a fresh worker', (t) => {

@@ -129,6 +129,15 @@ export function setPoolTimeoutMs(ms: number): number {
   return before;
 }
 
+/**
+ * A zeroed Float32Array on a SharedArrayBuffer: for updates the aggregation
+ * path derives from received ones (clipped, discounted), so that a round
+ * keeps the pool's in-place fast path.
+ */
+export function sharedFloat32(length: number): Float32Array {
+  return new Float32Array(new SharedArrayBuffer(4 * length));
+}
+
 const isShared = (u: Float32Array) => Object.prototype.toString.call(u.buffer) === '[object SharedArrayBuffer]';
 
 /** Into how many coordinate ranges (the calling thread's included) a kernel should split these updates. */
