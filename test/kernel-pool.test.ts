@@ -8,6 +8,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import test from 'ava';
 import { ChunkAssembler } from '../core/tensor-codec.js';
+import { closestToMedian, type CoordinateUsage } from '../aggregator/robust/coordinate.js';
+import { bulyan } from '../aggregator/robust/bulyan.js';
 import { coordinateMedian, trimmedMean, trimmedCount } from '../aggregator/robust/index.js';
 import { weightedMean } from '../aggregator/robust/mean.js';
 import { preFilter } from '../aggregator/robust/pre-filter.js';
@@ -51,16 +53,28 @@ function sameBits(t: import('ava').ExecutionContext, a: AggregationResult, b: Ag
   t.true(bytes(Float64Array.from(a.verdicts, (v) => v.weight)).equals(bytes(Float64Array.from(b.verdicts, (v) => v.weight))), `${what}: weights`);
 }
 
+/** Bulyan's second stage as a result: its usage's weights and unused shares as verdict fields. */
+function closest(us: Float32Array[], keep: number): AggregationResult {
+  const u: CoordinateUsage = closestToMedian(us, keep);
+  return {
+    aggregate: u.aggregate,
+    verdicts: Array.from(u.weight, (weight, i) => ({ verdict: 'kept' as const, weight, reason: '', score: u.unused[i]! })),
+  };
+}
+
 function rules(n: number): [string, (us: Float32Array[]) => AggregationResult][] {
   const beta = n === 3 ? 1 / 3 : 0.2;
+  const keep = Math.max(1, n - 2 * Math.floor(n / 4));
   return [
     ['mean', (us) => weightedMean(us, us.map((_, i) => 100 + (i % 7) * 10))],
     ['median', (us) => coordinateMedian(us)],
     [`trimmed β=${beta.toFixed(2)} (t=${trimmedCount(beta, n)})`, (us) => trimmedMean(us, beta)],
+    [`closest to the median, keep ${keep}`, (us) => closest(us, keep)],
+    ...(n >= 7 ? [['bulyan f=1', (us: Float32Array[]) => bulyan(us, 1)] as [string, (us: Float32Array[]) => AggregationResult]] : []),
   ];
 }
 
-test.serial('split across 1 and 3 workers, every rule is bit-identical to one thread', (t) => {
+test.serial('split across 1 and 3 workers, every rule (mean, median, trimmed mean, Bulyan) is bit-identical to one thread', (t) => {
   const minBefore = setPoolMinValues(0);
   const workersBefore = setPoolWorkers(0);
   try {

@@ -3,8 +3,9 @@
 //
 // The median and the trimmed mean (rankWindow) run in WebAssembly SIMD
 // (rank-window.ts), four coordinates per pass; the ties at a window's edge
-// are shared out here. Bulyan's second stage (closestToMedian) is still
-// scalar: coordinates are processed in blocks, a block of every update is
+// are shared out here. Both split large rounds on shared memory into
+// coordinate ranges across the worker pool (pool.ts). Bulyan's second stage
+// (closestToMedian) is still scalar: coordinates are processed in blocks, a block of every update is
 // gathered into contiguous, coordinate-major scratch buffers (each
 // coordinate's n values side by side, as floats and as order-preserving int32
 // keys), then each coordinate's order statistics are found there
@@ -234,6 +235,50 @@ export function closestToMedian(updates: readonly Float32Array[], beta: number):
   if (beta === n) {
     return usage(weightedSum(updates, new Float64Array(n).fill(1 / n)), new Int32Array(n).fill(d), new Float64Array(n), n, d);
   }
+  const used = new Int32Array(n);
+  const extra = new Float64Array(n);
+  const out = new Float32Array(d);
+  // A coordinate with more values at the cut-off distance than places left: they share them.
+  const share = (k: number, med: number, cut: number, part: number) => {
+    for (let i = 0; i < n; i++) if (Math.abs(updates[i]![k]! - med) === cut) extra[i] += part - 1;
+  };
+  const parts = parallelParts(updates, d);
+  if (parts <= 1) {
+    closestRange(updates, beta, 0, d, out, used, share);
+    return usage(out, used, extra, beta, d);
+  }
+  // As rankWindow: coordinate ranges on the pool, shared places credited here in coordinate order.
+  const bounds = splitRange(d, parts);
+  runShared(
+    bounds.slice(1, -1).map((c0, w) => ({ kind: 'closest', updates, beta, c0, c1: bounds[w + 2]!, d, n })),
+    () => closestRange(updates, beta, 0, bounds[1]!, out, used, share),
+    (w, r) => {
+      out.set(r.out.subarray(bounds[w + 1]!, bounds[w + 2]!), bounds[w + 1]!);
+      for (let i = 0; i < n; i++) used[i] += r.used[i]!;
+      for (let t = 0; t < r.tieCount; t++) share(r.ties[t]!, r.tieValues[3 * t]!, r.tieValues[3 * t + 1]!, r.tieValues[3 * t + 2]!);
+    },
+  );
+  return usage(out, used, extra, beta, d);
+}
+
+/**
+ * Bulyan's second stage over coordinates [c0, c1): out[j] for those j (out
+ * indexed like the updates), each update's count of coordinates where it was
+ * among the kept values added to used, and, for coordinates where values at
+ * the cut-off distance share the last places, `share(k, median, cut, share)`
+ * in ascending order of k.
+ */
+export function closestRange(
+  updates: readonly Float32Array[],
+  beta: number,
+  c0: number,
+  c1: number,
+  out: Float32Array,
+  used: Int32Array,
+  share: (k: number, med: number, cut: number, share: number) => void,
+): void {
+  const n = updates.length;
+  if (c1 <= c0) return;
   const B = blockFor(n);
   const cols = columns(n, B);
   const { values, keys } = cols;
@@ -247,12 +292,9 @@ export function closestToMedian(updates: readonly Float32Array[], beta: number):
   const dist = new Float64Array(n);
   const distA = new Float64Array(n);
   const distB = new Float64Array(n);
-  const used = new Int32Array(n);
-  const extra = new Float64Array(n);
-  const out = new Float32Array(d);
 
-  for (let b0 = 0; b0 < d; b0 += B) {
-    const len = Math.min(B, d - b0);
+  for (let b0 = c0; b0 < c1; b0 += B) {
+    const len = Math.min(B, c1 - b0);
     gather(cols, views, b0, len);
     for (let k = 0, base = 0; k < len; k++, base += n) {
       let med: number;
@@ -285,13 +327,12 @@ export function closestToMedian(updates: readonly Float32Array[], beta: number):
         out[b0 + k] = (sumIn + sumAt) / beta;
       } else {
         // More values at the cut-off distance than places left: they share them.
-        const share = (beta - inside) / at;
-        for (let i = 0; i < n; i++) if (dist[i] === cut) extra[i] += share - 1;
-        out[b0 + k] = (sumIn + share * sumAt) / beta;
+        const part = (beta - inside) / at;
+        share(b0 + k, med, cut, part);
+        out[b0 + k] = (sumIn + part * sumAt) / beta;
       }
     }
   }
-  return usage(out, used, extra, beta, d);
 }
 
 function usage(aggregate: Float32Array, used: Int32Array, extra: Float64Array, m: number, d: number): CoordinateUsage {

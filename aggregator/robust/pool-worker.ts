@@ -3,7 +3,7 @@
 // to the message's scratch buffer and signals the calling thread through the
 // control block.
 import { parentPort, workerData } from 'node:worker_threads';
-import { windowRange } from './coordinate.js';
+import { closestRange, windowRange } from './coordinate.js';
 import { weightedSumRange } from './kernels.js';
 import { CTRL, ERROR_BYTES, resultViews, STATE, type PoolMessage } from './pool.js';
 
@@ -32,6 +32,19 @@ function run({ task, scratch }: PoolMessage): number {
         r.ties[count] = k;
         r.tieLow[count] = low;
         r.tieHigh[count] = high;
+        count++;
+      });
+      return count;
+    }
+    case 'closest': {
+      const r = resultViews(scratch, task);
+      r.used.fill(0);
+      let count = 0;
+      closestRange(task.updates, task.beta, task.c0, task.c1, r.out, r.used, (k, med, cut, share) => {
+        r.ties[count] = k;
+        r.tieValues[3 * count] = med;
+        r.tieValues[3 * count + 1] = cut;
+        r.tieValues[3 * count + 2] = share;
         count++;
       });
       return count;

@@ -1,5 +1,5 @@
 // A small pool of worker threads for the coordinate-wise kernels (weighted
-// sums, the median and the trimmed mean), used from synchronous code.
+// sums, the median, the trimmed mean and Bulyan's second stage), used from synchronous code.
 //
 // The aggregators stay synchronous pure functions: the calling thread posts a
 // coordinate range to each worker, does the first range itself, then blocks
@@ -47,6 +47,15 @@ export type PoolTask =
       readonly d: number;
       readonly n: number;
     }
+  | {
+      readonly kind: 'closest';
+      readonly updates: readonly Float32Array[];
+      readonly beta: number;
+      readonly c0: number;
+      readonly c1: number;
+      readonly d: number;
+      readonly n: number;
+    }
   /** Fault injection for tests: the worker throws, exits, or spins for c1 ms. */
   | { readonly kind: 'throw' | 'exit' | 'spin'; readonly c0: number; readonly c1: number; readonly d: number; readonly n: number };
 
@@ -61,30 +70,46 @@ export interface SharedResult {
   readonly out: Float32Array;
   readonly used: Int32Array;
   readonly tieCount: number;
+  /** Coordinates with ties, ascending. */
   readonly ties: Int32Array;
+  /** 'window': each tie's two edge values. */
   readonly tieLow: Float32Array;
   readonly tieHigh: Float32Array;
+  /** 'closest': each tie's median, cut-off distance and share, three float64 per tie. */
+  readonly tieValues: Float64Array;
+}
+
+/** Bytes of scratch a task needs, and where its regions start. */
+function scratchLayout(task: PoolTask) {
+  const { d, n } = task;
+  const len = Math.max(0, task.c1 - task.c0);
+  const used = 4 * d;
+  const ties = used + 4 * n;
+  const low = ties + 4 * len;
+  const high = low + (task.kind === 'window' ? 4 * len : 0);
+  const values = (high + (task.kind === 'window' ? 4 * len : 0) + 7) & ~7;
+  const bytes = values + (task.kind === 'closest' ? 24 * len : 0);
+  return { len, used, ties, low, high, values, bytes };
 }
 
 function scratchBytes(task: PoolTask): number {
-  return 4 * (task.d + task.n + 3 * Math.max(0, task.c1 - task.c0));
+  return scratchLayout(task).bytes;
 }
 
 /** The views on a worker's scratch for a task (same layout on both sides). */
 export function resultViews(scratch: SharedArrayBuffer, task: PoolTask, tieCount = 0): SharedResult {
-  const { d, n } = task;
-  const len = Math.max(0, task.c1 - task.c0);
-  let at = 0;
-  const out = new Float32Array(scratch, at, d);
-  at += 4 * d;
-  const used = new Int32Array(scratch, at, n);
-  at += 4 * n;
-  const ties = new Int32Array(scratch, at, len);
-  at += 4 * len;
-  const tieLow = new Float32Array(scratch, at, len);
-  at += 4 * len;
-  const tieHigh = new Float32Array(scratch, at, len);
-  return { out, used, tieCount, ties, tieLow, tieHigh };
+  const at = scratchLayout(task);
+  const { len } = at;
+  const window = task.kind === 'window' ? len : 0;
+  return {
+    out: new Float32Array(scratch, 0, task.d),
+    used: new Int32Array(scratch, at.used, task.n),
+    tieCount,
+    ties: new Int32Array(scratch, at.ties, len),
+    tieLow: new Float32Array(scratch, at.low, window),
+    tieHigh: new Float32Array(scratch, at.high, window),
+    tieValues: new Float64Array(scratch, at.values, task.kind === 'closest' ? 3 * len : 0),
+  };
 }
 
 function defaultWorkers(): number {
