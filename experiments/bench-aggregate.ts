@@ -18,6 +18,7 @@
 import os from 'node:os';
 import { bulyan } from '../aggregator/robust/bulyan.js';
 import { centeredClipping } from '../aggregator/robust/centered-clipping.js';
+import { closestToMedian } from '../aggregator/robust/coordinate.js';
 import { geometricMedian } from '../aggregator/robust/geometric-median.js';
 import { krum, multiKrum } from '../aggregator/robust/krum.js';
 import { weightedMean } from '../aggregator/robust/mean.js';
@@ -38,6 +39,8 @@ interface Kernel {
   readonly baseline?: Readonly<Record<string, number>>;
   /** Whether the ≥ 30%-of-bandwidth target applies. */
   readonly target?: boolean;
+  /** Also timed with the worker pool off (always done for kernels with a target). */
+  readonly compare?: boolean;
   readonly run: (updates: Float32Array[], examples: number[], center: Float32Array) => unknown;
 }
 
@@ -55,7 +58,12 @@ const KERNELS: readonly Kernel[] = [
   { name: 'trimmed mean β=0.1', baseline: baseline(32, 411, 278, 5250), target: true, run: (u) => trimmedMean(u, 0.1) },
   { name: 'krum', baseline: baseline(12, 1224, 102, 12627), run: (u) => krum(u, Math.floor((u.length - 3) / 2)) },
   { name: 'multi-krum m=n/2', run: (u) => multiKrum(u, Math.floor((u.length - 3) / 2), u.length >> 1) },
-  { name: 'bulyan', run: (u) => bulyan(u, Math.floor((u.length - 3) / 4)) },
+  { name: 'bulyan', compare: true, run: (u) => bulyan(u, Math.floor((u.length - 3) / 4)) },
+  {
+    name: 'bulyan stage 2 (closest to median)',
+    compare: true,
+    run: (u) => closestToMedian(u, u.length - 2 * Math.floor((u.length - 3) / 4)),
+  },
   {
     name: 'geometric median, 10 steps',
     baseline: baseline(64, 853, 880, 12713),
@@ -195,7 +203,7 @@ function main(): void {
         const slice = updates.map((u) => u.subarray(0, 16384));
         for (let w = 0; w < 3; w++) k.run(slice, examples, center.subarray(0, 16384));
         let single = '';
-        if (k.target) {
+        if (k.target || k.compare) {
           setPoolWorkers(0);
           const ms1 = time(() => k.run(updates, examples, center), repeats);
           setPoolWorkers(poolWorkers);
