@@ -13,7 +13,7 @@ import { bulyan } from '../aggregator/robust/bulyan.js';
 import { coordinateMedian, trimmedMean, trimmedCount } from '../aggregator/robust/index.js';
 import { weightedMean } from '../aggregator/robust/mean.js';
 import { preFilter } from '../aggregator/robust/pre-filter.js';
-import { closePool, poolStats, runShared, setPoolMinValues, setPoolTimeoutMs, setPoolWorkers } from '../aggregator/robust/pool.js';
+import { closePool, poolStats, runShared, setPoolDynamicChunks, setPoolMinValues, setPoolTimeoutMs, setPoolWorkers } from '../aggregator/robust/pool.js';
 import type { AggregationResult } from '../aggregator/robust/verdict.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -74,29 +74,39 @@ function rules(n: number): [string, (us: Float32Array[]) => AggregationResult][]
   ];
 }
 
-test.serial('split across 1 and 3 workers, every rule (mean, median, trimmed mean, Bulyan) is bit-identical to one thread', (t) => {
+test.serial('split across 1 and 3 workers, in fixed or taken chunks, every rule (mean, median, trimmed mean, Bulyan) is bit-identical to one thread', (t) => {
   const minBefore = setPoolMinValues(0);
   const workersBefore = setPoolWorkers(0);
+  const dynamicBefore = setPoolDynamicChunks(true);
+  const chunksBefore = poolStats().workerChunks;
   try {
     for (const n of [1, 3, 10, 33, 100]) {
-      for (const d of [4099, 12_347]) {
+      for (const d of [4099, 12_347, 70_001]) {
         const us = updates(n, d, 7 * n + d, true);
         for (const [name, rule] of rules(n)) {
           setPoolWorkers(0);
           const one = rule(us);
           for (const w of [1, 3]) {
-            setPoolWorkers(w);
-            const before = poolStats().tasks;
-            const split = rule(us);
-            t.is(poolStats().tasks - before, w, `${name} n=${n} d=${d}: ${w} worker ranges`);
-            sameBits(t, split, one, `${name} n=${n} d=${d} workers=${w}`);
+            for (const dynamic of [false, true]) {
+              setPoolWorkers(w);
+              setPoolDynamicChunks(dynamic);
+              const before = poolStats();
+              const split = rule(us);
+              const after = poolStats();
+              t.is(after.tasks - before.tasks, w, `${name} n=${n} d=${d}: ${w} worker tasks`);
+              // One fixed chunk per thread: every worker did its share.
+              if (!dynamic) t.is(after.workerChunks - before.workerChunks, w, `${name} n=${n} d=${d}: ${w} worker chunks`);
+              sameBits(t, split, one, `${name} n=${n} d=${d} workers=${w} ${dynamic ? 'taken' : 'fixed'} chunks`);
+            }
           }
         }
       }
     }
+    t.log(`worker chunks: ${poolStats().workerChunks - chunksBefore}`);
   } finally {
     setPoolMinValues(minBefore);
     setPoolWorkers(workersBefore);
+    setPoolDynamicChunks(dynamicBefore);
   }
 });
 

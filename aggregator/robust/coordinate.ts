@@ -22,7 +22,7 @@ import { percent } from './format.js';
 import { weightedSum } from './kernels.js';
 import { keyOfBits, keyToFloat, NETWORK_MAX, networkSelect, selected, selectFloat, selectPair } from './order-statistics.js';
 import { windowKernel } from './rank-window.js';
-import { parallelParts, runShared, splitRange } from './pool.js';
+import { parallelParts, runChunked, type SharedResult } from './pool.js';
 import { checkSameLength, type Verdict } from './verdict.js';
 
 export interface CoordinateUsage {
@@ -125,16 +125,21 @@ export function rankWindow(updates: readonly Float32Array[], lo: number, hi: num
     windowRange(updates, lo, hi, 0, d, out, used, resolve);
     return usage(out, used, extra, m, d);
   }
-  const bounds = splitRange(d, parts);
-  runShared(
-    bounds.slice(1, -1).map((c0, w) => ({ kind: 'window', updates, lo, hi, c0, c1: bounds[w + 2]!, d, n })),
-    () => windowRange(updates, lo, hi, 0, bounds[1]!, out, used, resolve),
-    (w, r) => {
-      out.set(r.out.subarray(bounds[w + 1]!, bounds[w + 2]!), bounds[w + 1]!);
+  // Chunks of coordinates on the pool and this thread; the ties of every chunk
+  // are resolved here afterwards, merged into one ascending order.
+  const mine: number[] = [];
+  const theirs: SharedResult[] = [];
+  runChunked(
+    { kind: 'window', updates, lo, hi, c0: 0, c1: d, d, n },
+    parts,
+    (c0, c1) => windowRange(updates, lo, hi, c0, c1, out, used, (k, low, high) => void mine.push(k, low, high)),
+    (_w, r, ranges) => {
+      for (const [c0, c1] of ranges) out.set(r.out.subarray(c0, c1), c0);
       for (let i = 0; i < n; i++) used[i] += r.used[i]!;
-      for (let t = 0; t < r.tieCount; t++) resolve(r.ties[t]!, r.tieLow[t]!, r.tieHigh[t]!);
+      theirs.push(r);
     },
   );
+  mergeTies(mine, 3, theirs, (list, t) => (list === undefined ? resolve(mine[3 * t]!, mine[3 * t + 1]!, mine[3 * t + 2]!) : resolve(list.ties[t]!, list.tieLow[t]!, list.tieHigh[t]!)));
   return usage(out, used, extra, m, d);
 }
 
@@ -247,16 +252,23 @@ export function closestToMedian(updates: readonly Float32Array[], beta: number):
     closestRange(updates, beta, 0, d, out, used, share);
     return usage(out, used, extra, beta, d);
   }
-  // As rankWindow: coordinate ranges on the pool, shared places credited here in coordinate order.
-  const bounds = splitRange(d, parts);
-  runShared(
-    bounds.slice(1, -1).map((c0, w) => ({ kind: 'closest', updates, beta, c0, c1: bounds[w + 2]!, d, n })),
-    () => closestRange(updates, beta, 0, bounds[1]!, out, used, share),
-    (w, r) => {
-      out.set(r.out.subarray(bounds[w + 1]!, bounds[w + 2]!), bounds[w + 1]!);
+  // As rankWindow: chunks on the pool, shared places credited here in coordinate order.
+  const mine: number[] = [];
+  const theirs: SharedResult[] = [];
+  runChunked(
+    { kind: 'closest', updates, beta, c0: 0, c1: d, d, n },
+    parts,
+    (c0, c1) => closestRange(updates, beta, c0, c1, out, used, (k, med, cut, part) => void mine.push(k, med, cut, part)),
+    (_w, r, ranges) => {
+      for (const [c0, c1] of ranges) out.set(r.out.subarray(c0, c1), c0);
       for (let i = 0; i < n; i++) used[i] += r.used[i]!;
-      for (let t = 0; t < r.tieCount; t++) share(r.ties[t]!, r.tieValues[3 * t]!, r.tieValues[3 * t + 1]!, r.tieValues[3 * t + 2]!);
+      theirs.push(r);
     },
+  );
+  mergeTies(mine, 4, theirs, (list, t) =>
+    list === undefined
+      ? share(mine[4 * t]!, mine[4 * t + 1]!, mine[4 * t + 2]!, mine[4 * t + 3]!)
+      : share(list.ties[t]!, list.tieValues[3 * t]!, list.tieValues[3 * t + 1]!, list.tieValues[3 * t + 2]!),
   );
   return usage(out, used, extra, beta, d);
 }
@@ -332,6 +344,30 @@ export function closestRange(
         out[b0 + k] = (sumIn + part * sumAt) / beta;
       }
     }
+  }
+}
+
+/**
+ * Visits the ties of this thread (`mine`, records of `stride` numbers, the
+ * coordinate first) and of each worker's result, each list ascending, in one
+ * ascending order of coordinate: the order one thread would have met them in.
+ */
+function mergeTies(
+  mine: readonly number[],
+  stride: number,
+  theirs: readonly SharedResult[],
+  visit: (list: SharedResult | undefined, t: number) => void,
+): void {
+  const lists = theirs.length + 1;
+  const next = new Int32Array(lists);
+  const count = (l: number) => (l === 0 ? mine.length / stride : theirs[l - 1]!.tieCount);
+  const key = (l: number) => (l === 0 ? mine[stride * next[0]!]! : theirs[l - 1]!.ties[next[l]!]!);
+  for (;;) {
+    let best = -1;
+    for (let l = 0; l < lists; l++) if (next[l]! < count(l) && (best < 0 || key(l) < key(best))) best = l;
+    if (best < 0) return;
+    visit(best === 0 ? undefined : theirs[best - 1], next[best]!);
+    next[best]!++;
   }
 }
 

@@ -11,7 +11,7 @@
 // WebAssembly SIMD instead); the Gram matrix reuses each block from cache in
 // 3×3 register tiles. Accumulation is in float64 throughout.
 
-import { parallelParts, runShared, splitRange } from './pool.js';
+import { parallelParts, runChunked } from './pool.js';
 import { simdWeightedSumRange } from './weighted-sum.js';
 
 /** Coordinates per block for streaming kernels: accumulators (float64) stay in L1/L2. */
@@ -128,13 +128,15 @@ export function weightedSum(updates: readonly Float32Array[], coefficients: Arra
     weightedSumRange(updates, coeffs, 0, d, out);
     return out;
   }
-  // Coordinate ranges on the pool's workers and this thread: per coordinate the same
+  // Chunks of coordinates on the pool's workers and this thread: per coordinate the same
   // operations in the same order as on one thread, so the result is bit-identical.
-  const bounds = splitRange(d, parts);
-  runShared(
-    bounds.slice(1, -1).map((c0, w) => ({ kind: 'sum', updates, coeffs, c0, c1: bounds[w + 2]!, d, n: updates.length })),
-    () => weightedSumRange(updates, coeffs, 0, bounds[1]!, out),
-    (w, r) => out.set(r.out.subarray(bounds[w + 1]!, bounds[w + 2]!), bounds[w + 1]!),
+  runChunked(
+    { kind: 'sum', updates, coeffs, c0: 0, c1: d, d, n: updates.length },
+    parts,
+    (c0, c1) => weightedSumRange(updates, coeffs, c0, c1, out),
+    (_w, r, ranges) => {
+      for (const [c0, c1] of ranges) out.set(r.out.subarray(c0, c1), c0);
+    },
   );
   return out;
 }

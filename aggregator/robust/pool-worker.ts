@@ -5,7 +5,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { closestRange, windowRange } from './coordinate.js';
 import { weightedSumRange } from './kernels.js';
-import { CTRL, ERROR_BYTES, resultViews, STATE, type PoolMessage } from './pool.js';
+import { CTRL, ERROR_BYTES, forEachChunk, resultViews, STATE, type PoolMessage } from './pool.js';
 
 const { ctrl: ctrlBuffer, err: errBuffer } = workerData as { ctrl: SharedArrayBuffer; err: SharedArrayBuffer };
 const ctrl = new Int32Array(ctrlBuffer);
@@ -21,32 +21,36 @@ function run({ task, scratch }: PoolMessage): number {
   switch (task.kind) {
     case 'sum': {
       const { out } = resultViews(scratch, task);
-      weightedSumRange(task.updates, task.coeffs, task.c0, task.c1, out);
+      forEachChunk(task, (c0, c1) => weightedSumRange(task.updates, task.coeffs, c0, c1, out));
       return 0;
     }
     case 'window': {
       const r = resultViews(scratch, task);
       r.used.fill(0);
       let count = 0;
-      windowRange(task.updates, task.lo, task.hi, task.c0, task.c1, r.out, r.used, (k, low, high) => {
-        r.ties[count] = k;
-        r.tieLow[count] = low;
-        r.tieHigh[count] = high;
-        count++;
-      });
+      forEachChunk(task, (c0, c1) =>
+        windowRange(task.updates, task.lo, task.hi, c0, c1, r.out, r.used, (k, low, high) => {
+          r.ties[count] = k;
+          r.tieLow[count] = low;
+          r.tieHigh[count] = high;
+          count++;
+        }),
+      );
       return count;
     }
     case 'closest': {
       const r = resultViews(scratch, task);
       r.used.fill(0);
       let count = 0;
-      closestRange(task.updates, task.beta, task.c0, task.c1, r.out, r.used, (k, med, cut, share) => {
-        r.ties[count] = k;
-        r.tieValues[3 * count] = med;
-        r.tieValues[3 * count + 1] = cut;
-        r.tieValues[3 * count + 2] = share;
-        count++;
-      });
+      forEachChunk(task, (c0, c1) =>
+        closestRange(task.updates, task.beta, c0, c1, r.out, r.used, (k, med, cut, share) => {
+          r.ties[count] = k;
+          r.tieValues[3 * count] = med;
+          r.tieValues[3 * count + 1] = cut;
+          r.tieValues[3 * count + 2] = share;
+          count++;
+        }),
+      );
       return count;
     }
     case 'throw':

@@ -27,7 +27,41 @@ export const CTRL = { done: 0, state: 1, tieCount: 2, errLength: 3, size: 4 } as
 export const STATE = { starting: 0, ready: 1, dead: 2 } as const;
 export const ERROR_BYTES = 4096;
 
-export type PoolTask =
+/**
+ * Coordinates [0, d) cut into `chunks` chunks of `chunk`: every thread of a
+ * call takes the next chunk from the counter in buffer[0] until none is left
+ * and writes its index (0: the calling thread, w + 1: worker w) to
+ * buffer[1 + c], so a descheduled thread (the machine may be shared) holds up
+ * at most one chunk, not a fixed half of the work.
+ */
+export interface ChunkJob {
+  readonly buffer: SharedArrayBuffer;
+  readonly chunk: number;
+  readonly chunks: number;
+  readonly index: number;
+  /** Thread i takes chunk i only (one chunk per thread): for tests that must see every thread work. */
+  readonly fixed: boolean;
+}
+
+/** Runs fn on each chunk this thread takes, in ascending order; without a job, on [c0, c1). */
+export function forEachChunk(task: { readonly c0: number; readonly c1: number; readonly d: number; readonly job?: ChunkJob | undefined }, fn: (c0: number, c1: number) => void): void {
+  const { job } = task;
+  if (job === undefined) {
+    fn(task.c0, task.c1);
+    return;
+  }
+  const slots = new Int32Array(job.buffer);
+  for (let taken = 0; ; taken++) {
+    const c = job.fixed ? (taken === 0 ? job.index : job.chunks) : Atomics.add(slots, 0, 1);
+    if (c >= job.chunks) return;
+    slots[1 + c] = job.index;
+    fn(c * job.chunk, Math.min(task.d, (c + 1) * job.chunk));
+  }
+}
+
+export type PoolTask = KernelTask & { readonly job?: ChunkJob | undefined };
+
+type KernelTask =
   | {
       readonly kind: 'sum';
       readonly updates: readonly Float32Array[];
@@ -130,6 +164,16 @@ let workers = defaultWorkers();
  */
 let minValues = 1 << 20;
 
+/** Whether threads take chunks as they go (the default) or one fixed chunk each (tests). */
+let dynamicChunks = true;
+
+/** Sets whether threads take chunks as they go (true) or one fixed chunk each; returns the previous setting. */
+export function setPoolDynamicChunks(dynamic: boolean): boolean {
+  const before = dynamicChunks;
+  dynamicChunks = dynamic;
+  return before;
+}
+
 /** How long a worker may take for its range before it is given up. */
 let timeoutMs = 120_000;
 
@@ -173,14 +217,6 @@ export function parallelParts(updates: readonly Float32Array[], d: number): numb
   return workers + 1;
 }
 
-/** parts + 1 boundaries from 0 to d, the inner ones on multiples of 64 coordinates. */
-export function splitRange(d: number, parts: number): number[] {
-  const bounds = [0];
-  for (let p = 1; p < parts; p++) bounds.push(Math.min(d, Math.round((d * p) / parts / 64) * 64));
-  bounds.push(d);
-  return bounds;
-}
-
 const BOOTSTRAP = `
 const { workerData } = require('node:worker_threads');
 const ctrl = new Int32Array(workerData.ctrl);
@@ -206,13 +242,14 @@ interface Slot {
 const slots: (Slot | undefined)[] = [];
 
 let tasksPosted = 0;
+let workerChunks = 0;
 let workersStarted = 0;
 
-/** How many ranges have been handed to workers and workers started in this thread so far, and the bytes of scratch the live workers hold. */
-export function poolStats(): { readonly tasks: number; readonly started: number; readonly scratchBytes: number } {
+/** How many tasks have been handed to workers, chunks they did and workers started in this thread so far, and the bytes of scratch the live workers hold. */
+export function poolStats(): { readonly tasks: number; readonly workerChunks: number; readonly started: number; readonly scratchBytes: number } {
   let scratchBytes = 0;
   for (const slot of slots) scratchBytes += slot?.scratch.byteLength ?? 0;
-  return { tasks: tasksPosted, started: workersStarted, scratchBytes };
+  return { tasks: tasksPosted, workerChunks, started: workersStarted, scratchBytes };
 }
 
 function startSlot(): Slot {
@@ -330,6 +367,40 @@ export function runShared(
     const slot = posted[w]!;
     collect(w, resultViews(slot.scratch, tasks[w]!, Atomics.load(slot.ctrl, CTRL.tieCount)));
   }
+}
+
+/**
+ * Runs a kernel over coordinates [0, d) on `parts` threads (this one and
+ * parts − 1 workers) that take chunks of coordinates as they go (ChunkJob).
+ * `mine(c0, c1)` is called for the chunks this thread takes; `collect(w,
+ * result, ranges)` afterwards for each worker, with the ranges it did, in
+ * ascending order. Each worker's result covers all of [0, d) in size.
+ */
+export function runChunked(
+  task: KernelTask,
+  parts: number,
+  mine: (c0: number, c1: number) => void,
+  collect: (w: number, result: SharedResult, ranges: readonly (readonly [number, number])[]) => void,
+): void {
+  const { d } = task;
+  // About eight chunks per thread (one with fixed chunks), on multiples of 64 coordinates.
+  const fixed = !dynamicChunks;
+  const chunk = Math.max(64, Math.ceil(d / ((fixed ? 1 : 8) * parts) / 64) * 64);
+  const chunks = Math.ceil(d / chunk);
+  const buffer = new SharedArrayBuffer(4 * (1 + chunks));
+  const job = (index: number): ChunkJob => ({ buffer, chunk, chunks, index, fixed });
+  const tasks = Array.from({ length: parts - 1 }, (_, w) => ({ ...task, c0: 0, c1: d, job: job(w + 1) }) as PoolTask);
+  const owner = new Int32Array(buffer, 4, chunks);
+  runShared(
+    tasks,
+    () => forEachChunk({ c0: 0, c1: d, d, job: job(0) }, mine),
+    (w, result) => {
+      const ranges: [number, number][] = [];
+      for (let c = 0; c < chunks; c++) if (owner[c] === w + 1) ranges.push([c * chunk, Math.min(d, (c + 1) * chunk)]);
+      workerChunks += ranges.length;
+      collect(w, result, ranges);
+    },
+  );
 }
 
 /** Stops the pool's workers (they are unref()'d, so this is only for tests and tidy shutdowns). */
