@@ -1,10 +1,15 @@
 // A small pool of worker threads for the coordinate-wise kernels (weighted
 // sums, the median, the trimmed mean and Bulyan's second stage), used from synchronous code.
 //
-// The aggregators stay synchronous pure functions: the calling thread posts a
-// coordinate range to each worker, does the first range itself, then blocks
-// in Atomics.wait until every worker has stored its sequence number in its
-// control block (a SharedArrayBuffer). Workers read the updates in place, so
+// The aggregators stay synchronous pure functions: the calling thread posts
+// the kernel to each worker, and it and the workers take chunks of
+// coordinates from a shared counter until none is left (runChunked); then it
+// blocks in Atomics.wait until every worker has stored its sequence number in
+// its control block (a SharedArrayBuffer). Every coordinate gets the same
+// operations wherever it is done, so the result is bit-identical to one
+// thread's; what accumulates across coordinates (per-update counts, shares at
+// ties) is combined on the calling thread in coordinate order. Workers read
+// the updates in place, so
 // the pool is used only when every update sits on a SharedArrayBuffer (the
 // aggregator assembles received updates there, core/tensor-codec.ts); other
 // inputs, and rounds too small to repay the handoff, run on the calling
