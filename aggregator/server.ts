@@ -200,7 +200,8 @@ export async function startAggregatorServer(o: ServerOptions): Promise<RunningSe
             meta = msg.meta;
             session = sessions.get(meta.session_id);
             const expected = engine.beginSubmission(session, meta);
-            assembler = new ChunkAssembler(expected, maxChunk);
+            // On shared memory: the aggregation kernels' workers read it in place (aggregator/robust/pool.ts).
+            assembler = new ChunkAssembler(expected, maxChunk, { shared: true });
             clearTimeout(timer);
             const deadline = engine.uploadDeadline(meta.task_id);
             timer = setTimeout(

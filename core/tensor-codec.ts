@@ -96,11 +96,17 @@ export class ChunkAssembler {
   // Hashed as the chunks arrive, so the check after the last one costs nothing extra.
   private readonly hash = createHash('sha256');
 
+  /**
+   * `shared`: assemble into a SharedArrayBuffer, as the aggregator does for
+   * received updates, so that the aggregation kernels' worker threads can
+   * read them in place (aggregator/robust/pool.ts).
+   */
   constructor(
     readonly expectedBytes: number,
     private readonly maxChunkBytes: number,
+    options: { readonly shared?: boolean } = {},
   ) {
-    this.buffer = new Uint8Array(new ArrayBuffer(expectedBytes));
+    this.buffer = new Uint8Array(options.shared ? new SharedArrayBuffer(expectedBytes) : new ArrayBuffer(expectedBytes));
   }
 
   push(chunk: Uint8Array): void {

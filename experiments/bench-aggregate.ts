@@ -8,15 +8,25 @@
 //
 // --quick runs d = 199,210 only. Effective GB/s counts the update data once
 // (n·d·4 bytes) over the kernel's time, whatever the kernel does with it.
+//
+// The updates are assembled the way the aggregator assembles received ones
+// (ChunkAssembler with shared: true, fed in DEFAULT_CHUNK_BYTES chunks), so
+// the kernels split large rounds across the worker pool (aggregator/robust/
+// pool.ts) as they do in a real round. For the kernels with a target, the
+// same inputs are also timed on the calling thread alone (pool off), in the
+// same run.
 import os from 'node:os';
 import { bulyan } from '../aggregator/robust/bulyan.js';
 import { centeredClipping } from '../aggregator/robust/centered-clipping.js';
+import { closestToMedian } from '../aggregator/robust/coordinate.js';
 import { geometricMedian } from '../aggregator/robust/geometric-median.js';
 import { krum, multiKrum } from '../aggregator/robust/krum.js';
 import { weightedMean } from '../aggregator/robust/mean.js';
 import { coordinateMedian } from '../aggregator/robust/median.js';
 import { preFilter } from '../aggregator/robust/pre-filter.js';
 import { trimmedMean } from '../aggregator/robust/trimmed-mean.js';
+import { setPoolWorkers } from '../aggregator/robust/pool.js';
+import { ChunkAssembler, DEFAULT_CHUNK_BYTES } from '../core/tensor-codec.js';
 
 const SIZES = [199_210, 1_663_370];
 const COUNTS = [10, 100];
@@ -29,6 +39,8 @@ interface Kernel {
   readonly baseline?: Readonly<Record<string, number>>;
   /** Whether the ≥ 30%-of-bandwidth target applies. */
   readonly target?: boolean;
+  /** Also timed with the worker pool off (always done for kernels with a target). */
+  readonly compare?: boolean;
   readonly run: (updates: Float32Array[], examples: number[], center: Float32Array) => unknown;
 }
 
@@ -46,7 +58,12 @@ const KERNELS: readonly Kernel[] = [
   { name: 'trimmed mean β=0.1', baseline: baseline(32, 411, 278, 5250), target: true, run: (u) => trimmedMean(u, 0.1) },
   { name: 'krum', baseline: baseline(12, 1224, 102, 12627), run: (u) => krum(u, Math.floor((u.length - 3) / 2)) },
   { name: 'multi-krum m=n/2', run: (u) => multiKrum(u, Math.floor((u.length - 3) / 2), u.length >> 1) },
-  { name: 'bulyan', run: (u) => bulyan(u, Math.floor((u.length - 3) / 4)) },
+  { name: 'bulyan', compare: true, run: (u) => bulyan(u, Math.floor((u.length - 3) / 4)) },
+  {
+    name: 'bulyan stage 2 (closest to median)',
+    compare: true,
+    run: (u) => closestToMedian(u, u.length - 2 * Math.floor((u.length - 3) / 4)),
+  },
   {
     name: 'geometric median, 10 steps',
     baseline: baseline(64, 853, 880, 12713),
@@ -157,17 +174,24 @@ function main(): void {
       `${TARGET_SHARE * 100}% of it is ${(TARGET_SHARE * reference).toFixed(2)} GB/s\n`,
   );
 
+  const poolWorkers = setPoolWorkers(0);
+  setPoolWorkers(poolWorkers);
+  console.log(`Worker pool: ${poolWorkers} worker(s) + the calling thread (os.availableParallelism() = ${os.availableParallelism()})\n`);
   const header =
     `${pad('kernel', 36)} ${pad('n × d', 15)} ${pad('ms', 9, true)} ${pad('GB/s', 6, true)} ` +
-    `${pad('baseline', 9, true)} ${pad('speed-up', 8, true)}  target (≥ ${TARGET_SHARE * 100}% of ${reference.toFixed(1)} GB/s)`;
+    `${pad('baseline', 9, true)} ${pad('speed-up', 8, true)} ${pad('1-thread ms', 11, true)} ${pad('GB/s', 6, true)}  target (≥ ${TARGET_SHARE * 100}% of ${reference.toFixed(1)} GB/s)`;
   console.log(header);
   console.log('-'.repeat(header.length));
   const maxN = Math.max(...counts);
   for (const d of sizes) {
+    const source = new Float32Array(d);
     const all = Array.from({ length: maxN }, (_, i) => {
-      const u = new Float32Array(d);
-      fillRandom(u, 1000 + i);
-      return u;
+      // As the aggregator receives an update: chunks pushed into a shared buffer.
+      fillRandom(source, 1000 + i);
+      const assembler = new ChunkAssembler(4 * d, DEFAULT_CHUNK_BYTES, { shared: true });
+      const bytes = new Uint8Array(source.buffer);
+      for (let at = 0; at < bytes.length; at += DEFAULT_CHUNK_BYTES) assembler.push(bytes.subarray(at, at + DEFAULT_CHUNK_BYTES));
+      return assembler.finish();
     });
     const center = new Float32Array(d);
     for (const n of counts) {
@@ -178,6 +202,16 @@ function main(): void {
         // Warm the JIT on a slice first, so the figures are steady-state.
         const slice = updates.map((u) => u.subarray(0, 16384));
         for (let w = 0; w < 3; w++) k.run(slice, examples, center.subarray(0, 16384));
+        let single = '';
+        if (k.target || k.compare) {
+          setPoolWorkers(0);
+          const ms1 = time(() => k.run(updates, examples, center), repeats);
+          setPoolWorkers(poolWorkers);
+          single = `${pad(ms1.toFixed(1), 11, true)} ${pad(gbps(bytes, ms1).toFixed(2), 6, true)}`;
+        } else {
+          single = `${pad('–', 11, true)} ${pad('', 6, true)}`;
+        }
+        k.run(updates, examples, center);
         const ms = time(() => k.run(updates, examples, center), repeats);
         const rate = gbps(bytes, ms);
         const base = k.baseline?.[`${n}x${d}`];
@@ -186,7 +220,7 @@ function main(): void {
           : '';
         console.log(
           `${pad(k.name, 36)} ${pad(`${n} × ${d}`, 15)} ${pad(ms.toFixed(1), 9, true)} ${pad(rate.toFixed(2), 6, true)} ` +
-            `${pad(base === undefined ? '–' : base.toFixed(0), 9, true)} ${pad(base === undefined ? '–' : `${(base / ms).toFixed(1)}×`, 8, true)}  ${target}`,
+            `${pad(base === undefined ? '–' : base.toFixed(0), 9, true)} ${pad(base === undefined ? '–' : `${(base / ms).toFixed(1)}×`, 8, true)} ${single}  ${target}`,
         );
       }
     }
@@ -194,6 +228,7 @@ function main(): void {
   console.log(`\nLoad average (1 / 5 / 15 min) at the end: ${load()}`);
   console.log('ms: median of 3–5 runs after a warm-up. GB/s: the update data (n·d·4 bytes) over that time.');
   console.log('baseline: MEASURED.md "Aggregation kernels" (plain TS, one thread, medians of 3), ms.');
+  console.log('1-thread: the same inputs with the worker pool off (setPoolWorkers(0)), timed just before the pooled run.');
 }
 
 main();

@@ -3,8 +3,9 @@
 //
 // The median and the trimmed mean (rankWindow) run in WebAssembly SIMD
 // (rank-window.ts), four coordinates per pass; the ties at a window's edge
-// are shared out here. Bulyan's second stage (closestToMedian) is still
-// scalar: coordinates are processed in blocks, a block of every update is
+// are shared out here. Both split large rounds on shared memory into
+// coordinate ranges across the worker pool (pool.ts). Bulyan's second stage
+// (closestToMedian) is still scalar: coordinates are processed in blocks, a block of every update is
 // gathered into contiguous, coordinate-major scratch buffers (each
 // coordinate's n values side by side, as floats and as order-preserving int32
 // keys), then each coordinate's order statistics are found there
@@ -21,6 +22,7 @@ import { percent } from './format.js';
 import { weightedSum } from './kernels.js';
 import { keyOfBits, keyToFloat, NETWORK_MAX, networkSelect, selected, selectFloat, selectPair } from './order-statistics.js';
 import { windowKernel } from './rank-window.js';
+import { parallelParts, runChunked, type SharedResult } from './pool.js';
 import { checkSameLength, type Verdict } from './verdict.js';
 
 export interface CoordinateUsage {
@@ -91,7 +93,12 @@ function bitViews(updates: readonly Float32Array[]): Int32Array[] {
  *
  * Runs in WebAssembly SIMD (rank-window.ts), block by block: each block of
  * every update is copied into the kernel's memory, where it stays in cache
- * for the kernel's two passes.
+ * for the kernel's two passes. Large rounds whose updates sit on
+ * SharedArrayBuffers (as the aggregator assembles them) are split into
+ * coordinate ranges shared with the worker pool (pool.ts); the result is
+ * bit-identical to one thread's: every coordinate gets the same operations,
+ * the per-update counts are integers, and coordinates with ties at the
+ * window's edge are resolved here, in coordinate order, either way.
  */
 export function rankWindow(updates: readonly Float32Array[], lo: number, hi: number): CoordinateUsage {
   const d = checkSameLength(updates);
@@ -108,6 +115,53 @@ export function rankWindow(updates: readonly Float32Array[], lo: number, hi: num
   const extra = new Float64Array(n);
   const out = new Float32Array(d);
   if (d === 0) return usage(out, used, extra, m, d);
+  const column = new Float32Array(n);
+  const resolve = (k: number, low: number, high: number) => {
+    for (let i = 0; i < n; i++) column[i] = updates[i]![k]!;
+    out[k] = windowWithTies(column, 0, n, lo, hi, low, high, extra);
+  };
+  const parts = parallelParts(updates, d);
+  if (parts <= 1) {
+    windowRange(updates, lo, hi, 0, d, out, used, resolve);
+    return usage(out, used, extra, m, d);
+  }
+  // Chunks of coordinates on the pool and this thread; the ties of every chunk
+  // are resolved here afterwards, merged into one ascending order.
+  const mine: number[] = [];
+  const theirs: SharedResult[] = [];
+  runChunked(
+    { kind: 'window', updates, lo, hi, c0: 0, c1: d, d, n },
+    parts,
+    (c0, c1) => windowRange(updates, lo, hi, c0, c1, out, used, (k, low, high) => void mine.push(k, low, high)),
+    (_w, r, ranges) => {
+      for (const [c0, c1] of ranges) out.set(r.out.subarray(c0, c1), c0);
+      for (let i = 0; i < n; i++) used[i] += r.used[i]!;
+      theirs.push(r);
+    },
+  );
+  mergeTies(mine, 3, theirs, (list, t) => (list === undefined ? resolve(mine[3 * t]!, mine[3 * t + 1]!, mine[3 * t + 2]!) : resolve(list.ties[t]!, list.tieLow[t]!, list.tieHigh[t]!)));
+  return usage(out, used, extra, m, d);
+}
+
+/**
+ * The rank-window kernel over coordinates [c0, c1): out[j] for those j (out
+ * indexed like the updates; coordinates with ties at the window's edge get a
+ * provisional value and are passed to `tie` in ascending order with their two
+ * edge values), and each update's count of coordinates where it was inside
+ * the window added to used.
+ */
+export function windowRange(
+  updates: readonly Float32Array[],
+  lo: number,
+  hi: number,
+  c0: number,
+  c1: number,
+  out: Float32Array,
+  used: Int32Array,
+  tie: (k: number, low: number, high: number) => void,
+): void {
+  const n = updates.length;
+  if (c1 <= c0) return;
   const { layout, run, memory } = windowKernel(n, lo, hi);
   const { B } = layout;
   const buffer = memory.buffer;
@@ -117,21 +171,18 @@ export function rankWindow(updates: readonly Float32Array[], lo: number, hi: num
   const sums = new Float32Array(buffer, layout.out, B);
   const lanes = new Int32Array(buffer, layout.used, 4 * n);
   const ties = new Int32Array(buffer, layout.ties, B);
-  const column = new Float32Array(n);
   lanes.fill(0);
-  for (let b0 = 0; b0 < d; b0 += B) {
-    const len = Math.min(B, d - b0);
-    for (let i = 0; i < n; i++) heap.set(len === d ? updates[i]! : updates[i]!.subarray(b0, b0 + len), i * B);
+  for (let b0 = c0; b0 < c1; b0 += B) {
+    const len = Math.min(B, c1 - b0);
+    for (let i = 0; i < n; i++) heap.set(len === updates[i]!.length ? updates[i]! : updates[i]!.subarray(b0, b0 + len), i * B);
     const tied = run(len);
     out.set(len === B ? sums : sums.subarray(0, len), b0);
     for (let t = 0; t < tied; t++) {
       const k = ties[t]!;
-      for (let i = 0; i < n; i++) column[i] = heap[i * B + k]!;
-      out[b0 + k] = windowWithTies(column, 0, n, lo, hi, low[k]!, high[k]!, extra);
+      tie(b0 + k, low[k]!, high[k]!);
     }
   }
-  for (let i = 0; i < n; i++) used[i] = lanes[4 * i]! + lanes[4 * i + 1]! + lanes[4 * i + 2]! + lanes[4 * i + 3]!;
-  return usage(out, used, extra, m, d);
+  for (let i = 0; i < n; i++) used[i] += lanes[4 * i]! + lanes[4 * i + 1]! + lanes[4 * i + 2]! + lanes[4 * i + 3]!;
 }
 
 /**
@@ -189,6 +240,57 @@ export function closestToMedian(updates: readonly Float32Array[], beta: number):
   if (beta === n) {
     return usage(weightedSum(updates, new Float64Array(n).fill(1 / n)), new Int32Array(n).fill(d), new Float64Array(n), n, d);
   }
+  const used = new Int32Array(n);
+  const extra = new Float64Array(n);
+  const out = new Float32Array(d);
+  // A coordinate with more values at the cut-off distance than places left: they share them.
+  const share = (k: number, med: number, cut: number, part: number) => {
+    for (let i = 0; i < n; i++) if (Math.abs(updates[i]![k]! - med) === cut) extra[i] += part - 1;
+  };
+  const parts = parallelParts(updates, d);
+  if (parts <= 1) {
+    closestRange(updates, beta, 0, d, out, used, share);
+    return usage(out, used, extra, beta, d);
+  }
+  // As rankWindow: chunks on the pool, shared places credited here in coordinate order.
+  const mine: number[] = [];
+  const theirs: SharedResult[] = [];
+  runChunked(
+    { kind: 'closest', updates, beta, c0: 0, c1: d, d, n },
+    parts,
+    (c0, c1) => closestRange(updates, beta, c0, c1, out, used, (k, med, cut, part) => void mine.push(k, med, cut, part)),
+    (_w, r, ranges) => {
+      for (const [c0, c1] of ranges) out.set(r.out.subarray(c0, c1), c0);
+      for (let i = 0; i < n; i++) used[i] += r.used[i]!;
+      theirs.push(r);
+    },
+  );
+  mergeTies(mine, 4, theirs, (list, t) =>
+    list === undefined
+      ? share(mine[4 * t]!, mine[4 * t + 1]!, mine[4 * t + 2]!, mine[4 * t + 3]!)
+      : share(list.ties[t]!, list.tieValues[3 * t]!, list.tieValues[3 * t + 1]!, list.tieValues[3 * t + 2]!),
+  );
+  return usage(out, used, extra, beta, d);
+}
+
+/**
+ * Bulyan's second stage over coordinates [c0, c1): out[j] for those j (out
+ * indexed like the updates), each update's count of coordinates where it was
+ * among the kept values added to used, and, for coordinates where values at
+ * the cut-off distance share the last places, `share(k, median, cut, share)`
+ * in ascending order of k.
+ */
+export function closestRange(
+  updates: readonly Float32Array[],
+  beta: number,
+  c0: number,
+  c1: number,
+  out: Float32Array,
+  used: Int32Array,
+  share: (k: number, med: number, cut: number, share: number) => void,
+): void {
+  const n = updates.length;
+  if (c1 <= c0) return;
   const B = blockFor(n);
   const cols = columns(n, B);
   const { values, keys } = cols;
@@ -202,12 +304,9 @@ export function closestToMedian(updates: readonly Float32Array[], beta: number):
   const dist = new Float64Array(n);
   const distA = new Float64Array(n);
   const distB = new Float64Array(n);
-  const used = new Int32Array(n);
-  const extra = new Float64Array(n);
-  const out = new Float32Array(d);
 
-  for (let b0 = 0; b0 < d; b0 += B) {
-    const len = Math.min(B, d - b0);
+  for (let b0 = c0; b0 < c1; b0 += B) {
+    const len = Math.min(B, c1 - b0);
     gather(cols, views, b0, len);
     for (let k = 0, base = 0; k < len; k++, base += n) {
       let med: number;
@@ -240,13 +339,36 @@ export function closestToMedian(updates: readonly Float32Array[], beta: number):
         out[b0 + k] = (sumIn + sumAt) / beta;
       } else {
         // More values at the cut-off distance than places left: they share them.
-        const share = (beta - inside) / at;
-        for (let i = 0; i < n; i++) if (dist[i] === cut) extra[i] += share - 1;
-        out[b0 + k] = (sumIn + share * sumAt) / beta;
+        const part = (beta - inside) / at;
+        share(b0 + k, med, cut, part);
+        out[b0 + k] = (sumIn + part * sumAt) / beta;
       }
     }
   }
-  return usage(out, used, extra, beta, d);
+}
+
+/**
+ * Visits the ties of this thread (`mine`, records of `stride` numbers, the
+ * coordinate first) and of each worker's result, each list ascending, in one
+ * ascending order of coordinate: the order one thread would have met them in.
+ */
+function mergeTies(
+  mine: readonly number[],
+  stride: number,
+  theirs: readonly SharedResult[],
+  visit: (list: SharedResult | undefined, t: number) => void,
+): void {
+  const lists = theirs.length + 1;
+  const next = new Int32Array(lists);
+  const count = (l: number) => (l === 0 ? mine.length / stride : theirs[l - 1]!.tieCount);
+  const key = (l: number) => (l === 0 ? mine[stride * next[0]!]! : theirs[l - 1]!.ties[next[l]!]!);
+  for (;;) {
+    let best = -1;
+    for (let l = 0; l < lists; l++) if (next[l]! < count(l) && (best < 0 || key(l) < key(best))) best = l;
+    if (best < 0) return;
+    visit(best === 0 ? undefined : theirs[best - 1], next[best]!);
+    next[best]!++;
+  }
 }
 
 function usage(aggregate: Float32Array, used: Int32Array, extra: Float64Array, m: number, d: number): CoordinateUsage {

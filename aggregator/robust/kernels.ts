@@ -11,7 +11,8 @@
 // WebAssembly SIMD instead); the Gram matrix reuses each block from cache in
 // 3×3 register tiles. Accumulation is in float64 throughout.
 
-import { simdWeightedSum } from './weighted-sum.js';
+import { parallelParts, runChunked } from './pool.js';
+import { simdWeightedSumRange } from './weighted-sum.js';
 
 /** Coordinates per block for streaming kernels: accumulators (float64) stay in L1/L2. */
 const STREAM_BLOCK = 8192;
@@ -120,16 +121,43 @@ const SIMD_SUM_MAX = 32;
 export function weightedSum(updates: readonly Float32Array[], coefficients: ArrayLike<number>): Float32Array {
   const d = updates.length === 0 ? 0 : updates[0]!.length;
   if (d === 0) return new Float32Array(0);
-  if (updates.length <= SIMD_SUM_MAX) return simdWeightedSum(updates, coefficients, d);
-  // One element kind in the hot loops, whatever the caller passed.
   const coeffs = Float64Array.from(coefficients);
   const out = new Float32Array(d);
-  const acc = new Float64Array(Math.min(STREAM_BLOCK, d));
-  const none = new Float64Array(0);
-  for (let b0 = 0; b0 < d; b0 += STREAM_BLOCK) {
-    weightedSumBlock(acc, out, none, 0, false, 'out', updates, coeffs, b0, Math.min(d, b0 + STREAM_BLOCK));
+  const parts = parallelParts(updates, d);
+  if (parts <= 1) {
+    weightedSumRange(updates, coeffs, 0, d, out);
+    return out;
   }
+  // Chunks of coordinates on the pool's workers and this thread: per coordinate the same
+  // operations in the same order as on one thread, so the result is bit-identical.
+  runChunked(
+    { kind: 'sum', updates, coeffs, c0: 0, c1: d, d, n: updates.length },
+    parts,
+    (c0, c1) => weightedSumRange(updates, coeffs, c0, c1, out),
+    (_w, r, ranges) => {
+      for (const [c0, c1] of ranges) out.set(r.out.subarray(c0, c1), c0);
+    },
+  );
   return out;
+}
+
+/**
+ * out[j] = Σᵢ cᵢ·uᵢ[j] for j ∈ [c0, c1) (out indexed like the updates),
+ * accumulated in float64 and rounded once: WebAssembly SIMD up to
+ * SIMD_SUM_MAX updates, the JS sweeps above it. Which kernel runs depends on
+ * n only, and each coordinate's sum is the same wherever a range starts.
+ */
+export function weightedSumRange(updates: readonly Float32Array[], coeffs: Float64Array, c0: number, c1: number, out: Float32Array): void {
+  if (c1 <= c0) return;
+  if (updates.length <= SIMD_SUM_MAX) {
+    simdWeightedSumRange(updates, coeffs, c0, c1, out);
+    return;
+  }
+  const acc = new Float64Array(Math.min(STREAM_BLOCK, c1 - c0));
+  const none = new Float64Array(0);
+  for (let b0 = c0; b0 < c1; b0 += STREAM_BLOCK) {
+    weightedSumBlock(acc, out, none, 0, false, 'out', updates, coeffs, b0, Math.min(c1, b0 + STREAM_BLOCK));
+  }
 }
 
 /** Σⱼ uᵢ[j]² for every update, in float64; non-finite values make the result non-finite. */

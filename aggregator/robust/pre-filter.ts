@@ -6,6 +6,7 @@
 
 import { num } from './format.js';
 import { squaredNorms } from './kernels.js';
+import { sharedFloat32 } from './pool.js';
 import { AggregationError } from './verdict.js';
 
 export interface PreFilterSpec {
@@ -126,7 +127,8 @@ function describeNonFinite(u: Float32Array): string {
 }
 
 function scaled(u: Float32Array, factor: number): Float32Array {
-  const out = new Float32Array(u.length);
+  // Shared, like the received updates, so the round can still use the kernel pool.
+  const out = sharedFloat32(u.length);
   for (let j = 0; j < u.length; j++) out[j] = u[j]! * factor;
   return out;
 }

@@ -90,6 +90,24 @@ function sumKernel(n: number): Kernel & { readonly layout: SumLayout } {
 
 /** Σᵢ cᵢ·uᵢ over updates of one length d ≥ 1, accumulated in float64, rounded once to float32. */
 export function simdWeightedSum(updates: readonly Float32Array[], coefficients: ArrayLike<number>, d: number): Float32Array {
+  const out = new Float32Array(d);
+  simdWeightedSumRange(updates, coefficients, 0, d, out);
+  return out;
+}
+
+/**
+ * out[j] = Σᵢ cᵢ·uᵢ[j] for the coordinates j ∈ [c0, c1) only (out is indexed
+ * like the updates). Each coordinate gets the same operations in the same
+ * order wherever the range starts, so ranges done apart (on other threads)
+ * join into exactly the whole-vector result.
+ */
+export function simdWeightedSumRange(
+  updates: readonly Float32Array[],
+  coefficients: ArrayLike<number>,
+  c0: number,
+  c1: number,
+  out: Float32Array,
+): void {
   const n = updates.length;
   const { layout, run, memory } = sumKernel(n);
   const { B } = layout;
@@ -97,12 +115,10 @@ export function simdWeightedSum(updates: readonly Float32Array[], coefficients: 
   const heap = new Float32Array(buffer);
   new Float64Array(buffer, layout.coefficients, n).set(coefficients);
   const sums = new Float32Array(buffer, layout.out, B);
-  const out = new Float32Array(d);
-  for (let b0 = 0; b0 < d; b0 += B) {
-    const len = Math.min(B, d - b0);
-    for (let i = 0; i < n; i++) heap.set(len === d ? updates[i]! : updates[i]!.subarray(b0, b0 + len), i * B);
+  for (let b0 = c0; b0 < c1; b0 += B) {
+    const len = Math.min(B, c1 - b0);
+    for (let i = 0; i < n; i++) heap.set(len === updates[i]!.length ? updates[i]! : updates[i]!.subarray(b0, b0 + len), i * B);
     run(len);
     out.set(len === B ? sums : sums.subarray(0, len), b0);
   }
-  return out;
 }

@@ -1,5 +1,6 @@
 import type { AggregationSpec, ReputationSpec, StrategySpec, TrainingSpec } from '../../core/experiment.js';
 import { aggregate } from '../robust/index.js';
+import { sharedFloat32 } from '../robust/pool.js';
 import { applyServerOptimizer, type ServerOptimizerSpec } from './server-optimizers.js';
 import type { ReceivedUpdate, RoundTraining, Strategy, StrategyHistory, StrategyStep } from './strategy.js';
 
@@ -72,7 +73,8 @@ export class FedOpt implements Strategy {
     const s = u.staleness ?? 0;
     if (this.staleness === 'none' || s === 0) return u.delta;
     const w = Math.fround(1 / Math.sqrt(1 + s));
-    const out = new Float32Array(u.delta.length);
+    // Shared, like the received updates, so the round can still use the kernel pool.
+    const out = sharedFloat32(u.delta.length);
     for (let j = 0; j < out.length; j++) out[j] = u.delta[j]! * w;
     return out;
   }
