@@ -222,7 +222,8 @@ export function startHttpServing(registry: ModelRegistry, metrics: ServingMetric
       // Everything up to admission reads headers only: a refusal costs no body parsing.
       const served = registry.resolve(name, parseVersion(name, version));
       const deadlineMs = parseDeadline(req);
-      release = admission.admit(deadlineMs);
+      // HTTP/1.1: a client's queued requests wait in its connections, out of the event loop's sight.
+      release = admission.admit(deadlineMs, false);
       const { rows, columnar } = parsePredictBody(await readBody(req, options.maxBodyBytes), served);
       const predictions = plain(await served.predict(rows, started + deadlineMs));
       status = 200;
