@@ -15,29 +15,13 @@ import { weightedMean } from '../aggregator/robust/mean.js';
 import { preFilter } from '../aggregator/robust/pre-filter.js';
 import { closePool, poolStats, runShared, setPoolDynamicChunks, setPoolMinValues, setPoolTimeoutMs, setPoolWorkers } from '../aggregator/robust/pool.js';
 import type { AggregationResult } from '../aggregator/robust/verdict.js';
+import { tieHeavyUpdates } from './support/tie-heavy.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
 test.after.always(() => closePool());
 
-/** Seeded values: small integers (ties), ±0 and spread floats, on a SharedArrayBuffer or an ordinary one. */
-function updates(n: number, d: number, seed: number, shared: boolean): Float32Array[] {
-  let s = seed >>> 0 || 1;
-  const next = () => {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    return (s >>> 0) / 4294967296;
-  };
-  return Array.from({ length: n }, () => {
-    const u = new Float32Array(shared ? new SharedArrayBuffer(4 * d) : new ArrayBuffer(4 * d));
-    for (let j = 0; j < d; j++) {
-      const r = next();
-      u[j] = r < 0.2 ? Math.floor(next() * 5) - 2 : r < 0.25 ? (next() < 0.5 ? -0 : 0) : (next() - 0.5) * 200;
-    }
-    return u;
-  });
-}
+const updates = (n: number, d: number, seed: number, shared: boolean): Float32Array[] => tieHeavyUpdates(n, d, seed, { tieShare: 0.2, shared });
 
 const bytes = (a: Float32Array | Float64Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
 

@@ -9,6 +9,7 @@ import { rankWindow } from '../aggregator/robust/coordinate.js';
 import { coordinateMedian, trimmedMean, trimmedCount } from '../aggregator/robust/index.js';
 import { windowLayout, windowModule } from '../aggregator/robust/rank-window.js';
 import { wasm } from '../aggregator/robust/wasm-encoder.js';
+import { tieHeavyUpdates } from './support/tie-heavy.js';
 
 interface Reference {
   readonly aggregate: Float32Array;
@@ -40,24 +41,7 @@ function reference(us: readonly Float32Array[], lo: number, hi: number): Referen
 
 const near = (a: number, b: number, rel = 1e-6) => Math.abs(a - b) <= rel * (1 + Math.abs(a) + Math.abs(b));
 
-/** Seeded values: a mix of small integers (ties), ±0 and spread floats. */
-function updates(n: number, d: number, seed: number, tieShare = 0.3): Float32Array[] {
-  let s = seed >>> 0 || 1;
-  const next = () => {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    return (s >>> 0) / 4294967296;
-  };
-  return Array.from({ length: n }, () =>
-    Float32Array.from({ length: d }, () => {
-      const r = next();
-      if (r < tieShare) return Math.floor(next() * 5) - 2;
-      if (r < tieShare + 0.05) return next() < 0.5 ? -0 : 0;
-      return (next() - 0.5) * 200;
-    }),
-  );
-}
+const updates = (n: number, d: number, seed: number, tieShare = 0.3): Float32Array[] => tieHeavyUpdates(n, d, seed, { tieShare });
 
 /**
  * One or two values kept (of more than that): the same arithmetic as the
