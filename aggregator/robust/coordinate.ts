@@ -128,16 +128,8 @@ export function rankWindow(updates: readonly Float32Array[], lo: number, hi: num
   // Chunks of coordinates on the pool and this thread; the ties of every chunk
   // are resolved here afterwards, merged into one ascending order.
   const mine: number[] = [];
-  const theirs: SharedResult[] = [];
-  runChunked(
-    { kind: 'window', updates, lo, hi, c0: 0, c1: d, d, n },
-    parts,
-    (c0, c1) => windowRange(updates, lo, hi, c0, c1, out, used, (k, low, high) => void mine.push(k, low, high)),
-    (_w, r, ranges) => {
-      for (const [c0, c1] of ranges) out.set(r.out.subarray(c0, c1), c0);
-      for (let i = 0; i < n; i++) used[i] += r.used[i]!;
-      theirs.push(r);
-    },
+  const theirs = runChunked({ kind: 'window', updates, lo, hi, c0: 0, c1: d, d, n }, parts, out, used, (c0, c1) =>
+    windowRange(updates, lo, hi, c0, c1, out, used, (k, low, high) => void mine.push(k, low, high)),
   );
   mergeTies(mine, 3, theirs, (list, t) => (list === undefined ? resolve(mine[3 * t]!, mine[3 * t + 1]!, mine[3 * t + 2]!) : resolve(list.ties[t]!, list.tieLow[t]!, list.tieHigh[t]!)));
   return usage(out, used, extra, m, d);
@@ -254,16 +246,8 @@ export function closestToMedian(updates: readonly Float32Array[], beta: number):
   }
   // As rankWindow: chunks on the pool, shared places credited here in coordinate order.
   const mine: number[] = [];
-  const theirs: SharedResult[] = [];
-  runChunked(
-    { kind: 'closest', updates, beta, c0: 0, c1: d, d, n },
-    parts,
-    (c0, c1) => closestRange(updates, beta, c0, c1, out, used, (k, med, cut, part) => void mine.push(k, med, cut, part)),
-    (_w, r, ranges) => {
-      for (const [c0, c1] of ranges) out.set(r.out.subarray(c0, c1), c0);
-      for (let i = 0; i < n; i++) used[i] += r.used[i]!;
-      theirs.push(r);
-    },
+  const theirs = runChunked({ kind: 'closest', updates, beta, c0: 0, c1: d, d, n }, parts, out, used, (c0, c1) =>
+    closestRange(updates, beta, c0, c1, out, used, (k, med, cut, part) => void mine.push(k, med, cut, part)),
   );
   mergeTies(mine, 4, theirs, (list, t) =>
     list === undefined

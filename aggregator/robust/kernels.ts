@@ -14,6 +14,9 @@
 import { parallelParts, runChunked } from './pool.js';
 import { simdWeightedSumRange } from './weighted-sum.js';
 
+/** A weighted sum counts nothing per update. */
+const NO_COUNTS = new Int32Array(0);
+
 /** Coordinates per block for streaming kernels: accumulators (float64) stay in L1/L2. */
 const STREAM_BLOCK = 8192;
 
@@ -130,13 +133,8 @@ export function weightedSum(updates: readonly Float32Array[], coefficients: Arra
   }
   // Chunks of coordinates on the pool's workers and this thread: per coordinate the same
   // operations in the same order as on one thread, so the result is bit-identical.
-  runChunked(
-    { kind: 'sum', updates, coeffs, c0: 0, c1: d, d, n: updates.length },
-    parts,
-    (c0, c1) => weightedSumRange(updates, coeffs, c0, c1, out),
-    (_w, r, ranges) => {
-      for (const [c0, c1] of ranges) out.set(r.out.subarray(c0, c1), c0);
-    },
+  runChunked({ kind: 'sum', updates, coeffs, c0: 0, c1: d, d, n: updates.length }, parts, out, NO_COUNTS, (c0, c1) =>
+    weightedSumRange(updates, coeffs, c0, c1, out),
   );
   return out;
 }

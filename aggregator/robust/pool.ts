@@ -131,10 +131,6 @@ function scratchLayout(task: PoolTask) {
   return { len, used, ties, low, high, values, bytes };
 }
 
-function scratchBytes(task: PoolTask): number {
-  return scratchLayout(task).bytes;
-}
-
 /** The views on a worker's scratch for a task (same layout on both sides). */
 export function resultViews(scratch: SharedArrayBuffer, task: PoolTask, tieCount = 0): SharedResult {
   const at = scratchLayout(task);
@@ -304,13 +300,19 @@ function post(w: number, task: PoolTask): Slot {
     slot = startSlot();
     slots[w] = slot;
   }
-  const need = scratchBytes(task);
+  const need = scratchLayout(task).bytes;
   if (slot.scratch.byteLength < need) slot.scratch = new SharedArrayBuffer(need);
   slot.seq = (slot.seq % 0x3fffffff) + 1;
   const message: PoolMessage = { seq: slot.seq, task, scratch: slot.scratch };
   slot.worker.postMessage(message);
   tasksPosted++;
   return slot;
+}
+
+/** What the worker wrote to its error buffer ("" when nothing). */
+function errorText(slot: Slot): string {
+  const length = Math.min(ERROR_BYTES, Atomics.load(slot.ctrl, CTRL.errLength));
+  return new TextDecoder().decode(slot.err.slice(0, length));
 }
 
 /** Blocks until worker w has answered its current task; throws (and retires it) if it failed, died or timed out. */
@@ -321,16 +323,13 @@ function wait(w: number, slot: Slot): void {
     const v = Atomics.load(ctrl, CTRL.done);
     if (v === seq) return;
     if (v === -seq) {
-      const length = Math.min(ERROR_BYTES, Atomics.load(ctrl, CTRL.errLength));
-      const message = new TextDecoder().decode(slot.err.slice(0, length));
       retire(w);
-      throw new Error(`aggregation worker ${w} failed: ${message}`);
+      throw new Error(`aggregation worker ${w} failed: ${errorText(slot)}`);
     }
     if (Atomics.load(ctrl, CTRL.state) === STATE.dead) {
-      const length = Math.min(ERROR_BYTES, Atomics.load(ctrl, CTRL.errLength));
-      const why = length > 0 ? `: ${new TextDecoder().decode(slot.err.slice(0, length))}` : '';
+      const why = errorText(slot);
       retire(w);
-      throw new Error(`aggregation worker ${w} exited before finishing its range${why}`);
+      throw new Error(`aggregation worker ${w} exited before finishing its range${why ? `: ${why}` : ''}`);
     }
     const left = deadline - performance.now();
     if (left <= 0) {
@@ -377,16 +376,18 @@ export function runShared(
 /**
  * Runs a kernel over coordinates [0, d) on `parts` threads (this one and
  * parts − 1 workers) that take chunks of coordinates as they go (ChunkJob).
- * `mine(c0, c1)` is called for the chunks this thread takes; `collect(w,
- * result, ranges)` afterwards for each worker, with the ranges it did, in
- * ascending order. Each worker's result covers all of [0, d) in size.
+ * `mine(c0, c1)` is called for the chunks this thread takes, writing into
+ * `out` and adding to `used` itself; afterwards each worker's chunks of its
+ * out are copied into `out` and its counts added to `used`. Returns the
+ * workers' results in worker order, for their ties (each list ascending).
  */
 export function runChunked(
   task: KernelTask,
   parts: number,
+  out: Float32Array,
+  used: Int32Array,
   mine: (c0: number, c1: number) => void,
-  collect: (w: number, result: SharedResult, ranges: readonly (readonly [number, number])[]) => void,
-): void {
+): SharedResult[] {
   const { d } = task;
   // About eight chunks per thread (one with fixed chunks), on multiples of 64 coordinates.
   const fixed = !dynamicChunks;
@@ -396,16 +397,22 @@ export function runChunked(
   const job = (index: number): ChunkJob => ({ buffer, chunk, chunks, index, fixed });
   const tasks = Array.from({ length: parts - 1 }, (_, w) => ({ ...task, c0: 0, c1: d, job: job(w + 1) }) as PoolTask);
   const owner = new Int32Array(buffer, 4, chunks);
+  const theirs: SharedResult[] = [];
   runShared(
     tasks,
     () => forEachChunk({ c0: 0, c1: d, d, job: job(0) }, mine),
     (w, result) => {
-      const ranges: [number, number][] = [];
-      for (let c = 0; c < chunks; c++) if (owner[c] === w + 1) ranges.push([c * chunk, Math.min(d, (c + 1) * chunk)]);
-      workerChunks += ranges.length;
-      collect(w, result, ranges);
+      for (let c = 0; c < chunks; c++) {
+        if (owner[c] !== w + 1) continue;
+        const c0 = c * chunk;
+        out.set(result.out.subarray(c0, Math.min(d, c0 + chunk)), c0);
+        workerChunks++;
+      }
+      for (let i = 0; i < used.length; i++) used[i] += result.used[i]!;
+      theirs.push(result);
     },
   );
+  return theirs;
 }
 
 /** Stops the pool's workers (they are unref()'d, so this is only for tests and tidy shutdowns). */
