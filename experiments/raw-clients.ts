@@ -4,9 +4,10 @@
 // measured throughput would mostly be the client's. These send prebuilt bytes
 // and read only a reply's status:
 //   - HTTP/1.1 keep-alive over net.Socket: one request in flight per connection;
-//   - gRPC over node:http2: the serialized PredictRequest in one length-prefixed
-//     frame per stream, grpc-status read from the trailers.
-import { connect as http2Connect, constants as h2, type ClientHttp2Session } from 'node:http2';
+//   - gRPC over raw HTTP/2 frames on net.Socket (below): the serialized
+//     PredictRequest in one length-prefixed message per stream, grpc-status
+//     read from the header block that ends it.
+import { constants as h2 } from 'node:http2';
 import { connect, type Socket } from 'node:net';
 
 /**
@@ -117,73 +118,6 @@ const RESET_STATUS: Readonly<Record<number, number>> = {
   [h2.NGHTTP2_REFUSED_STREAM]: 503, // UNAVAILABLE; grpc-js retries it once, transparently, unless retries are off
   [h2.NGHTTP2_ENHANCE_YOUR_CALM]: 429, // RESOURCE_EXHAUSTED "Bandwidth exhausted or memory limit exceeded"
 };
-
-/** gRPC unary calls of one prebuilt, serialized request, round-robin over `connections` HTTP/2 connections. */
-export function rawGrpcClient(port: number, path: string, serialized: Buffer, deadlineMs: number, connections = 1): Client {
-  const frame = Buffer.alloc(5 + serialized.length);
-  frame.writeUInt32BE(serialized.length, 1);
-  serialized.copy(frame, 5);
-  const sessions: (ClientHttp2Session | undefined)[] = Array.from({ length: connections }, () => undefined);
-  let next = 0;
-  const sessionNow = (): ClientHttp2Session => {
-    const i = next++ % connections;
-    let session = sessions[i];
-    if (!session || session.closed || session.destroyed) {
-      session = http2Connect(`http://127.0.0.1:${port}`);
-      session.on('error', () => undefined);
-      sessions[i] = session;
-    }
-    return session;
-  };
-  return {
-    predict: () =>
-      new Promise((resolve) => {
-        const started = performance.now();
-        let done = false;
-        const finish = (status: number, reset?: number): void => {
-          if (done) return;
-          done = true;
-          resolve(reset === undefined ? { status, ms: performance.now() - started } : { status, ms: performance.now() - started, reset });
-        };
-        const stream = sessionNow().request({
-          [h2.HTTP2_HEADER_METHOD]: 'POST',
-          [h2.HTTP2_HEADER_PATH]: path,
-          [h2.HTTP2_HEADER_CONTENT_TYPE]: 'application/grpc',
-          te: 'trailers',
-          'grpc-timeout': `${deadlineMs}m`,
-        });
-        const timer = setTimeout(() => {
-          finish(0);
-          stream.close(h2.NGHTTP2_CANCEL);
-        }, deadlineMs);
-        let headerStatus: string | undefined;
-        stream.on('response', (headers) => {
-          // A trailers-only reply carries grpc-status in the headers.
-          const s = headers['grpc-status'];
-          if (s !== undefined) headerStatus = String(s);
-        });
-        stream.on('trailers', (trailers) => {
-          headerStatus = String(trailers['grpc-status'] ?? headerStatus ?? '2');
-        });
-        stream.on('data', () => undefined);
-        stream.on('close', () => {
-          clearTimeout(timer);
-          if (headerStatus === undefined && stream.rstCode !== undefined && stream.rstCode !== h2.NGHTTP2_NO_ERROR && stream.rstCode !== h2.NGHTTP2_CANCEL) {
-            finish(RESET_STATUS[stream.rstCode] ?? 1000 + 13, stream.rstCode); // INTERNAL for any other reset, as grpc-js
-            return;
-          }
-          const code = Number(headerStatus ?? -1);
-          finish(code === 0 ? 200 : code === 8 ? 429 : code === 14 ? 503 : code === 4 || code < 0 ? 0 : 1000 + code);
-        });
-        // A reset stream emits 'error' before 'close'; the status is decided on 'close', where rstCode is known.
-        stream.on('error', () => undefined);
-        stream.end(frame);
-      }),
-    close: () => {
-      for (const s of sessions) s?.close();
-    },
-  };
-}
 
 // ---------------------------------------------------------------------------
 // gRPC over raw HTTP/2 frames on net.Socket: node:http2's client costs about
