@@ -18,7 +18,7 @@ import {
   weightedMean,
   type AggregationResult,
 } from '../aggregator/robust/index.js';
-import { batcherNetwork, NETWORK_MAX } from '../aggregator/robust/order-statistics.js';
+import { batcherNetwork, NETWORK_MAX, pruneNetwork, selectionCost, selectionNetwork } from '../aggregator/robust/order-statistics.js';
 
 const f32 = (...xs: number[]) => Float32Array.from(xs);
 const points = (...ps: number[][]) => ps.map((p) => Float32Array.from(p));
@@ -387,4 +387,41 @@ test('sorting networks sort every 0/1 input (so, by the 0-1 principle, every inp
     }
   }
   t.pass();
+});
+
+test('selection networks leave each wanted order statistic where they say, on random and 0/1 inputs', (t) => {
+  let s = 777;
+  const random = () => (s = (Math.imul(s, 1103515245) + 12345) >>> 0) / 2 ** 32;
+  const cases: [number, number[]][] = [];
+  for (const n of [8, 12, 20, 36, 48, 60, 64, 100, 120]) {
+    for (const beta of [0, 0.05, 0.1, 0.2, 0.3, 0.45]) {
+      const k = Math.floor(beta * n);
+      cases.push([n, k === n - 1 - k ? [k] : [k, n - 1 - k]]);
+    }
+    cases.push([n, [(n - 1) >> 1, n >> 1].filter((k, i, a) => a.indexOf(k) === i)], [n, [1]], [n, [n - 2]]);
+  }
+  let grids = 0;
+  for (const [n, ranks] of cases) {
+    const network = selectionNetwork(n, ranks);
+    const batcherCost = selectionCost({ pairs: pruneNetwork(batcherNetwork(n), ranks), at: ranks });
+    t.true(selectionCost(network) <= batcherCost);
+    if (selectionCost(network) < batcherCost) grids++;
+    for (let q = 0; q < 400; q++) {
+      // Half the inputs 0/1 of every density (ties everywhere), half distinct-ish floats.
+      const a = Array.from({ length: n }, () => (q % 2 ? (random() < q / 400 ? 1 : 0) : random()));
+      const sorted = [...a].sort((x, y) => x - y);
+      for (const [x, y] of network.pairs) if (a[x]! > a[y]!) [a[x], a[y]] = [a[y]!, a[x]!];
+      for (let r = 0; r < ranks.length; r++) {
+        if (a[network.at[r]!] !== sorted[ranks[r]!]) {
+          t.fail(`n=${n} ranks ${ranks.join(',')}: position ${network.at[r]} holds ${a[network.at[r]!]}, rank ${ranks[r]} is ${sorted[ranks[r]!]}`);
+          return;
+        }
+      }
+    }
+  }
+  // The case the grid is for: a 10% trimmed mean of 100 updates.
+  const trimmed = selectionNetwork(100, [10, 89]);
+  t.is(selectionCost(trimmed), 1426);
+  t.is(selectionCost({ pairs: pruneNetwork(batcherNetwork(100), [10, 89]), at: [10, 89] }), 1702);
+  t.true(grids > 10, `grid selections chosen in only ${grids} cases`);
 });

@@ -100,6 +100,110 @@ export function pruneNetwork(pairs: readonly [number, number][], wanted: readonl
   return kept.reverse();
 }
 
+/**
+ * For each comparator of a network, which of its outputs is read later (by a
+ * comparator or as a wanted result): bit 1 the smaller (at a), bit 2 the
+ * larger (at b). A comparator with one dead output needs only one of min and
+ * max; one with neither could be dropped (pruneNetwork drops them).
+ */
+export function liveOutputs(pairs: readonly (readonly [number, number])[], wanted: readonly number[]): Uint8Array {
+  const live = new Set(wanted);
+  const flags = new Uint8Array(pairs.length);
+  for (let q = pairs.length - 1; q >= 0; q--) {
+    const [a, b] = pairs[q]!;
+    const bits = (live.has(a) ? 1 : 0) | (live.has(b) ? 2 : 0);
+    flags[q] = bits;
+    if (bits !== 0) {
+      live.add(a);
+      live.add(b);
+    }
+  }
+  return flags;
+}
+
+/** A comparator network that leaves given order statistics at known positions. */
+export interface SelectionNetwork {
+  readonly pairs: readonly [number, number][];
+  /** at[q] holds the ranks[q]-th smallest value (0-based) once the network has run. */
+  readonly at: readonly number[];
+}
+
+/** Min and max operations a network costs once dead outputs are skipped. */
+export function selectionCost(network: SelectionNetwork): number {
+  let ops = 0;
+  for (const bits of liveOutputs(network.pairs, network.at)) ops += (bits & 1) + (bits >> 1);
+  return ops;
+}
+
+/**
+ * A network that puts the wanted order statistics (ranks ascending, at most
+ * two) at known positions: the pruned Batcher sort, or a grid selection when
+ * that costs fewer min/max operations. For the ends of a trimmed mean the grid
+ * is ~17% cheaper (n = 100, ranks 10 and 89: 1,426 operations against 1,702);
+ * for a median it is not, and Batcher's is kept.
+ */
+export function selectionNetwork(n: number, ranks: readonly number[]): SelectionNetwork {
+  let best: SelectionNetwork = { pairs: pruneNetwork(batcherNetwork(n), ranks), at: ranks };
+  let bestCost = selectionCost(best);
+  for (let h = 2; h <= GRID_MAX_HEIGHT && 2 * h <= n; h++) {
+    if (n % h !== 0) continue;
+    const grid = gridSelection(n, n / h, h, ranks);
+    const cost = selectionCost(grid);
+    if (cost < bestCost) {
+      best = grid;
+      bestCost = cost;
+    }
+  }
+  return best;
+}
+
+/** Column heights tried by selectionNetwork; the measured best are 2 and 4. */
+const GRID_MAX_HEIGHT = 8;
+
+/**
+ * Selection on a g × h grid (column c holds positions c·h … c·h + h − 1):
+ * sort every column, then every row. Afterwards the value at (r, c) is ≥ the
+ * (r + 1)(c + 1) values up-left of it and ≤ the (h − r)(g − c) down-right of
+ * it, both counts including itself. With distinct values (enough, by the 0-1
+ * principle's argument for comparator networks) a value with more than n − k
+ * values ≥ it has rank < k, and one with more than k + 1 values ≤ it has rank
+ * > k. So the rank-k value lies among the rest, its candidates, at rank
+ * k − (how many were ranked below): a small Batcher sort of the candidates
+ * finds it, and pruning drops whatever the wanted ranks do not depend on.
+ */
+function gridSelection(n: number, g: number, h: number, ranks: readonly number[]): SelectionNetwork {
+  const position = (r: number, c: number) => c * h + r;
+  const pairs: [number, number][] = [];
+  const sortAt = (positions: readonly number[]) => {
+    for (const [i, j] of batcherNetwork(positions.length)) pairs.push([positions[i]!, positions[j]!]);
+  };
+  for (let c = 0; c < g; c++) sortAt(Array.from({ length: h }, (_, r) => position(r, c)));
+  for (let r = 0; r < h; r++) sortAt(Array.from({ length: g }, (_, c) => position(r, c)));
+  const below = (k: number, r: number, c: number) => (h - r) * (g - c) > n - k;
+  const above = (k: number, r: number, c: number) => (r + 1) * (c + 1) > k + 1;
+  const cells: [number, number][] = [];
+  for (let c = 0; c < g; c++) for (let r = 0; r < h; r++) cells.push([r, c]);
+  const candidates = ranks.map((k) => cells.filter(([r, c]) => !below(k, r, c) && !above(k, r, c)));
+  const overlap = candidates.length > 1 && candidates[0]!.some(([r, c]) => !below(ranks[1]!, r, c) && !above(ranks[1]!, r, c));
+  const at: number[] = [];
+  if (!overlap) {
+    // Disjoint candidate sets: each is sorted on its own, untouched by the other's sort.
+    ranks.forEach((k, q) => {
+      const mine = candidates[q]!.map(([r, c]) => position(r, c));
+      sortAt(mine);
+      at.push(mine[k - cells.filter(([r, c]) => below(k, r, c)).length]!);
+    });
+  } else {
+    // One sort of the union; rank k sits after the non-candidates ranked below it.
+    const union = cells.filter(([r, c]) => ranks.some((k) => !below(k, r, c) && !above(k, r, c)));
+    const inUnion = new Set(union.map(([r, c]) => position(r, c)));
+    const positions = [...inUnion];
+    sortAt(positions);
+    for (const k of ranks) at.push(positions[k - cells.filter(([r, c]) => !inUnion.has(position(r, c)) && below(k, r, c)).length]!);
+  }
+  return { pairs: pruneNetwork(pairs, at), at };
+}
+
 /** Writes the keys that would sit at `wanted` sorted positions of keys[base, base + n) into out[0, wanted.length). */
 export type NetworkSelect = (keys: Int32Array, base: number, out: Int32Array) => void;
 
@@ -117,10 +221,11 @@ export function networkSelect(n: number, wanted: readonly number[]): NetworkSele
   if (fn === undefined) {
     const lines: string[] = [];
     for (let i = 0; i < n; i++) lines.push(`let x${i} = keys[base + ${i}];`);
-    for (const [a, b] of pruneNetwork(batcherNetwork(n), wanted)) {
+    const network = selectionNetwork(n, wanted);
+    for (const [a, b] of network.pairs) {
       lines.push(`t = (x${a} ^ x${b}) & -(x${b} < x${a}); x${a} ^= t; x${b} ^= t;`);
     }
-    wanted.forEach((p, q) => lines.push(`out[${q}] = x${p};`));
+    network.at.forEach((p, q) => lines.push(`out[${q}] = x${p};`));
     // Generated from the comparator list above, nothing else: no input reaches the source text.
     fn = new Function('keys', 'base', 'out', `'use strict'; let t = 0;\n${lines.join('\n')}`) as NetworkSelect;
     networks.set(id, fn);

@@ -21,7 +21,7 @@
 // the caller shares the tied places out (rare on real updates, so that part
 // stays scalar).
 
-import { batcherNetwork, pruneNetwork } from './order-statistics.js';
+import { liveOutputs, selectionNetwork } from './order-statistics.js';
 import { FunctionBuilder, instantiate, moduleBytes, pagesFor, type WasmMemory } from './wasm-encoder.js';
 
 /** Where a kernel's regions sit in linear memory (byte offsets) for blocks of B coordinates. */
@@ -103,7 +103,7 @@ const NETWORK_REGISTERS = 12;
  * the value whose next use is furthest away gives it up (Belady's rule, which
  * needs the whole sequence ahead of time: a network has it), stored to its
  * spill slot if it changed since it was loaded. With the comparators in
- * depth-first order (batcherNetwork) most of them find both values in
+ * depth-first order (batcherNetwork, and in a grid selection each column and row sort) most of them find both values in
  * registers. Returns which local holds each wanted position at the end.
  */
 function emitNetwork(
@@ -156,19 +156,21 @@ function emitNetwork(
     holder[slot] = x;
   };
 
-  for (const [a, b] of pairs) {
+  const live = liveOutputs(pairs, wanted);
+  pairs.forEach(([a, b], k) => {
     bring(a, b);
     bring(b, a);
     nextIndex[a]!++;
     nextIndex[b]!++;
     const ra = regs[slotOf[a]!]!;
     const rb = regs[slotOf[b]!]!;
-    f.get(ra).get(rb).simd('f32x4.pmin');
-    f.get(ra).get(rb).simd('f32x4.pmax').set(rb);
-    f.set(ra);
+    // An output nothing reads later is not computed; its position's next use is then "never", so it is not spilled either.
+    if (live[k]! & 2) f.get(ra).get(rb).simd('f32x4.pmax');
+    if (live[k]! & 1) f.get(ra).get(rb).simd('f32x4.pmin').set(ra);
+    if (live[k]! & 2) f.set(rb);
     changed[a] = 1;
     changed[b] = 1;
-  }
+  });
   const at = new Map<number, number>();
   for (const w of wanted) {
     bring(w, wanted[0] === w ? wanted[wanted.length - 1]! : wanted[0]!);
@@ -227,10 +229,12 @@ export function windowModule(layout: WindowLayout, lo: number, hi: number): Uint
   // +0s): every output is still numerically the right order statistic, only
   // a zero's sign can differ. Adding +0 to the two edges turns −0 into +0,
   // which is what the scalar code's keys gave.
-  const wanted = wantLo === wantHi ? [wantLo] : [wantLo, wantHi];
-  const at = emitNetwork(f, p, layout, pruneNetwork(batcherNetwork(n), wanted), wanted, regs);
-  f.get(at.get(wantLo)!).set(vLo);
-  f.get(at.get(wantHi)!).set(vHi);
+  const network = selectionNetwork(n, wantLo === wantHi ? [wantLo] : [wantLo, wantHi]);
+  const atLo = network.at[0]!;
+  const atHi = network.at[network.at.length - 1]!;
+  const at = emitNetwork(f, p, layout, network.pairs, network.at, regs);
+  f.get(at.get(atLo)!).set(vLo);
+  f.get(at.get(atHi)!).set(vHi);
   f.get(vLo).v128(zero).simd('f32x4.add').set(vLo);
   f.get(vHi).v128(zero).simd('f32x4.add').set(vHi);
   f.get(p).get(vLo).memory('v128.store', layout.low);
