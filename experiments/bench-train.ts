@@ -20,7 +20,8 @@ import * as tf from '@tensorflow/tfjs';
 import { backendVersions, ensureBackendFor, initBackend, missingTrainingKernels } from '../core/backend.js';
 import type { BackendPreference, ModelName } from '../core/experiment.js';
 import { modelSpec } from '../core/model-zoo.js';
-import { BENCH_INPUT, forwardMacsPerSample, measureTraining, trainingFlopsPerSample } from './train-throughput.js';
+import { forwardMacsPerSample, trainingFlopsPerSample } from '../core/model-flops.js';
+import { BENCH_INPUT, measureTraining } from './train-throughput.js';
 import { markdownCell } from './markdown.js';
 
 type BenchModel = Extract<ModelName, '2nn' | 'cnn'>;

@@ -1,7 +1,8 @@
 import test from 'ava';
 import { initBackend } from '../core/backend.js';
 import { modelSpec } from '../core/model-zoo.js';
-import { BENCH_INPUT, measureTraining, trainingFlopsPerSample } from '../experiments/train-throughput.js';
+import { trainingFlopsPerSample } from '../core/model-flops.js';
+import { BENCH_INPUT, measureTraining } from '../experiments/train-throughput.js';
 
 test.before(async () => {
   await initBackend('cpu', { log: () => {} });
