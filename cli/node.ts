@@ -142,7 +142,7 @@ export function register(program: Command): void {
       parseFraction,
     )
     .option('--serve <port>', 'also serve the newest global model this node received, on the TF Serving REST API at 127.0.0.1:PORT (model name "global")', parsePort)
-    .option('--max-cores <n>', 'cap: threads the node keeps busy (tfjs-node thread pools; wasm uses one)', positiveNumber)
+    .option('--max-cores <n>', 'cap: threads the node keeps busy (training replicas on wasm/cpu, thread pools on tfjs-node); default: all cores', positiveNumber)
     .option('--max-memory-mb <mb>', 'cap: resident memory of the node; tasks that would pass it are declined', positiveNumber)
     .option('--max-parameters <n>', 'cap: model parameters', positiveNumber)
     .option('--max-model-mb <mb>', 'cap: model weight size in MiB', positiveNumber)

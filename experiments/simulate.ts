@@ -151,6 +151,9 @@ export async function simulate(o: SimulateOptions): Promise<RunSummary & { run_d
         '--backend',
         experiment.backend,
         '--exit-when-finished',
+        // Simulated nodes are processes sharing this machine's cores already; a thread each keeps runs comparable.
+        '--max-cores',
+        '1',
         ...(byzantine.has(i) ? ['--attack', join(dir, 'attack.json')] : []),
         ...(experiment.faults
           ? ['--vanish-probability', String(experiment.faults.vanish_probability), '--fault-seed', String(experiment.seed)]

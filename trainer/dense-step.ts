@@ -15,6 +15,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { countCorrect, inputShape, layerSummary, numParams } from '../core/model.js';
 import type { ModelSpec } from '../core/model-zoo.js';
+import { sumOfSlices } from './replicas.js';
 
 export interface DenseLayerPlan {
   inputs: number;
@@ -171,64 +172,123 @@ export class DenseTrainer {
    * tensors the caller disposes.
    */
   step(x: tf.Tensor2D, y: tf.Tensor2D): DenseStepResult {
-    const { layers } = this.plan;
-    const size = x.shape[0];
     const result = tf.tidy(() => {
-      // inputs[l]: what layer l reads, feature-major.
-      const inputs: tf.Tensor2D[] = [];
-      let a: tf.Tensor2D = tf.transpose(x);
-      for (let l = 0; l < layers.length; l++) {
-        inputs.push(a);
-        let z: tf.Tensor2D = tf.matMul(this.kernels[l], a);
-        const bias = this.biases[l];
-        if (bias) z = tf.add<tf.Tensor2D>(z, bias);
-        if (layers[l].activation === 'relu') z = tf.relu(z);
-        a = z;
-      }
-      const scores = tf.transpose(a);
-      const probabilities = layers[layers.length - 1].activation === 'softmax';
-      let output: tf.Tensor2D;
-      let loss: tf.Scalar;
-      // d(mean cross-entropy)/d(pre-softmax scores) is (p − y)/size; the
-      // learning rate is folded in here so the products below yield updates.
-      let delta: tf.Tensor2D;
-      const scale = tf.scalar(this.learningRate / size);
-      if (probabilities) {
-        output = tf.softmax(scores);
-        loss = tf.neg(tf.sum(tf.mul(y, tf.log(tf.clipByValue(output, 1e-7, 1))))) as tf.Scalar;
-        // The loss clips probabilities at 1e-7, so an example whose label has
-        // a smaller probability contributes no gradient (as under autodiff).
-        const live = tf.cast(tf.greaterEqual(tf.sum(tf.mul(y, output), 1, true), 1e-7), 'float32');
-        delta = tf.mul(tf.mul(tf.sub(output, y), live), scale);
-      } else {
-        output = scores;
-        const logProbabilities = tf.logSoftmax(scores);
-        loss = tf.neg(tf.sum(tf.mul(y, logProbabilities))) as tf.Scalar;
-        delta = tf.mul(tf.sub(tf.exp(logProbabilities), y), scale);
-      }
-      const correct = countCorrect(output, y);
-
-      const kernels: tf.Tensor2D[] = [];
-      const biases: (tf.Tensor2D | undefined)[] = [];
-      let deltaT = tf.transpose(delta);
-      for (let l = layers.length - 1; l >= 0; l--) {
-        // The first layer's input is x itself, already batch-major.
-        const step = l === 0 ? this.matMul(deltaT, x, false, false) : this.matMul(deltaT, inputs[l], false, true);
-        kernels[l] = this.descend(this.kernels[l], step, this.proximal?.kernels[l]);
-        const bias = this.biases[l];
-        biases[l] = bias ? this.descend(bias, tf.sum<tf.Tensor2D>(deltaT, 1, true), this.proximal?.biases[l]) : undefined;
-        if (l > 0) {
-          const back = this.matMul(this.kernels[l], deltaT, true, false);
-          // inputs[l] is relu's output, positive exactly where its input was.
-          deltaT = layers[l - 1].activation === 'relu' ? tf.mul(back, tf.step(inputs[l])) : back;
-        }
-      }
-      return { kernels, biases, loss, correct };
+      const u = this.updates(x, y, x.shape[0]);
+      const kernels = u.kernels.map((update, l) => this.descend(this.kernels[l], update, this.proximal?.kernels[l]));
+      const biases = u.biases.map((update, l) => (update ? this.descend(this.biases[l]!, update, this.proximal?.biases[l]) : undefined));
+      return { kernels, biases, loss: u.loss, correct: u.correct };
     });
-    tf.dispose(layerTensors(this.kernels, this.biases));
-    this.kernels = result.kernels;
-    this.biases = result.biases;
+    this.replaceWeights(result.kernels, result.biases);
     return { loss: result.loss, correct: result.correct };
+  }
+
+  /** Values in a contribution (contribute / applyContribution): every weight once. */
+  get contributionSize(): number {
+    return this.plan.numParams;
+  }
+
+  /**
+   * This share's part of a data-parallel step over a batch of `batchSize`
+   * examples (x holds some of them): the learning-rate-scaled updates, as
+   * [units, inputs] kernels then bias columns, written to `out`. The parts of
+   * all shares add up to the whole batch's update. Returns the share's summed
+   * loss and correct count.
+   */
+  contribute(x: tf.Tensor2D, y: tf.Tensor2D, batchSize: number, out: Float32Array): { loss: number; correct: number } {
+    const u = tf.tidy(() => this.updates(x, y, batchSize));
+    try {
+      let offset = 0;
+      for (const t of layerTensors(u.kernels, u.biases)) {
+        const values = t.dataSync();
+        out.set(values, offset);
+        offset += values.length;
+      }
+      return { loss: u.loss.dataSync()[0]!, correct: u.correct.dataSync()[0]! };
+    } finally {
+      tf.dispose([...layerTensors(u.kernels, u.biases), u.loss, u.correct]);
+    }
+  }
+
+  /** Descends by the sum of all shares' contributions (laid out as contribute writes them), added in the order given. */
+  applyContribution(parts: readonly Float32Array[]): void {
+    let offset = 0;
+    const slice = (rows: number, cols: number) => {
+      const t = sumOfSlices(parts, offset, [rows, cols]) as tf.Tensor2D;
+      offset += rows * cols;
+      return t;
+    };
+    const next = tf.tidy(() => {
+      const kernels = this.plan.layers.map((layer, l) => this.descend(this.kernels[l], slice(layer.units, layer.inputs), this.proximal?.kernels[l]));
+      const biases = this.plan.layers.map((layer, l) => {
+        const bias = this.biases[l];
+        return bias ? this.descend(bias, slice(layer.units, 1), this.proximal?.biases[l]) : undefined;
+      });
+      return { kernels, biases };
+    });
+    this.replaceWeights(next.kernels, next.biases);
+  }
+
+  private replaceWeights(kernels: tf.Tensor2D[], biases: (tf.Tensor2D | undefined)[]): void {
+    tf.dispose(layerTensors(this.kernels, this.biases));
+    this.kernels = kernels;
+    this.biases = biases;
+  }
+
+  /**
+   * The learning-rate-scaled update of every kernel ([units, inputs]) and bias
+   * for the mean loss over `scaleSize` examples, of which x holds some; with
+   * the batch's loss (summed) and correct count. Call inside a tidy.
+   */
+  private updates(x: tf.Tensor2D, y: tf.Tensor2D, scaleSize: number) {
+    const { layers } = this.plan;
+    // inputs[l]: what layer l reads, feature-major.
+    const inputs: tf.Tensor2D[] = [];
+    let a: tf.Tensor2D = tf.transpose(x);
+    for (let l = 0; l < layers.length; l++) {
+      inputs.push(a);
+      let z: tf.Tensor2D = tf.matMul(this.kernels[l], a);
+      const bias = this.biases[l];
+      if (bias) z = tf.add<tf.Tensor2D>(z, bias);
+      if (layers[l].activation === 'relu') z = tf.relu(z);
+      a = z;
+    }
+    const scores = tf.transpose(a);
+    const probabilities = layers[layers.length - 1].activation === 'softmax';
+    let output: tf.Tensor2D;
+    let loss: tf.Scalar;
+    // d(mean cross-entropy)/d(pre-softmax scores) is (p − y)/size; the
+    // learning rate is folded in here so the products below yield updates.
+    let delta: tf.Tensor2D;
+    const scale = tf.scalar(this.learningRate / scaleSize);
+    if (probabilities) {
+      output = tf.softmax(scores);
+      loss = tf.neg(tf.sum(tf.mul(y, tf.log(tf.clipByValue(output, 1e-7, 1))))) as tf.Scalar;
+      // The loss clips probabilities at 1e-7, so an example whose label has
+      // a smaller probability contributes no gradient (as under autodiff).
+      const live = tf.cast(tf.greaterEqual(tf.sum(tf.mul(y, output), 1, true), 1e-7), 'float32');
+      delta = tf.mul(tf.mul(tf.sub(output, y), live), scale);
+    } else {
+      output = scores;
+      const logProbabilities = tf.logSoftmax(scores);
+      loss = tf.neg(tf.sum(tf.mul(y, logProbabilities))) as tf.Scalar;
+      delta = tf.mul(tf.sub(tf.exp(logProbabilities), y), scale);
+    }
+    const correct = countCorrect(output, y);
+
+    const kernels: tf.Tensor2D[] = [];
+    const biases: (tf.Tensor2D | undefined)[] = [];
+    let deltaT = tf.transpose(delta);
+    for (let l = layers.length - 1; l >= 0; l--) {
+      // The first layer's input is x itself, already batch-major.
+      kernels[l] = l === 0 ? this.matMul(deltaT, x, false, false) : this.matMul(deltaT, inputs[l], false, true);
+      biases[l] = this.biases[l] ? tf.sum<tf.Tensor2D>(deltaT, 1, true) : undefined;
+      if (l > 0) {
+        const back = this.matMul(this.kernels[l], deltaT, true, false);
+        // inputs[l] is relu's output, positive exactly where its input was.
+        deltaT = layers[l - 1].activation === 'relu' ? tf.mul(back, tf.step(inputs[l])) : back;
+      }
+    }
+    return { kernels, biases, loss, correct };
   }
 
   /** The current weights, flat in manifest order (kernels [inputs, units], then biases). */

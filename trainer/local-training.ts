@@ -13,9 +13,12 @@
 // μ(w − w₀) to the gradient, so a node whose data pulls far from the global
 // model drifts less. The reported loss stays the data's cross-entropy.
 import * as tf from '@tensorflow/tfjs';
-import { countCorrect, crossEntropy, inputShape, numOutputs, outputsProbabilities, setFlatWeights, getFlatWeights, withModel } from '../core/model.js';
+import { countCorrect, crossEntropy, inputShape, numOutputs, numParams, outputsProbabilities, setFlatWeights, getFlatWeights, withModel } from '../core/model.js';
+import { trainingFlopsPerSample } from '../core/model-flops.js';
 import type { ModelSpec } from '../core/model-zoo.js';
+import { DataParallel } from './data-parallel.js';
 import { DenseTrainer, densePlan, type DensePlan } from './dense-step.js';
+import { DenseReplica, GenericReplica, type Replica, type ReplicaSetup } from './replicas.js';
 import { Rng } from '../datasets/random.js';
 import { featureSize, type Dataset } from '../datasets/types.js';
 
@@ -53,6 +56,14 @@ export interface TrainLocallyOptions {
    * 'generic' forces the autodiff step, e.g. to compare the two.
    */
   path?: TrainingPath | 'auto';
+  /**
+   * Threads to train with (default 1). Above 1, on the wasm and cpu backends,
+   * each batch is split across this thread and threads − 1 worker threads
+   * holding replicas of the model (trainer/data-parallel.ts); the same seed
+   * and thread count give the same weights. tfjs-node has thread pools of
+   * its own, so there it stays 1.
+   */
+  threads?: number;
 }
 
 export type TrainingPath = 'dense' | 'generic';
@@ -75,6 +86,8 @@ export interface TrainLocallyResult {
   partial: boolean;
   /** The training step that ran. */
   path: TrainingPath;
+  /** Threads that trained (data-parallel replicas); see TrainLocallyOptions.threads. */
+  threads: number;
   metrics: TrainingMetricsResult;
 }
 
@@ -111,11 +124,56 @@ function checkOptions(o: TrainLocallyOptions): void {
 
 /** One SGD step per call; the training loop around it is shared. */
 interface Stepper {
-  /** Tensor shape the step takes a batch of `size` examples in. */
-  batchShape(size: number): number[];
-  /** Trains on one batch; returns the batch's summed loss and correct count, which the caller disposes. */
-  step(x: tf.Tensor, y: tf.Tensor2D, size: number): { loss: tf.Scalar; correct: tf.Scalar };
+  /**
+   * Trains on the first `size` examples of x (batch-major features) and y
+   * (one-hot labels); returns the batch's summed loss and correct count,
+   * which the caller disposes.
+   */
+  step(x: Float32Array, y: Float32Array, size: number): { loss: tf.Scalar; correct: tf.Scalar };
   weights(): Promise<Float32Array>;
+}
+
+/** fn on the batch as tensors of `shape` (batch-major) and one-hot labels, disposed afterwards. */
+function onBatch<T>(x: Float32Array, y: Float32Array, size: number, shape: readonly number[], classes: number, fn: (x: tf.Tensor, y: tf.Tensor2D) => T): T {
+  const width = shape.reduce((a, b) => a * b, 1);
+  // The cpu backend keeps the array it is handed rather than copying, so
+  // these tensors view the loop's buffers: they must be gone before the
+  // next batch overwrites them, which the dispose below guarantees.
+  const xt = tf.tensor(x.subarray(0, size * width), [size, ...shape], 'float32');
+  const yt = tf.tensor2d(y.subarray(0, size * classes), [size, classes], 'float32');
+  try {
+    return fn(xt, yt);
+  } finally {
+    tf.dispose([xt, yt]);
+  }
+}
+
+/**
+ * A thread's share of a batch must do at least this many training FLOPs per
+ * model parameter, or the step's exchange (every thread's update is read and
+ * summed by every replica) costs more than splitting saves. Measured on 2
+ * cores (wasm): the 2NN (6 FLOPs per parameter per example) gained nothing
+ * at 32 examples a thread and 1.2× at 64; the CNN (44) lost at 5 and gained
+ * 1.2× at 8.
+ */
+const MIN_SHARE_FLOPS_PER_PARAM = 300;
+
+/** How many of the threads the options allow are worth using for this model, batch and backend. */
+export function trainingThreads(o: Pick<TrainLocallyOptions, 'threads' | 'spec' | 'batchSize' | 'data'>): number {
+  const allowed = Math.max(1, Math.floor(o.threads ?? 1));
+  const backend = tf.getBackend();
+  if (allowed === 1 || !(backend === 'wasm' || backend === 'cpu')) return 1;
+  const batch = Math.min(o.batchSize, Math.max(o.data.numExamples, 1));
+  let perExample: number;
+  try {
+    perExample = trainingFlopsPerSample(o.spec) / numParams(o.spec);
+  } catch {
+    // A layer with no FLOP count: the operator's setting stands.
+    return allowed;
+  }
+  let threads = allowed;
+  while (threads > 1 && (batch / threads) * perExample < MIN_SHARE_FLOPS_PER_PARAM) threads--;
+  return threads;
 }
 
 function choosePlan(o: TrainLocallyOptions): DensePlan | undefined {
@@ -167,13 +225,14 @@ class ProximalSgd {
 export async function trainLocally(o: TrainLocallyOptions): Promise<TrainLocallyResult> {
   checkOptions(o);
   const plan = choosePlan(o);
+  const threads = trainingThreads(o);
+  if (threads > 1) return trainInParallel(o, plan, threads);
   if (plan) {
     const started = performance.now();
     const trainer = new DenseTrainer(plan, o.baseWeights, o.learningRate, o.proximalMu);
     try {
       const stepper: Stepper = {
-        batchShape: (size) => [size, plan.inputSize],
-        step: (x, y) => trainer.step(x as tf.Tensor2D, y),
+        step: (x, y, size) => onBatch(x, y, size, [plan.inputSize], o.data.numClasses, (xt, yt) => trainer.step(xt as tf.Tensor2D, yt)),
         weights: () => trainer.weights(),
       };
       return await runLoop(o, stepper, 'dense', started);
@@ -192,24 +251,75 @@ export async function trainLocally(o: TrainLocallyOptions): Promise<TrainLocally
     const probabilities = outputsProbabilities(o.spec);
     try {
       const stepper: Stepper = {
-        batchShape: (size) => [size, ...o.data.featureShape],
-        step: (x, y, size) => {
-          let correct: tf.Scalar | undefined;
-          const cost = minimize(() => {
-            const output = model.apply(x, { training: true }) as tf.Tensor2D;
-            correct = tf.keep(countCorrect(output, y));
-            return crossEntropy(output, y, probabilities, 'mean');
-          });
-          const loss = tf.mul(cost, size) as tf.Scalar;
-          cost.dispose();
-          return { loss, correct: correct as tf.Scalar };
-        },
+        step: (xs, ys, size) =>
+          onBatch(xs, ys, size, o.data.featureShape, o.data.numClasses, (x, y) => {
+            let correct: tf.Scalar | undefined;
+            const cost = minimize(() => {
+              const output = model.apply(x, { training: true }) as tf.Tensor2D;
+              correct = tf.keep(countCorrect(output, y));
+              return crossEntropy(output, y, probabilities, 'mean');
+            });
+            const loss = tf.mul(cost, size) as tf.Scalar;
+            cost.dispose();
+            return { loss, correct: correct as tf.Scalar };
+          }),
         weights: async () => getFlatWeights(model),
       };
       return await runLoop(o, stepper, 'generic', started);
     } finally {
       proximal?.dispose();
       optimizer.dispose();
+    }
+  });
+}
+
+/**
+ * trainLocally with `threads` replicas (trainer/data-parallel.ts): this
+ * thread's replica is the dense trainer or the pooled layers model, as on one
+ * thread, and its weights are the result.
+ */
+async function trainInParallel(o: TrainLocallyOptions, plan: DensePlan | undefined, threads: number): Promise<TrainLocallyResult> {
+  const setup: ReplicaSetup = {
+    spec: o.spec,
+    path: plan ? 'dense' : 'generic',
+    featureShape: [...o.data.featureShape],
+    classes: o.data.numClasses,
+    learningRate: o.learningRate,
+    proximalMu: o.proximalMu ?? 0,
+  };
+  const batchSize = Math.min(o.batchSize, Math.max(o.data.numExamples, 1));
+  const run = async (main: Replica, weights: () => Promise<Float32Array>, started: number) => {
+    const parallel = await DataParallel.start(main, setup, o.baseWeights, tf.getBackend(), threads, batchSize);
+    try {
+      const stepper: Stepper = {
+        step: (x, y, size) => {
+          const share = parallel.step(x, y, size);
+          return { loss: tf.scalar(share.loss), correct: tf.scalar(share.correct) };
+        },
+        weights,
+      };
+      return await runLoop(o, stepper, setup.path, started, threads);
+    } finally {
+      await parallel.end();
+    }
+  };
+  if (plan) {
+    const started = performance.now();
+    const trainer = new DenseTrainer(plan, o.baseWeights, o.learningRate, o.proximalMu);
+    try {
+      return await run(new DenseReplica(setup, trainer), () => trainer.weights(), started);
+    } finally {
+      trainer.dispose();
+    }
+  }
+  return withModel(o.spec, async (model) => {
+    const started = performance.now();
+    setFlatWeights(model, o.baseWeights);
+    const replica = new GenericReplica(setup, model);
+    try {
+      return await run(replica, async () => getFlatWeights(model), started);
+    } finally {
+      replica.dispose();
     }
   });
 }
@@ -222,7 +332,7 @@ function accumulate(sum: tf.Scalar | undefined, term: tf.Scalar): tf.Scalar {
   return total;
 }
 
-async function runLoop(o: TrainLocallyOptions, stepper: Stepper, path: TrainingPath, started: number): Promise<TrainLocallyResult> {
+async function runLoop(o: TrainLocallyOptions, stepper: Stepper, path: TrainingPath, started: number, threads = 1): Promise<TrainLocallyResult> {
   const { data } = o;
   const n = data.numExamples;
   const d = featureSize(data);
@@ -279,17 +389,7 @@ async function runLoop(o: TrainLocallyOptions, stepper: Stepper, path: TrainingP
           xBuffer.set(data.features.subarray(row * d, row * d + d), i * d);
           yBuffer[i * classes + data.labels[row]] = 1;
         }
-        // The cpu backend keeps the array it is handed rather than copying, so
-        // these tensors view the shared buffers: they must be gone before the
-        // next batch overwrites them, which the dispose below guarantees.
-        const x = tf.tensor(xBuffer.subarray(0, size * d), stepper.batchShape(size), 'float32');
-        const y = tf.tensor2d(yBuffer.subarray(0, size * classes), [size, classes], 'float32');
-        let batch: { loss: tf.Scalar; correct: tf.Scalar };
-        try {
-          batch = stepper.step(x, y, size);
-        } finally {
-          tf.dispose([x, y]);
-        }
+        const batch = stepper.step(xBuffer, yBuffer, size);
         lossSum = accumulate(lossSum, batch.loss);
         correctSum = accumulate(correctSum, batch.correct);
 
@@ -315,6 +415,7 @@ async function runLoop(o: TrainLocallyOptions, stepper: Stepper, path: TrainingP
       epochsCompleted,
       partial,
       path,
+      threads,
       metrics: { loss, accuracy, seconds, examples_per_second: seconds > 0 ? examplesTrained / seconds : 0 },
     };
   } finally {

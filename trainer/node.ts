@@ -331,6 +331,8 @@ async function work(
       learningRate: training.learning_rate,
       seed: training.seed,
       proximalMu: training.proximal_mu,
+      // The operator's core cap is the most threads training may keep busy (all cores without one).
+      threads: Math.min(cpus().length, caps.cores ?? Infinity),
       deadline: trainUntil,
       shouldStop: () => !wanted || (o.signal?.aborted ?? false) || operatorStop(),
       onProgress: (p) => (progress = p.examplesSeen / Math.max(1, o.data.numExamples * training.epochs)),
@@ -422,7 +424,7 @@ async function work(
     o.ledger?.append({ ...submitted, at: Date.now(), update_digest: updateDigest, accepted: true, message });
     log(
       `round ${task.round}: trained ${result.examplesTrained} examples in ${result.metrics.seconds.toFixed(1)} s ` +
-        `(loss ${result.metrics.loss.toFixed(3)}, ${Math.round(result.metrics.examples_per_second)} ex/s); ${message} ` +
+        `(loss ${result.metrics.loss.toFixed(3)}, ${Math.round(result.metrics.examples_per_second)} ex/s${result.threads > 1 ? ` on ${result.threads} threads` : ''}); ${message} ` +
         `after ${((Date.now() - started) / 1000).toFixed(1)} s`,
     );
   } finally {
