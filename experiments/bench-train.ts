@@ -12,7 +12,7 @@
 import { fork, spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { cpus, loadavg } from 'node:os';
+import { availableParallelism, cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -59,6 +59,8 @@ interface Options {
   batches: number[];
   torch: boolean;
   torchThreads?: number;
+  /** Training threads a node on this machine uses (all cores by default), measured next to one thread. */
+  threads: number;
 }
 
 type CellStatus = 'ok' | 'n/a' | 'skipped' | 'error';
@@ -68,6 +70,8 @@ interface Cell {
   batch: number;
   /** A tfjs backend name, or 'pytorch'. */
   backend: string;
+  /** Data-parallel training threads (trainLocally's threads); 1 unless stated. */
+  threads?: number;
   status: CellStatus;
   samplesPerSecond?: number;
   batches?: number;
@@ -82,7 +86,7 @@ interface BackendInfo {
 }
 
 type ChildRequest =
-  | { mode: 'measure'; backend: BenchBackend; models: BenchModel[]; batches: number[]; budget: Budget }
+  | { mode: 'measure'; backend: BenchBackend; models: BenchModel[]; batches: number[]; budget: Budget; threads: number }
   | { mode: 'default'; models: BenchModel[] };
 
 type ChildMessage =
@@ -200,6 +204,24 @@ async function childMeasure(req: Extract<ChildRequest, { mode: 'measure' }>, sen
           seconds: r.seconds,
           note: slow ? `${r.batches} batch(es) in ${r.seconds.toFixed(0)} s; warmed up by the batch-1 probe only` : undefined,
         });
+        if (!slow && req.threads > 1) {
+          // As a node with this machine's cores trains: data-parallel where trainLocally judges a share worth it.
+          const p = await measureTraining({
+            spec,
+            batchSize: batch,
+            warmupBatches: req.budget.warmupBatches,
+            minSeconds: req.budget.minSeconds,
+            minBatches: req.budget.minBatches,
+            maxSeconds: req.budget.maxSeconds,
+            threads: req.threads,
+          });
+          if (p.threads > 1) {
+            say(`${model} batch ${batch}, ${p.threads} threads: ${fmtRate(p.samplesPerSecond)} samples/s (${p.batches} batches in ${p.seconds.toFixed(2)} s)`);
+            cell(batch, { status: 'ok', threads: p.threads, samplesPerSecond: p.samplesPerSecond, batches: p.batches, seconds: p.seconds });
+          } else {
+            say(`${model} batch ${batch}: a share of ${req.threads} threads would be too small; a node trains it on one`);
+          }
+        }
       } catch (err) {
         say(`${model} batch ${batch}: failed: ${errorText(err)}`);
         cell(batch, { status: 'error', note: errorText(err) });
@@ -243,13 +265,14 @@ function log(text: string): void {
 function usage(): string {
   return [
     'usage: node dist/experiments/bench-train.js [--quick] [--models 2nn,cnn] [--backends tensorflow,wasm,cpu] [--batches 10,32,64]',
-    '                                           [--no-torch] [--torch-threads N]',
+    '                                           [--no-torch] [--torch-threads N] [--threads N]',
     '  --quick          fewer batches and shorter time budgets: a smoke run, not numbers to quote',
     '  --models         models to train (2nn, cnn)',
     `  --backends       tfjs backends (${ALL_BACKENDS.join(', ')}); each runs in its own process`,
     '  --batches        batch sizes',
     `  --no-torch       skip the PyTorch comparison (the matmul peak is still measured if ${PYTHON} can)`,
     '  --torch-threads  torch.set_num_threads(N) before measuring PyTorch (default: PyTorch\'s own choice)',
+    `  --threads        data-parallel training threads measured next to one (default: all ${availableParallelism()} cores, as a node uses; 1 skips)`,
   ].join('\n');
 }
 
@@ -263,7 +286,7 @@ function parseList<T extends string>(value: string, allowed: readonly T[], what:
 }
 
 function parseOptions(argv: string[]): Options {
-  const o: Options = { quick: false, models: [...ALL_MODELS], backends: [...DEFAULT_BACKENDS], batches: [10, 32, 64], torch: true };
+  const o: Options = { quick: false, models: [...ALL_MODELS], backends: [...DEFAULT_BACKENDS], batches: [10, 32, 64], torch: true, threads: availableParallelism() };
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i];
     const value = (): string => {
@@ -291,6 +314,12 @@ function parseOptions(argv: string[]): Options {
       case '--no-torch':
         o.torch = false;
         break;
+      case '--threads': {
+        const n = Number(value());
+        if (!Number.isInteger(n) || n < 1) throw new Error('--threads takes a positive integer');
+        o.threads = n;
+        break;
+      }
       case '--torch-threads': {
         const n = Number(value());
         if (!Number.isInteger(n) || n < 1) throw new Error('--torch-threads takes a positive integer');
@@ -476,7 +505,7 @@ async function main(): Promise<void> {
       continue;
     }
     log(`${backend}: measuring in a child process`);
-    const outcome = await runInChild({ mode: 'measure', backend, models: opts.models, batches: opts.batches, budget }, backend);
+    const outcome = await runInChild({ mode: 'measure', backend, models: opts.models, batches: opts.batches, budget, threads: opts.threads }, backend);
     const got: Cell[] = [];
     for (const m of outcome.messages) {
       if (m.kind === 'ready') infos.push(m.info);
@@ -498,7 +527,7 @@ async function main(): Promise<void> {
       // Cells the child never reported died with it.
       for (const model of opts.models) {
         for (const batch of opts.batches) {
-          if (!got.some((c) => c.model === model && c.batch === batch)) {
+          if (!got.some((c) => c.model === model && c.batch === batch && (c.threads ?? 1) === 1)) {
             got.push({ model, batch, backend, status: 'error', note: outcome.crash ? `process died (${outcome.crash})` : 'no result' });
           }
         }
@@ -544,7 +573,13 @@ async function main(): Promise<void> {
   const loadAfter = loadText();
 
   // ---- table
-  const find = (model: string, batch: number, backend: string) => cells.find((c) => c.model === model && c.batch === batch && c.backend === backend);
+  const find = (model: string, batch: number, backend: string, threads = 1) =>
+    cells.find((c) => c.model === model && c.batch === batch && c.backend === backend && (c.threads ?? 1) === threads);
+  // What a node with this machine's cores gets: the data-parallel figure where trainLocally splits the batch.
+  const asNodeTrains = (model: string, batch: number, backend: string) =>
+    cells
+      .filter((c) => c.model === model && c.batch === batch && c.backend === backend)
+      .sort((a, b) => (b.threads ?? 1) - (a.threads ?? 1))[0];
   const rate = (c: Cell | undefined) => (c?.status === 'ok' && c.samplesPerSecond !== undefined ? c.samplesPerSecond : undefined);
   const auto = defMsg?.auto;
   const backendOrder = ['tensorflow', 'wasm', 'cpu', 'pytorch'];
@@ -552,7 +587,8 @@ async function main(): Promise<void> {
     (a, b) =>
       ALL_MODELS.indexOf(a.model) - ALL_MODELS.indexOf(b.model) ||
       a.batch - b.batch ||
-      (backendOrder.indexOf(a.backend) + 1 || 99) - (backendOrder.indexOf(b.backend) + 1 || 99),
+      (backendOrder.indexOf(a.backend) + 1 || 99) - (backendOrder.indexOf(b.backend) + 1 || 99) ||
+      (a.threads ?? 1) - (b.threads ?? 1),
   );
   const rows = sorted.map((c) => {
     const r = rate(c);
@@ -561,7 +597,7 @@ async function main(): Promise<void> {
       r !== undefined ? fmtRate(r) : c.status === 'n/a' ? `n/a: ${c.note ?? ''}` : c.status === 'skipped' ? `skipped (${c.note ?? 'too slow'})` : `error`;
     const pct = r !== undefined && peakGflops ? fmtPct((r * flops[c.model]) / (peakGflops * 1e9)) : '–';
     const ratio = r !== undefined && torchRate !== undefined ? fmtRatio(r / torchRate) : c.backend === 'pytorch' && r !== undefined ? '1×' : '–';
-    const label = c.backend === auto ? `${c.backend} (default)` : c.backend;
+    const label = `${c.backend}${c.backend === auto ? ' (default)' : ''}${(c.threads ?? 1) > 1 ? `, ${c.threads} threads` : ''}`;
     const note = c.status === 'error' ? (c.note ?? '') : c.status === 'ok' ? (c.note ?? (c.batches !== undefined ? `${c.batches} batches, ${c.seconds?.toFixed(1)} s` : '')) : '';
     return `| ${MODEL_LABEL[c.model]} | ${c.batch} | ${label} | ${markdownCell(shown)} | ${pct} | ${ratio} | ${markdownCell(note)} |`;
   });
@@ -578,7 +614,7 @@ async function main(): Promise<void> {
   if (opts.models.includes('cnn')) {
     const b = trainsOn('cnn');
     const why = b !== auto ? ` (the default ${auto} lacks a kernel the CNN needs, so a node trains it on ${b})` : '';
-    const pairs = opts.batches.map((batch) => ({ batch, ours: rate(find('cnn', batch, b ?? '')), torch: rate(find('cnn', batch, 'pytorch')) }));
+    const pairs = opts.batches.map((batch) => ({ batch, ours: rate(asNodeTrains('cnn', batch, b ?? '')), torch: rate(find('cnn', batch, 'pytorch')) }));
     const vsTorch = pairs.filter((p) => p.ours !== undefined && p.torch !== undefined);
     if (!b) targetLines.push('- CNN on the default backend ≥ 50% of PyTorch (aim ≥ 1×): not evaluated, the default backend is unknown');
     else if (vsTorch.length === 0) targetLines.push(`- CNN on the default backend (${b}) ≥ 50% of PyTorch (aim ≥ 1×): not evaluated, no pair of ${b} and PyTorch CNN figures`);
@@ -606,7 +642,7 @@ async function main(): Promise<void> {
   }
   if (opts.models.includes('2nn')) {
     const b = trainsOn('2nn');
-    const ours = rate(find('2nn', 32, b ?? ''));
+    const ours = rate(asNodeTrains('2nn', 32, b ?? ''));
     const theirs = rate(find('2nn', 32, 'pytorch'));
     if (!b || ours === undefined || theirs === undefined) {
       targetLines.push(`- 2NN on the default backend ≥ 1× PyTorch at batch 32: not evaluated, ${!b ? 'default backend unknown' : `no ${b} and PyTorch figures at batch 32`}`);
@@ -626,6 +662,10 @@ async function main(): Promise<void> {
       `a model projected at > ${budget.slowBatchSeconds} s per batch is timed over ${budget.slowBatches} batch(es) of its smallest batch size only${opts.quick ? ' (--quick)' : ''}`,
   );
   context.push(`- FLOPs per training sample (3 × forward, from the layer shapes): ${opts.models.map((m) => `${MODEL_LABEL[m]} ${(flops[m] / 1e6).toFixed(2)} M`).join(', ')}`);
+  context.push(
+    `- a node trains with all its cores by default: rows marked "N threads" are trainLocally's data-parallel training (trainer/data-parallel.ts), ` +
+      `measured where it splits the batch; the targets take the figure a node gets (that row where there is one)`,
+  );
   if (auto) context.push(`- default backend (initBackend('auto')): ${auto}${opts.models.map((m) => (defMsg?.trainsOn[m] !== auto ? `; ${MODEL_LABEL[m]} trains on ${defMsg?.trainsOn[m]} (ensureBackendFor)` : '')).join('')}`);
   for (const info of infos) {
     const v = info.versions;

@@ -47,6 +47,8 @@ export interface Throughput {
   seconds: number;
   /** Mean training loss over the timed batches of the last epoch; finite unless training diverged. */
   loss: number;
+  /** Threads trainLocally trained with (fewer than asked where a share would be too small). */
+  threads: number;
 }
 
 // A few dozen batches are enough variety; the loop reshuffles them every epoch.
@@ -110,5 +112,6 @@ export async function measureTraining(o: MeasureOptions): Promise<Throughput> {
     batches,
     seconds,
     loss: result.metrics.loss,
+    threads: result.threads,
   };
 }

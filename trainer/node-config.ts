@@ -16,7 +16,7 @@ const count = z.number().int().positive();
 
 export const capsSchema = z
   .object({
-    /** Threads the node may keep busy (tfjs-node's thread pools; the wasm backend uses one in Node). */
+    /** Threads the node may keep busy: data-parallel training replicas on wasm/cpu, tfjs-node's thread pools. Default: all cores. */
     cores: count.optional(),
     /** Resident memory of the node process; a task that would pass it is declined, and training stops if it does. */
     memory_mb: positive.optional(),
