@@ -83,6 +83,8 @@ interface BackendInfo {
   backend: string;
   versions: Record<string, string>;
   details: string[];
+  /** The backend's one-thread FP32 matmul rate, GFLOP/s (not measured on cpu). */
+  matmulGflops?: number;
 }
 
 type ChildRequest =
@@ -128,6 +130,26 @@ function fmtRate(x: number): string {
   return x.toPrecision(2);
 }
 
+/** The backend's best square matrix product: the ceiling any training step on it works under. */
+function matmulPeak(size = 1024, repeats = 7): { gflops: number; size: number; repeats: number } {
+  const a = tf.randomUniform([size, size]);
+  const b = tf.randomUniform([size, size]);
+  try {
+    let best = Infinity;
+    for (let r = 0; r < repeats + 1; r++) {
+      const t0 = performance.now();
+      const c = tf.matMul(a, b);
+      c.dataSync();
+      const ms = performance.now() - t0;
+      c.dispose();
+      if (r > 0) best = Math.min(best, ms);
+    }
+    return { gflops: (2 * size ** 3) / (best * 1e6), size, repeats };
+  } finally {
+    tf.dispose([a, b]);
+  }
+}
+
 async function childMeasure(req: Extract<ChildRequest, { mode: 'measure' }>, send: (m: ChildMessage) => void): Promise<void> {
   const say = (text: string) => send({ kind: 'progress', text });
   let active: string;
@@ -144,7 +166,9 @@ async function childMeasure(req: Extract<ChildRequest, { mode: 'measure' }>, sen
     const threads = await tf.env().getAsync('WASM_HAS_MULTITHREAD_SUPPORT');
     details.push(`SIMD ${simd ? 'on' : 'off'}, ${wasm.getThreadsCount()} thread(s)${threads ? '' : ' (tfjs-backend-wasm runs single-threaded under Node)'}`);
   }
-  send({ kind: 'ready', info: { backend: active, versions: backendVersions(), details } });
+  const peak = active === 'cpu' ? undefined : matmulPeak();
+  if (peak) details.push(`FP32 matmul on this backend, one thread: ${peak.gflops.toFixed(1)} GFLOP/s (${peak.size}×${peak.size}, best of ${peak.repeats})`);
+  send({ kind: 'ready', info: { backend: active, versions: backendVersions(), details, matmulGflops: peak?.gflops } });
 
   for (const model of req.models) {
     const spec = modelSpec(model, BENCH_INPUT);
@@ -611,6 +635,13 @@ async function main(): Promise<void> {
     return met ? 'MET' : 'MISSED';
   };
   const trainsOn = (model: BenchModel) => defMsg?.trainsOn[model] ?? auto;
+  // How close to the backend's own matmul rate on every thread a node would have to train to meet a target.
+  const ceiling = (backend: string | undefined, model: BenchModel, samplesPerSecond: number): string => {
+    const gflops = infos.find((i) => i.backend === backend)?.matmulGflops;
+    if (!gflops) return '';
+    const needed = (samplesPerSecond * flops[model]) / 1e9;
+    return ` (the target needs ${needed.toFixed(1)} GFLOP/s of training, ${fmtPct(needed / (gflops * opts.threads))} of ${backend}'s one-thread matmul rate × ${opts.threads} thread(s))`;
+  };
   if (opts.models.includes('cnn')) {
     const b = trainsOn('cnn');
     const why = b !== auto ? ` (the default ${auto} lacks a kernel the CNN needs, so a node trains it on ${b})` : '';
@@ -625,7 +656,8 @@ async function main(): Promise<void> {
       const unmeasured = pairs.filter((p) => !vsTorch.includes(p)).map((p) => p.batch);
       targetLines.push(
         `- CNN on the default backend (${b})${why} ≥ 50% of PyTorch at every batch size: ${verdict(ratios.every((r) => r >= 0.5))}; ${aim} — ${detail}` +
-          (unmeasured.length ? ` (batch ${unmeasured.join(', ')} not measured on ${b})` : ''),
+          (unmeasured.length ? ` (batch ${unmeasured.join(', ')} not measured on ${b})` : '') +
+          ceiling(b, 'cnn', 0.5 * Math.max(...vsTorch.map((p) => p.torch!))),
       );
     }
     const vsCpu = pairs
@@ -648,7 +680,8 @@ async function main(): Promise<void> {
       targetLines.push(`- 2NN on the default backend ≥ 1× PyTorch at batch 32: not evaluated, ${!b ? 'default backend unknown' : `no ${b} and PyTorch figures at batch 32`}`);
     } else {
       targetLines.push(
-        `- 2NN on the default backend (${b}) ≥ 1× PyTorch at batch 32: ${verdict(ours >= theirs)} — ${fmtRate(ours)} vs ${fmtRate(theirs)} samples/s = ${fmtRatio(ours / theirs)}`,
+        `- 2NN on the default backend (${b}) ≥ 1× PyTorch at batch 32: ${verdict(ours >= theirs)} — ${fmtRate(ours)} vs ${fmtRate(theirs)} samples/s = ${fmtRatio(ours / theirs)}` +
+          ceiling(b, '2nn', theirs),
       );
     }
   }
