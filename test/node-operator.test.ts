@@ -218,3 +218,13 @@ test('the ledger credits an update only when a signed round record lists it and 
   t.is(reasonKind('krum score 50.31, not among the 4 selected (rank 7 of 8)'), 'krum score …, not among the … selected (rank … of …)');
   t.is(reasonKind('3 INVALID_ARGUMENT: task t-7-3 of n-3f2a has a NaN at 1,234'), 'task t-7-3 of n-3f2a has a NaN at …');
 });
+
+test('training on more threads is counted against the memory cap: a worker, its replica and the exchange buffers each', (t) => {
+  const one = taskMemoryBytes(cnnTask);
+  const two = taskMemoryBytes({ ...cnnTask, threads: 2 });
+  // A second replica's six weight copies (38 MiB), four exchange buffers (25 MiB) and the worker's 64 MiB.
+  t.is(two - one, 4 * (6 + 4) * cnnTask.parameters + 64 * MiB);
+  const now = { rssBytes: 200 * MiB };
+  t.is(overCap({ memory_mb: 300 }, cnnTask, now), undefined);
+  t.regex(overCap({ memory_mb: 300 }, { ...cnnTask, threads: 2 }, now) ?? '', /memory cap/);
+});

@@ -15,7 +15,7 @@ import { AggregatorConnection, isTransient, retryAfterMs } from './client.js';
 import { fingerprint, nodeIdFromPublicKey, type Identity } from '../core/keys.js';
 import { taskProblem, tooSlowForDeadline } from './task-check.js';
 import { channelCredentials, type ClientTlsFiles } from '../core/tls.js';
-import { trainLocally } from './local-training.js';
+import { trainingThreads, trainLocally } from './local-training.js';
 import { SOFTWARE } from '../core/version.js';
 import type { DeclineKind__Output as DeclineKind } from '../proto/generated/crowdfl/v1/DeclineKind.js';
 import type { Availability, Blocked } from './availability.js';
@@ -257,17 +257,19 @@ async function work(
     return;
   }
   const training = task.training!;
-  const over = overCap(
-    caps,
-    {
-      parameters: numParams(spec),
-      epochs: training.epochs,
-      batchSize: training.batch_size,
-      localExamples: o.data.numExamples,
-      activationsPerExample: activationsPerExample(spec),
-    },
-    { rssBytes: process.memoryUsage.rss(), examplesPerSecond: speed.examplesPerSecond },
-  );
+  const size = {
+    parameters: numParams(spec),
+    epochs: training.epochs,
+    batchSize: training.batch_size,
+    localExamples: o.data.numExamples,
+    activationsPerExample: activationsPerExample(spec),
+  };
+  const now = { rssBytes: process.memoryUsage.rss(), examplesPerSecond: speed.examplesPerSecond };
+  // The operator's core cap is the most threads training may keep busy (all cores without one);
+  // when the replicas would not fit the memory cap, one thread may.
+  let threads = trainingThreads({ threads: Math.min(cpus().length, caps.cores ?? Infinity), spec, batchSize: training.batch_size, data: o.data });
+  if (threads > 1 && overCap(caps, { ...size, threads }, now) !== undefined) threads = 1;
+  const over = overCap(caps, size, now);
   if (over) {
     await decline(over, 'OVER_CAP');
     return;
@@ -331,8 +333,7 @@ async function work(
       learningRate: training.learning_rate,
       seed: training.seed,
       proximalMu: training.proximal_mu,
-      // The operator's core cap is the most threads training may keep busy (all cores without one).
-      threads: Math.min(cpus().length, caps.cores ?? Infinity),
+      threads,
       deadline: trainUntil,
       shouldStop: () => !wanted || (o.signal?.aborted ?? false) || operatorStop(),
       onProgress: (p) => (progress = p.examplesSeen / Math.max(1, o.data.numExamples * training.epochs)),

@@ -34,11 +34,23 @@ export interface TaskSize {
   localExamples: number;
   /** Values the layers output for one example (core/model.ts activationsPerExample). */
   activationsPerExample: number;
+  /** Training threads (data-parallel replicas, trainer/data-parallel.ts); 1 when absent. */
+  threads?: number;
 }
+
+/** What a training worker thread adds before its replica: a V8 isolate, tfjs and the wasm heap (64.8 MiB measured with the 2NN). */
+const WORKER_BYTES = 64 * MiB;
 
 /** Bytes a task adds to the node's memory while it trains (an estimate, erring high). */
 export function taskMemoryBytes(size: TaskSize): number {
-  return 4 * (WEIGHT_COPIES * size.parameters + ACTIVATION_COPIES * size.batchSize * size.activationsPerExample);
+  const threads = size.threads ?? 1;
+  // Each replica holds its own weight copies; the shares' activations add up to one batch's; the
+  // threads exchange their updates through two sets of one buffer per thread.
+  const exchange = threads > 1 ? 2 * threads * size.parameters : 0;
+  return (
+    4 * (threads * WEIGHT_COPIES * size.parameters + exchange + ACTIVATION_COPIES * size.batchSize * size.activationsPerExample) +
+    (threads - 1) * WORKER_BYTES
+  );
 }
 
 const n = (x: number) => Math.round(x).toLocaleString('en-US');
