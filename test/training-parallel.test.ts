@@ -78,6 +78,15 @@ test.serial('two-thread runs with the same seed give the same bits; FedProx and 
   t.true(maxRelativeDifference(a.weights, single.weights) < 1e-4);
 });
 
+test.serial('three threads (two workers) on two cores train to the same weights as one', async (t) => {
+  const o = options({ batchSize: 300, threads: 3 });
+  const three = await trainLocally(o);
+  t.is(three.threads, 3);
+  const one = await trainLocally({ ...o, threads: 1 });
+  t.true(maxRelativeDifference(three.weights, one.weights) < 1e-4);
+  t.true(sameBits(three.weights, (await trainLocally(o)).weights));
+});
+
 test.serial('threads are used only where a share of the batch outweighs the exchange of a step', (t) => {
   const at = (spec: typeof twoNN, batchSize: number, threads: number) => trainingThreads({ spec, batchSize, threads, data });
   t.is(at(twoNN, 32, 2), 1);

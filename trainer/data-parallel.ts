@@ -2,8 +2,8 @@
 // one thread in Node (its threaded build does not start there), so a node with
 // more cores trains with more replicas instead: the calling thread and
 // threads − 1 worker threads each hold the model, take a share of every batch,
-// and compute their part of the update; the calling thread sums the parts in
-// thread order and every replica applies that sum. Replicas stay bit-identical,
+// and compute their part of the update; every replica then applies the sum of
+// all parts, added in thread order on its backend. Replicas stay bit-identical,
 // and a run with the same seed and thread count gives the same weights; a
 // different thread count sums in a different order (float rounding differs).
 //
@@ -176,6 +176,7 @@ export class DataParallel {
     const partsOf = () => Array.from({ length: threads }, () => sharedFloat32(main.contributionSize));
     const parts: [Float32Array[], Float32Array[]] = [partsOf(), partsOf()];
     const helpers: Helper[] = [];
+    const replies: Promise<WorkerMessage>[] = [];
     try {
       for (let k = 1; k < threads; k++) {
         const channel: StepChannel = {
@@ -190,10 +191,14 @@ export class DataParallel {
         const worker = idle.pop() ?? newWorker();
         helpers.push({ worker, channel });
         const begin: BeginMessage = { kind: 'begin', setup, weights, backend, channel };
+        // Listening before posting: a reply that came while an earlier one was awaited would be lost.
+        const reply = nextMessage(worker);
+        reply.catch(() => {}); // awaited below, in order; this only keeps an early failure from counting as unhandled
+        replies.push(reply);
         worker.postMessage(begin);
       }
-      for (const h of helpers) {
-        const reply = await nextMessage(h.worker);
+      for (const pending of replies) {
+        const reply = await pending;
         if (reply.kind !== 'ready') throw new Error(`a training worker could not start: ${reply.kind === 'failed' ? reply.message : reply.kind}`);
       }
     } catch (err) {
