@@ -103,8 +103,9 @@ const NETWORK_REGISTERS = 12;
  * the value whose next use is furthest away gives it up (Belady's rule, which
  * needs the whole sequence ahead of time: a network has it), stored to its
  * spill slot if it changed since it was loaded. With the comparators in
- * depth-first order (batcherNetwork, and in a grid selection each column and row sort) most of them find both values in
- * registers. Returns which local holds each wanted position at the end.
+ * depth-first order (batcherNetwork's, also within a grid selection's column
+ * and row sorts) most of them find both values in registers. Returns which
+ * local holds each wanted position at the end.
  */
 function emitNetwork(
   f: FunctionBuilder,
