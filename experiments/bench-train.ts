@@ -206,19 +206,16 @@ async function childMeasure(req: Extract<ChildRequest, { mode: 'measure' }>, sen
         continue;
       }
       say(`${model} batch ${batch}: training`);
+      const full = {
+        spec,
+        batchSize: batch,
+        warmupBatches: req.budget.warmupBatches,
+        minSeconds: req.budget.minSeconds,
+        minBatches: req.budget.minBatches,
+        maxSeconds: req.budget.maxSeconds,
+      };
       try {
-        const r = await measureTraining(
-          slow
-            ? { spec, batchSize: batch, warmupBatches: 0, minSeconds: 0, minBatches: req.budget.slowBatches }
-            : {
-                spec,
-                batchSize: batch,
-                warmupBatches: req.budget.warmupBatches,
-                minSeconds: req.budget.minSeconds,
-                minBatches: req.budget.minBatches,
-                maxSeconds: req.budget.maxSeconds,
-              },
-        );
+        const r = await measureTraining(slow ? { spec, batchSize: batch, warmupBatches: 0, minSeconds: 0, minBatches: req.budget.slowBatches } : full);
         if (!Number.isFinite(r.loss)) say(`${model} batch ${batch}: training loss is ${r.loss}; the figure may be off`);
         say(`${model} batch ${batch}: ${fmtRate(r.samplesPerSecond)} samples/s (${r.batches} batches in ${r.seconds.toFixed(2)} s)`);
         cell(batch, {
@@ -230,15 +227,7 @@ async function childMeasure(req: Extract<ChildRequest, { mode: 'measure' }>, sen
         });
         if (!slow && req.threads > 1) {
           // As a node with this machine's cores trains: data-parallel where trainLocally judges a share worth it.
-          const p = await measureTraining({
-            spec,
-            batchSize: batch,
-            warmupBatches: req.budget.warmupBatches,
-            minSeconds: req.budget.minSeconds,
-            minBatches: req.budget.minBatches,
-            maxSeconds: req.budget.maxSeconds,
-            threads: req.threads,
-          });
+          const p = await measureTraining({ ...full, threads: req.threads });
           if (p.threads > 1) {
             say(`${model} batch ${batch}, ${p.threads} threads: ${fmtRate(p.samplesPerSecond)} samples/s (${p.batches} batches in ${p.seconds.toFixed(2)} s)`);
             cell(batch, { status: 'ok', threads: p.threads, samplesPerSecond: p.samplesPerSecond, batches: p.batches, seconds: p.seconds });
