@@ -18,7 +18,7 @@ import { trainingFlopsPerSample } from '../core/model-flops.js';
 import type { ModelSpec } from '../core/model-zoo.js';
 import { DataParallel } from './data-parallel.js';
 import { DenseTrainer, densePlan, type DensePlan } from './dense-step.js';
-import { DenseReplica, GenericReplica, type Replica, type ReplicaSetup } from './replicas.js';
+import { batchTensors, DenseReplica, GenericReplica, type Replica, type ReplicaSetup } from './replicas.js';
 import { Rng } from '../datasets/random.js';
 import { featureSize, type Dataset } from '../datasets/types.js';
 
@@ -135,12 +135,10 @@ interface Stepper {
 
 /** fn on the batch as tensors of `shape` (batch-major) and one-hot labels, disposed afterwards. */
 function onBatch<T>(x: Float32Array, y: Float32Array, size: number, shape: readonly number[], classes: number, fn: (x: tf.Tensor, y: tf.Tensor2D) => T): T {
-  const width = shape.reduce((a, b) => a * b, 1);
   // The cpu backend keeps the array it is handed rather than copying, so
   // these tensors view the loop's buffers: they must be gone before the
   // next batch overwrites them, which the dispose below guarantees.
-  const xt = tf.tensor(x.subarray(0, size * width), [size, ...shape], 'float32');
-  const yt = tf.tensor2d(y.subarray(0, size * classes), [size, classes], 'float32');
+  const [xt, yt] = batchTensors(x, y, size, shape, classes);
   try {
     return fn(xt, yt);
   } finally {

@@ -43,13 +43,22 @@ export interface ReplicaSetup {
   proximalMu: number;
 }
 
-/** The share as tensors: features shaped as the model's input, or flattened ([rows, width]) for the Dense step. */
-function batchTensors(setup: ReplicaSetup, x: Float32Array, y: Float32Array, rows: number, flat: boolean): [tf.Tensor, tf.Tensor2D] {
-  const width = setup.featureShape.reduce((a, b) => a * b, 1);
+/**
+ * The first `rows` examples of batch-major features x (each of `shape`) and
+ * one-hot labels y as tensors, viewing the arrays on the cpu backend: the
+ * caller disposes them before the arrays are reused.
+ */
+export function batchTensors(x: Float32Array, y: Float32Array, rows: number, shape: readonly number[], classes: number): [tf.Tensor, tf.Tensor2D] {
+  const width = shape.reduce((a, b) => a * b, 1);
   return [
-    tf.tensor(x.subarray(0, rows * width), flat ? [rows, width] : [rows, ...setup.featureShape], 'float32'),
-    tf.tensor2d(y.subarray(0, rows * setup.classes), [rows, setup.classes], 'float32'),
+    tf.tensor(x.subarray(0, rows * width), [rows, ...shape], 'float32'),
+    tf.tensor2d(y.subarray(0, rows * classes), [rows, classes], 'float32'),
   ];
+}
+
+/** The Dense step takes features flattened to [rows, width]. */
+function flatShape(setup: ReplicaSetup): number[] {
+  return [setup.featureShape.reduce((a, b) => a * b, 1)];
 }
 
 /** Σ_k parts[k][offset, offset + size) as one tensor of `shape`, added in k order. Call inside a tidy. */
@@ -76,7 +85,7 @@ export class DenseReplica implements Replica {
   }
 
   contribute(x: Float32Array, y: Float32Array, rows: number, batchSize: number, out: Float32Array): ShareResult {
-    const [xt, yt] = batchTensors(this.setup, x, y, rows, true);
+    const [xt, yt] = batchTensors(x, y, rows, flatShape(this.setup), this.setup.classes);
     try {
       return this.trainer.contribute(xt as tf.Tensor2D, yt, batchSize, out);
     } finally {
@@ -115,7 +124,7 @@ export class GenericReplica implements Replica {
   }
 
   contribute(x: Float32Array, y: Float32Array, rows: number, batchSize: number, out: Float32Array): ShareResult {
-    const [xt, yt] = batchTensors(this.setup, x, y, rows, false);
+    const [xt, yt] = batchTensors(x, y, rows, this.setup.featureShape, this.setup.classes);
     let correct: tf.Scalar | undefined;
     let result: { value: tf.Scalar; grads: tf.NamedTensorMap } | undefined;
     try {
