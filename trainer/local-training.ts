@@ -146,6 +146,11 @@ function onBatch<T>(x: Float32Array, y: Float32Array, size: number, shape: reado
   }
 }
 
+/** The batch size training uses: the asked one, or all the data when there is less. */
+function batchSizeOf(o: Pick<TrainLocallyOptions, 'batchSize' | 'data'>): number {
+  return Math.min(o.batchSize, Math.max(o.data.numExamples, 1));
+}
+
 /**
  * A thread's share of a batch must do at least this many training FLOPs per
  * model parameter, or the step's exchange (every thread's update is read and
@@ -161,7 +166,7 @@ export function trainingThreads(o: Pick<TrainLocallyOptions, 'threads' | 'spec' 
   const allowed = Math.max(1, Math.floor(o.threads ?? 1));
   const backend = tf.getBackend();
   if (allowed === 1 || !(backend === 'wasm' || backend === 'cpu')) return 1;
-  const batch = Math.min(o.batchSize, Math.max(o.data.numExamples, 1));
+  const batch = batchSizeOf(o);
   let perExample: number;
   try {
     perExample = trainingFlopsPerSample(o.spec) / numParams(o.spec);
@@ -285,7 +290,7 @@ async function trainInParallel(o: TrainLocallyOptions, plan: DensePlan | undefin
     learningRate: o.learningRate,
     proximalMu: o.proximalMu ?? 0,
   };
-  const batchSize = Math.min(o.batchSize, Math.max(o.data.numExamples, 1));
+  const batchSize = batchSizeOf(o);
   const run = async (main: Replica, weights: () => Promise<Float32Array>, started: number) => {
     const parallel = await DataParallel.start(main, setup, o.baseWeights, tf.getBackend(), threads, batchSize);
     try {
@@ -335,7 +340,7 @@ async function runLoop(o: TrainLocallyOptions, stepper: Stepper, path: TrainingP
   const n = data.numExamples;
   const d = featureSize(data);
   const classes = data.numClasses;
-  const batchSize = Math.min(o.batchSize, Math.max(n, 1));
+  const batchSize = batchSizeOf(o);
   const batches = Math.ceil(n / batchSize);
   const rng = Rng.derive(o.seed, 'local-training-order');
   const order = new Uint32Array(n);
