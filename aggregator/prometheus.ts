@@ -5,9 +5,9 @@
 // handlers in server.ts report.
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { Histogram, labelText } from '../serving/metrics.js';
+import { Histogram, labelText } from '../core/prometheus-text.js';
 import { status } from '@grpc/grpc-js';
-import type { EngineEvent } from './rounds.js';
+import type { EngineEvent } from './rounds/synchronous.js';
 
 const ROUND_SECONDS_BUCKETS = [1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800];
 const PARTICIPANT_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024];

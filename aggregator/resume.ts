@@ -4,13 +4,13 @@
 // crashed process had not committed is trusted; its open round is run again.
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ExperimentError, type Experiment } from '../core/experiment.js';
-import type { RoundRecord } from './rounds.js';
+import { ExperimentError, type Experiment } from './experiment/schema.js';
+import type { RoundRecord } from './rounds/synchronous.js';
 import { checkpointDirName, readCheckpointWeights, SERVER_STATE_FILE } from './store/checkpoints.js';
 import { decodeServerState, type ServerOptimizerState } from './strategies/server-optimizers.js';
 import type { RunStore } from './store/run-store.js';
 import type { RunRow } from './store/schema.js';
-import { summarizeVerdicts } from './verdict-summary.js';
+import { summarizeVerdicts } from './rounds/verdict-summary.js';
 
 export interface ResumePoint {
   /** The first round still to run. */

@@ -8,17 +8,17 @@ import type { AggregatorHandlers } from '../proto/generated/crowdfl/v1/Aggregato
 import type { ModelChunk } from '../proto/generated/crowdfl/v1/ModelChunk.js';
 import type { UpdateMeta__Output } from '../proto/generated/crowdfl/v1/UpdateMeta.js';
 import type { UpdateSeal__Output } from '../proto/generated/crowdfl/v1/UpdateSeal.js';
-import type { Identity } from '../core/keys.js';
-import { nodeIdFromPublicKey, publicKeyToString } from '../core/keys.js';
-import { admit, type AdmissionPolicy } from './admission.js';
-import type { Engine } from './engine-common.js';
-import { HelloChallenges } from './hello-challenges.js';
-import { HelloPacer, type PacePolicy } from './pace.js';
+import type { Identity } from '../core/signing/keys.js';
+import { nodeIdFromPublicKey, publicKeyToString } from '../core/signing/keys.js';
+import { admit, type AdmissionPolicy } from './nodes/joining.js';
+import type { Engine } from './rounds/engine.js';
+import { HelloChallenges } from './nodes/hello-challenges.js';
+import { HelloPacer, type PacePolicy } from './rounds/pace.js';
 import { BusyError, invalid, precondition, RpcError } from './rpc-error.js';
-import type { Session, Sessions } from './sessions.js';
+import type { Session, Sessions } from './nodes/sessions.js';
 import type { RunStore } from './store/run-store.js';
-import { overLimits, type TaskDemand } from './node-limits.js';
-import { TaskOutcomes } from './task-outcome.js';
+import { overLimits, type TaskDemand } from './nodes/node-limits.js';
+import { TaskOutcomes } from './rounds/task-outcome.js';
 
 const unsupportedVersion = (version: number) =>
   `protocol version ${version} is not supported; this aggregator speaks ${PROTOCOL_VERSION}: install the same crowdfl version as the aggregator`;
@@ -200,7 +200,7 @@ export async function startAggregatorServer(o: ServerOptions): Promise<RunningSe
             meta = msg.meta;
             session = sessions.get(meta.session_id);
             const expected = engine.beginSubmission(session, meta);
-            // On shared memory: the aggregation kernels' workers read it in place (aggregator/robust/pool.ts).
+            // On shared memory: the aggregation kernels' workers read it in place (aggregator/robust/kernels/pool.ts).
             assembler = new ChunkAssembler(expected, maxChunk, { shared: true });
             clearTimeout(timer);
             const deadline = engine.uploadDeadline(meta.task_id);

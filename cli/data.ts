@@ -1,10 +1,10 @@
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { InvalidArgumentError } from 'commander';
-import { loadExperimentFile } from '../core/experiment.js';
+import { loadExperimentFile } from '../aggregator/experiment/schema.js';
 import { federatedData } from '../datasets/index.js';
 import { importCsv, readLocalData, writeLocalData } from '../datasets/local-dir.js';
-import type { Dataset } from '../datasets/types.js';
+import type { Dataset } from '../core/dataset.js';
 import { action } from './errors.js';
 
 function parseShape(value: string): number[] {

@@ -1,21 +1,10 @@
-import { ExperimentError } from '../core/experiment.js';
-import { DatasetError } from '../datasets/errors.js';
-import { KeyFileError } from '../core/keys.js';
-import { TlsError } from '../core/tls.js';
-import { InvitationError } from '../core/signing.js';
-import { ImpostorError } from '../trainer/client.js';
-import { AggregatorRefusal } from '../trainer/node.js';
-import { NotARunError } from '../experiments/report.js';
-import { RerunError } from '../experiments/rerun.js';
-import { NodeConfigError } from '../trainer/node-config.js';
+import { UserError } from '../core/user-error.js';
 
 /** A mistake the user can fix: printed as a message, not a stack trace. */
-export class UsageError extends Error {}
+export class UsageError extends UserError {}
 
 export function isUserError(err: unknown): err is Error {
-  return [UsageError, TlsError, ExperimentError, DatasetError, KeyFileError, InvitationError, ImpostorError, AggregatorRefusal, NotARunError, RerunError, NodeConfigError].some(
-    (kind) => err instanceof kind,
-  );
+  return err instanceof UserError;
 }
 
 /** Runs a subcommand's action, turning user errors into a message and exit code 2. */

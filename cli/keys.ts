@@ -2,8 +2,8 @@ import { existsSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { fingerprint, loadOrCreateIdentity, nodeIdFromPublicKey, publicKeyFromString, publicKeyToString } from '../core/keys.js';
-import { createInvitation, parseInvitation } from '../core/signing.js';
+import { fingerprint, loadOrCreateIdentity, nodeIdFromPublicKey, publicKeyFromString, publicKeyToString } from '../core/signing/keys.js';
+import { createInvitation, parseInvitation } from '../core/signing/signing.js';
 import { action, UsageError } from './errors.js';
 
 export const DEFAULT_NODE_KEY = join(homedir(), '.crowdfl', 'node', 'key.json');

@@ -2,20 +2,20 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { Option, type Command } from 'commander';
-import { backendPreferenceSchema } from '../core/experiment.js';
+import { backendPreferenceSchema } from '../core/backend.js';
 import { readLocalData } from '../datasets/local-dir.js';
-import { runNode } from '../trainer/node.js';
-import { Rng } from '../datasets/random.js';
-import { adversary, poisonData, readAttackFile } from '../experiments/byzantine-node.js';
+import type { Dataset } from '../core/dataset.js';
+import { runNode, type UpdateAdversary } from '../trainer/node.js';
+import { Rng } from '../core/rng.js';
 import { action, UsageError } from './errors.js';
 import { readPinnedKey } from './keys.js';
-import { fingerprint, loadOrCreateIdentity, nodeIdFromPublicKey, publicKeyToString } from '../core/keys.js';
+import { fingerprint, loadOrCreateIdentity, nodeIdFromPublicKey, publicKeyToString } from '../core/signing/keys.js';
 import { parseAddress, parseChoice, parseFraction, parsePort } from './options.js';
 import { startServing, type Serving } from '../serving/serve.js';
 import { Availability } from '../trainer/availability.js';
 import { contributionTotals, Ledger, LEDGER_FILE } from '../trainer/ledger.js';
 import { mergeConfig, parseNodeConfig, readConfigFile, type NodeConfig } from '../trainer/node-config.js';
-import { formatStatus } from './contribution.js';
+import { formatStatus } from './format-contribution.js';
 
 /** The flags commander parses; they are mapped onto the node config's shape (trainer/node-config.ts). */
 interface Flags {
@@ -42,7 +42,6 @@ interface Flags {
   hours?: string;
   days?: string;
   idleCpuPercent?: number;
-  attack?: string;
   vanishProbability?: number;
   slowdown?: number;
   faultSeed?: number;
@@ -117,7 +116,19 @@ function readPins(stateDir: string): Record<string, string> {
 
 const positiveNumber = (v: string) => Number(v);
 
-export function register(program: Command): void {
+/**
+ * What a node run may be given besides its configuration. The operator's binary passes none; the
+ * Byzantine nodes of attack simulations (attacks/byzantine-node-main.ts) run this same command with
+ * an adversary, so no attack code is reachable from `crowdfl node`.
+ */
+export interface NodeRunHooks {
+  /** Replaces the local data before any training (label flipping). */
+  data?: (data: Dataset) => Dataset;
+  /** The adversary that replaces each honest update just before it is signed. */
+  adversary?: (nodeId: string, log: (msg: string) => void) => UpdateAdversary;
+}
+
+export function register(program: Command, hooks: NodeRunHooks = {}): void {
   const node = program
     .command('node')
     .description('contribute local training (crowdfl node --aggregator HOST:PORT --data DIR); status, pause and resume a node');
@@ -152,8 +163,6 @@ export function register(program: Command): void {
     .option('--days <days>', 'the days --hours applies to, e.g. "mon,tue,wed,thu,fri" (default every day)')
     .option('--idle-cpu-percent <p>', 'take work only while other processes use at most this % of the CPU', positiveNumber)
     .option('--quiet', 'log only errors')
-    // Attack experiments only (written by `crowdfl simulate` for Byzantine nodes); hidden from operators.
-    .addOption(new Option('--attack <file>', 'run as a Byzantine node of an attack experiment').hideHelp())
     .addOption(new Option('--vanish-probability <p>', 'fault injection: vanish mid-round with this probability per task').argParser(parseFraction).hideHelp())
     .addOption(new Option('--slowdown <x>', 'fault injection: take this many times as long per task').argParser(Number).hideHelp())
     .addOption(new Option('--fault-seed <n>', 'seed of the fault injection').argParser(Number).default(0).hideHelp())
@@ -165,7 +174,7 @@ export function register(program: Command): void {
         'prints it. It reconnects by itself if the aggregator goes away. `crowdfl node pause` (or SIGUSR1)\n' +
         'pauses it, `crowdfl node resume` (or SIGUSR2) resumes it, `crowdfl node status` shows what it contributed.',
     )
-    .action(action((flags: Flags) => runNodeCommand(flags)));
+    .action(action((flags: Flags) => runNodeCommand(flags, hooks)));
   // `crowdfl node --help` is what operators type: show the options of the default command too.
   node.addHelpText('after', () => `\n${run.helpInformation()}`);
 
@@ -205,7 +214,7 @@ function setPaused(stateDir: string, paused: boolean): void {
   else rmSync(file, { force: true });
 }
 
-async function runNodeCommand(flags: Flags): Promise<void> {
+async function runNodeCommand(flags: Flags, hooks: NodeRunHooks): Promise<void> {
   const config = nodeConfigOf(flags);
   if (!existsSync(config.data)) {
     throw new UsageError(`--data ${config.data} does not exist; point it at a directory in the crowdfl-data format (see datasets/README.md)`);
@@ -215,8 +224,8 @@ async function runNodeCommand(flags: Flags): Promise<void> {
     process.env.TF_NUM_INTRAOP_THREADS ??= String(config.caps.cores);
     process.env.TF_NUM_INTEROP_THREADS ??= '1';
   }
-  const attack = flags.attack ? readAttackFile(flags.attack) : undefined;
-  const data = attack ? poisonData(attack.attack, readLocalData(config.data)) : readLocalData(config.data);
+  const local = readLocalData(config.data);
+  const data = hooks.data ? hooks.data(local) : local;
   const stateDir = config.state_dir;
   mkdirSync(stateDir, { recursive: true, mode: 0o700 });
   const { identity, created } = loadOrCreateIdentity(join(stateDir, 'key.json'), { create: true });
@@ -273,7 +282,7 @@ async function runNodeCommand(flags: Flags): Promise<void> {
     exitWhenFinished: config.exit_when_finished,
     log,
     signal: controller.signal,
-    adversary: attack ? adversary(attack, nodeId, log) : undefined,
+    adversary: hooks.adversary?.(nodeId, log),
     minEpochFraction: config.min_epoch_fraction,
     caps: config.caps,
     availability,

@@ -2,11 +2,11 @@ import { join } from 'node:path';
 import type { Command } from 'commander';
 import { openDatabase } from '../aggregator/store/db.js';
 import { RunStore } from '../aggregator/store/run-store.js';
-import { fingerprint, nodeIdFromPublicKey, publicKeyFromString } from '../core/keys.js';
+import { fingerprint, nodeIdFromPublicKey, publicKeyFromString } from '../core/signing/keys.js';
 import { action, UsageError } from './errors.js';
-import { nodeContribution } from '../aggregator/contribution.js';
-import { formatTotals } from '../core/contribution.js';
-import { openRunStore, runOfDirectory } from '../experiments/report.js';
+import { nodeContribution } from '../aggregator/nodes/contribution.js';
+import { formatTotals } from '../core/contribution-totals.js';
+import { openRunStore, runOfDirectory } from '../lab/report.js';
 import { resolveRun } from './runs.js';
 
 /** Runs `fn` on the run's store: read-only unless `write` (a ban changes the registry). */

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
-import { backendPreferenceSchema, type BackendPreference } from '../core/experiment.js';
-import { formatReplay, replayRun } from '../experiments/replay.js';
+import { backendPreferenceSchema, type BackendPreference } from '../core/backend.js';
+import { formatReplay, replayRun } from '../lab/replay.js';
 import { action } from './errors.js';
 import { parseChoice } from './options.js';
 import { resolveRun } from './runs.js';

@@ -1,8 +1,8 @@
 import { existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import type { Command } from 'commander';
-import { loadRuns, writeReport } from '../experiments/report.js';
-import { newRunId } from '../experiments/simulate.js';
+import { loadRuns, writeReport } from '../lab/report.js';
+import { newRunId } from '../lab/simulate.js';
 import { action } from './errors.js';
 
 /**

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
-import { backendPreferenceSchema, type BackendPreference } from '../core/experiment.js';
-import { describeRerun, DEFAULT_CROSS_BACKEND_TOLERANCE, rerun } from '../experiments/rerun.js';
+import { backendPreferenceSchema, type BackendPreference } from '../core/backend.js';
+import { describeRerun, DEFAULT_CROSS_BACKEND_TOLERANCE, rerun } from '../lab/rerun.js';
 import { action } from './errors.js';
 import { parseChoice, parsePoints } from './options.js';
 import { resolveRun } from './runs.js';

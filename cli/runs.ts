@@ -3,10 +3,10 @@ import { join } from 'node:path';
 import type { Command } from 'commander';
 import type { RunSummary } from '../aggregator/aggregator.js';
 import { checkpointDirName, readCheckpointWeights } from '../aggregator/store/checkpoints.js';
-import { auditRun } from '../aggregator/audit.js';
+import { auditRun } from '../lab/audit.js';
 import { action, UsageError } from './errors.js';
-import { summarizeVerdicts } from '../aggregator/verdict-summary.js';
-import { openRunStore, runOfDirectory } from '../experiments/report.js';
+import { summarizeVerdicts } from '../aggregator/rounds/verdict-summary.js';
+import { openRunStore, runOfDirectory } from '../lab/report.js';
 
 export function resolveRun(runsDir: string, run: string): string {
   for (const candidate of [run, join(runsDir, run)]) {

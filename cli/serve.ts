@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { InvalidArgumentError } from 'commander';
-import { backendPreferenceSchema, type BackendPreference } from '../core/experiment.js';
+import { backendPreferenceSchema, type BackendPreference } from '../core/backend.js';
 import { initBackend } from '../core/backend.js';
 import { ServingLoadError } from '../serving/registry.js';
 import { startServing, type ModelSource } from '../serving/serve.js';

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
-import { backendPreferenceSchema, loadExperimentFile } from '../core/experiment.js';
-import { simulate } from '../experiments/simulate.js';
+import { loadExperimentFile } from '../aggregator/experiment/schema.js';
+import { backendPreferenceSchema } from '../core/backend.js';
+import { simulate } from '../lab/simulate.js';
 import { printSummary } from './summary.js';
 import { action } from './errors.js';
 import { parseChoice } from './options.js';

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { loadExperimentFile } from '../core/experiment.js';
+import { loadExperimentFile } from '../aggregator/experiment/schema.js';
 import { action } from './errors.js';
 import { strategyFor } from '../aggregator/strategies/index.js';
 

@@ -5,10 +5,14 @@
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import type { BackendPreference } from './experiment.js';
-import { layerSummary } from './model.js';
-import type { ModelSpec } from './model-zoo.js';
-import { registerWasmTrainingKernels } from './wasm-kernels.js';
+import { z } from 'zod';
+import { layerSummary } from './model/model.js';
+import type { ModelSpec } from './model/zoo.js';
+import { registerWasmTrainingKernels } from './tfjs-wasm-kernels.js';
+
+/** Which backend a process asks for; `auto` takes the fastest that loads. */
+export const backendPreferenceSchema = z.enum(['auto', 'tensorflow', 'tensorflow-gpu', 'wasm', 'cpu']);
+export type BackendPreference = z.infer<typeof backendPreferenceSchema>;
 
 export interface BackendOptions {
   log?: (msg: string) => void;
@@ -198,7 +202,7 @@ async function selectBackend(pref: BackendPreference, opts: BackendOptions): Pro
 // listed because tfjs picks between them depending on gradient depth.
 const LAYER_KERNELS: Record<string, readonly string[]> = {
   InputLayer: [],
-  // Transpose: trainer/dense-step.ts keeps Dense stacks' activations feature-major.
+  // Transpose: trainer/training/dense-step.ts keeps Dense stacks' activations feature-major.
   Dense: ['BatchMatMul', '_FusedMatMul', 'Add', 'Sum', 'Reshape', 'Transpose'],
   Conv2D: ['Conv2D', 'FusedConv2D', 'Conv2DBackpropInput', 'Conv2DBackpropFilter', 'Add', 'Sum', 'Reshape'],
   MaxPooling2D: ['MaxPool', 'MaxPoolGrad'],

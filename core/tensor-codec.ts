@@ -99,7 +99,7 @@ export class ChunkAssembler {
   /**
    * `shared`: assemble into a SharedArrayBuffer, as the aggregator does for
    * received updates, so that the aggregation kernels' worker threads can
-   * read them in place (aggregator/robust/pool.ts).
+   * read them in place (aggregator/robust/kernels/pool.ts).
    */
   constructor(
     readonly expectedBytes: number,

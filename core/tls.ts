@@ -7,8 +7,9 @@ import { isIP } from 'node:net';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import forge from 'node-forge';
+import { UserError } from './user-error.js';
 
-export class TlsError extends Error {}
+export class TlsError extends UserError {}
 
 interface KeyAndCert {
   keyPem: string;

@@ -21,8 +21,8 @@ import { createRequire } from 'node:module';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { DatasetError } from './errors.js';
-import { Rng } from './random.js';
-import type { Dataset } from './types.js';
+import { Rng } from '../core/rng.js';
+import type { Dataset } from '../core/dataset.js';
 
 export type LogFn = (message: string) => void;
 export type Split = 'train' | 'test';

@@ -1,13 +1,13 @@
 // Entry point for everything data: the runner asks for federatedData(), a
 // trainer node for loadSplit() or readLocalData().
-import type { DatasetSpec } from '../core/experiment.js';
+import type { DatasetSpec } from './spec.js';
 import { ensureImageCache, loadImageSplit, type CacheOptions, type ImageCacheHeader, type ImageSource, type Split } from './cache.js';
 import { DatasetError } from './errors.js';
 import { fashionMnistSource } from './fashion-mnist.js';
 import { mnistSource } from './mnist.js';
 import { partitionIndices, subset } from './partition.js';
 import { generateSynthetic } from './synthetic.js';
-import type { Dataset } from './types.js';
+import type { Dataset } from '../core/dataset.js';
 
 export { cacheDir, resolveDatasetPackage, type CacheOptions, type ImageCacheHeader, type LogFn, type Split } from './cache.js';
 export { DatasetError } from './errors.js';
@@ -23,9 +23,9 @@ export {
 } from './local-dir.js';
 export * as partitioners from './partition.js';
 export { partitionIndices, subset } from './partition.js';
-export { Rng } from './random.js';
+export { Rng } from '../core/rng.js';
 export { generateSynthetic, type SyntheticData, type SyntheticNode, type SyntheticOptions } from './synthetic.js';
-export { featureSize, type Dataset } from './types.js';
+export { featureSize, type Dataset } from '../core/dataset.js';
 
 export type ImageDatasetName = 'fashion-mnist' | 'mnist';
 

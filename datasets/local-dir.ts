@@ -28,7 +28,7 @@ import { endianness } from 'node:os';
 import { basename, extname, isAbsolute, join, normalize, sep } from 'node:path';
 import { writeAtomically } from './cache.js';
 import { DatasetError } from './errors.js';
-import { featureSize, type Dataset } from './types.js';
+import { featureSize, type Dataset } from '../core/dataset.js';
 
 export const LOCAL_DATA_FORMAT = 'crowdfl-data/1';
 export const LOCAL_DATA_MANIFEST = 'crowdfl-data.json';

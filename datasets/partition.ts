@@ -2,10 +2,10 @@
 // pure function of its arguments and the Rng it is given, returns one
 // Uint32Array of example indices per node, uses each index exactly once, and
 // gives every node at least one example (so every node can train).
-import type { PartitionSpec } from '../core/experiment.js';
+import type { PartitionSpec } from './spec.js';
 import { DatasetError } from './errors.js';
-import { Rng } from './random.js';
-import { featureSize, type Dataset } from './types.js';
+import { Rng } from '../core/rng.js';
+import { featureSize, type Dataset } from '../core/dataset.js';
 
 function checkCounts(numExamples: number, numNodes: number): void {
   if (!Number.isInteger(numNodes) || numNodes < 1) {

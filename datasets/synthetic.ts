@@ -18,8 +18,8 @@
 // Node sizes are lognormal(4, 2) + 50 as in FedProx, capped because the
 // lognormal's tail occasionally yields tens of thousands of samples.
 import { DatasetError } from './errors.js';
-import { Rng } from './random.js';
-import type { Dataset } from './types.js';
+import { Rng } from '../core/rng.js';
+import type { Dataset } from '../core/dataset.js';
 
 export interface SyntheticOptions {
   readonly alpha: number;

@@ -11,7 +11,7 @@ import { LOADER_OPTIONS } from '../core/proto.js';
 import type { ProtoGrpcType } from '../proto/generated/serving.js';
 import type { ModelServiceHandlers } from '../proto/generated/tensorflow/serving/ModelService.js';
 import type { PredictionServiceHandlers } from '../proto/generated/tensorflow/serving/PredictionService.js';
-import type { Admission } from './admission.js';
+import type { Admission } from './load-shedding.js';
 import { ServingError, type ServingErrorKind } from './errors.js';
 import type { ServingMetrics } from './metrics.js';
 import type { ModelRegistry } from './registry.js';

@@ -12,7 +12,7 @@
 // cannot start in time, and dropped unrun if its time passes in the queue.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { Admission } from './admission.js';
+import type { Admission } from './load-shedding.js';
 import { HTTP_STATUS, ServingError } from './errors.js';
 import type { ServingMetrics } from './metrics.js';
 import type { ModelRegistry, ServedVersion, VersionStatus } from './registry.js';

@@ -1,34 +1,9 @@
 // Serving metrics in the Prometheus text exposition format (version 0.0.4),
-// written by hand: four metric families do not justify a client library.
+// rendered with core/prometheus-text.ts.
+import { Histogram, labelText } from '../core/prometheus-text.js';
 
 const LATENCY_BUCKETS_SECONDS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 const BATCH_SIZE_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024];
-
-export function labelText(labels: Record<string, string>): string {
-  const parts = Object.entries(labels).map(([k, v]) => `${k}="${v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n')}"`);
-  return parts.length ? `{${parts.join(',')}}` : '';
-}
-
-export class Histogram {
-  private readonly counts: number[];
-  private sum = 0;
-  private count = 0;
-  constructor(private readonly bounds: readonly number[]) {
-    this.counts = bounds.map(() => 0);
-  }
-  observe(value: number): void {
-    this.sum += value;
-    this.count++;
-    for (let i = 0; i < this.bounds.length; i++) if (value <= this.bounds[i]) this.counts[i]++;
-  }
-  render(name: string, labels: Record<string, string>): string[] {
-    const lines = this.bounds.map((b, i) => `${name}_bucket${labelText({ ...labels, le: String(b) })} ${this.counts[i]}`);
-    lines.push(`${name}_bucket${labelText({ ...labels, le: '+Inf' })} ${this.count}`);
-    lines.push(`${name}_sum${labelText(labels)} ${this.sum}`);
-    lines.push(`${name}_count${labelText(labels)} ${this.count}`);
-    return lines;
-  }
-}
 
 export class ServingMetrics {
   private readonly requests = new Map<string, { labels: Record<string, string>; count: number }>();

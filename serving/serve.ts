@@ -2,7 +2,7 @@
 // optionally gRPC) in front, sharing one admission control, and (optionally)
 // runs followed so each newly committed round is served.
 import { basename } from 'node:path';
-import { Admission, type AdmissionOptions } from './admission.js';
+import { Admission, type AdmissionOptions } from './load-shedding.js';
 import type { BatcherOptions } from './batcher.js';
 import { startGrpcServing, type GrpcServing, type GrpcServingOptions } from './grpc.js';
 import { startHttpServing, type HttpServing, type HttpServingOptions } from './http.js';

@@ -11,12 +11,12 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import test from 'ava';
 import { CRASH_POINTS } from '../aggregator/crash-points.js';
-import { auditRun } from '../aggregator/audit.js';
+import { auditRun } from '../lab/audit.js';
 import { openDatabase } from '../aggregator/store/db.js';
 import { RunStore } from '../aggregator/store/run-store.js';
 import { federatedData } from '../datasets/index.js';
 import { writeLocalData } from '../datasets/local-dir.js';
-import { Rng } from '../datasets/random.js';
+import { Rng } from '../core/rng.js';
 import { freePort, runCli, spawnCli } from './support/cli.js';
 import { tempDir, tinyExperiment } from './support/fixtures.js';
 

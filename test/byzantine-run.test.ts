@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import test from 'ava';
 import { openDatabase } from '../aggregator/store/db.js';
 import { RunStore } from '../aggregator/store/run-store.js';
-import { simulate } from '../experiments/simulate.js';
+import { simulate } from '../lab/simulate.js';
 import { runCli } from './support/cli.js';
 import { tempDir, tinyExperiment } from './support/fixtures.js';
 

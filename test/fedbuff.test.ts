@@ -5,12 +5,12 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import test from 'ava';
-import { auditRun } from '../aggregator/audit.js';
+import { auditRun } from '../lab/audit.js';
 import { openDatabase } from '../aggregator/store/db.js';
 import { RunStore } from '../aggregator/store/run-store.js';
 import { FedOpt } from '../aggregator/strategies/fedopt.js';
-import { replayRun } from '../experiments/replay.js';
-import { simulate } from '../experiments/simulate.js';
+import { replayRun } from '../lab/replay.js';
+import { simulate } from '../lab/simulate.js';
 import { federatedData } from '../datasets/index.js';
 import { writeLocalData } from '../datasets/local-dir.js';
 import { freePort, spawnCli } from './support/cli.js';

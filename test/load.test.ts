@@ -5,7 +5,7 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import test from 'ava';
-import { establishedConnections, runLightNodes } from '../experiments/light-nodes.js';
+import { establishedConnections, runLightNodes } from '../bench/light-nodes.js';
 import { freePort, spawnCli } from './support/cli.js';
 import { tempDir, tinyExperiment } from './support/fixtures.js';
 import { joinAs } from './support/grpc.js';

@@ -7,7 +7,7 @@ import { federatedData } from '../datasets/index.js';
 import { writeLocalData } from '../datasets/local-dir.js';
 import { freePort, spawnCli } from './support/cli.js';
 import { tempDir, tinyExperiment } from './support/fixtures.js';
-import { generateIdentity, publicKeyToString } from '../core/keys.js';
+import { generateIdentity, publicKeyToString } from '../core/signing/keys.js';
 
 test('a node killed mid-round frees its slot and the round commits without it', async (t) => {
   const experiment = tinyExperiment({

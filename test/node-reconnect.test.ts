@@ -7,7 +7,7 @@ import { federatedData } from '../datasets/index.js';
 import { writeLocalData } from '../datasets/local-dir.js';
 import { freePort, spawnCli } from './support/cli.js';
 import { tempDir, tinyExperiment } from './support/fixtures.js';
-import { generateIdentity } from '../core/keys.js';
+import { generateIdentity } from '../core/signing/keys.js';
 
 test('a node waits for the aggregator, and rejoins a restarted one', async (t) => {
   const experiment = tinyExperiment({

@@ -3,7 +3,7 @@
 import { join } from 'node:path';
 import test from 'ava';
 import { startAggregator } from '../aggregator/aggregator.js';
-import { generateIdentity } from '../core/keys.js';
+import { generateIdentity } from '../core/signing/keys.js';
 import { federatedData } from '../datasets/index.js';
 import { writeLocalData } from '../datasets/local-dir.js';
 import { freePort, spawnCli } from './support/cli.js';

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import test from 'ava';
 import { openDatabase } from '../aggregator/store/db.js';
 import { RunStore } from '../aggregator/store/run-store.js';
-import { simulate } from '../experiments/simulate.js';
+import { simulate } from '../lab/simulate.js';
 import { tempDir, tinyExperiment } from './support/fixtures.js';
 
 test('a round asks ceil(target × over_selection) nodes and commits as soon as the target number of updates is in', async (t) => {

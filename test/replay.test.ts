@@ -4,8 +4,8 @@ import { cpSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import test from 'ava';
-import { replayRun, type ReplayResult } from '../experiments/replay.js';
-import { simulate } from '../experiments/simulate.js';
+import { replayRun, type ReplayResult } from '../lab/replay.js';
+import { simulate } from '../lab/simulate.js';
 import { runCli } from './support/cli.js';
 import { tempDir, tinyExperiment } from './support/fixtures.js';
 

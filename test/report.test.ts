@@ -7,7 +7,7 @@ import test from 'ava';
 import type { RunSummary } from '../aggregator/aggregator.js';
 import { openDatabase } from '../aggregator/store/db.js';
 import { RunStore } from '../aggregator/store/run-store.js';
-import { loadRuns, REPORT_CHARTS, reportMarkdown } from '../experiments/report.js';
+import { loadRuns, REPORT_CHARTS, reportMarkdown } from '../lab/report.js';
 import { runCli } from './support/cli.js';
 import { tempDir, tinyExperiment } from './support/fixtures.js';
 

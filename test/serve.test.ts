@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { checkpointDirName, readCheckpointWeights } from '../aggregator/store/checkpoints.js';
 import { initBackend } from '../core/backend.js';
-import { modelSpec } from '../core/model-zoo.js';
+import { modelSpec } from '../core/model/zoo.js';
 import { startServing, type ServeOptions, type Serving } from '../serving/serve.js';
 import { runCli } from './support/cli.js';
 import { assertClose, coreProbabilities } from './support/inference.js';

@@ -6,7 +6,7 @@ import test from 'ava';
 import { readCheckpointWeights } from '../aggregator/store/checkpoints.js';
 import { openDatabase } from '../aggregator/store/db.js';
 import { RunStore } from '../aggregator/store/run-store.js';
-import { simulate } from '../experiments/simulate.js';
+import { simulate } from '../lab/simulate.js';
 import { tempDir, tinyExperiment } from './support/fixtures.js';
 
 test('a simulated run trains over real gRPC between real processes and records everything', async (t) => {

@@ -8,10 +8,10 @@ import { openDatabase } from '../aggregator/store/db.js';
 import { RunStore } from '../aggregator/store/run-store.js';
 import { UPDATE_BLOBS_DIR, UpdateBlobs } from '../aggregator/store/update-blobs.js';
 import { decodeServerState } from '../aggregator/strategies/server-optimizers.js';
-import type { StrategySpec } from '../core/experiment.js';
+import type { StrategySpec } from '../aggregator/experiment/schema.js';
 import { bytesToFloat32 } from '../core/tensor-codec.js';
-import { replayRun } from '../experiments/replay.js';
-import { simulate } from '../experiments/simulate.js';
+import { replayRun } from '../lab/replay.js';
+import { simulate } from '../lab/simulate.js';
 import { tempDir, tinyExperiment } from './support/fixtures.js';
 
 async function run(name: string, strategy: StrategySpec, rounds = 1) {

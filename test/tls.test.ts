@@ -4,7 +4,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import test from 'ava';
 import { startAggregator } from '../aggregator/aggregator.js';
-import { generateIdentity } from '../core/keys.js';
+import { generateIdentity } from '../core/signing/keys.js';
 import { channelCredentials, createClientCertificate, createDeploymentCertificates, type ClientTlsFiles, type ServerTlsFiles } from '../core/tls.js';
 import { federatedData } from '../datasets/index.js';
 import { runCli } from './support/cli.js';

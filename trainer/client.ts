@@ -11,9 +11,9 @@ import {
   sha256Hex,
   type TensorEntry,
 } from '../core/tensor-codec.js';
-import type { Identity } from '../core/keys.js';
-import { fingerprint } from '../core/keys.js';
-import { digestHex, helloDigest, sign, updateDigest, type UpdateSigningInput } from '../core/signing.js';
+import type { Identity } from '../core/signing/keys.js';
+import { fingerprint } from '../core/signing/keys.js';
+import { digestHex, helloDigest, sign, updateDigest, type UpdateSigningInput } from '../core/signing/signing.js';
 import type { DeclineKind__Output as DeclineKind } from '../proto/generated/crowdfl/v1/DeclineKind.js';
 import type { TaskOutcomeReply__Output } from '../proto/generated/crowdfl/v1/TaskOutcomeReply.js';
 import type { AggregatorClient } from '../proto/generated/crowdfl/v1/Aggregator.js';
@@ -22,11 +22,12 @@ import type { HelloChallengeReply__Output } from '../proto/generated/crowdfl/v1/
 import type { ModelChunk__Output } from '../proto/generated/crowdfl/v1/ModelChunk.js';
 import type { NodeCapabilities } from '../proto/generated/crowdfl/v1/NodeCapabilities.js';
 import type { PollTaskReply__Output } from '../proto/generated/crowdfl/v1/PollTaskReply.js';
+import { UserError } from '../core/user-error.js';
 
 export class ProtocolError extends Error {}
 
 /** The server at the address is not the aggregator this node pinned. */
-export class ImpostorError extends Error {}
+export class ImpostorError extends UserError {}
 
 export interface UpdateSubmission {
   taskId: string;

@@ -7,8 +7,8 @@
 // earlier line intact if the node dies mid-write; a torn last line is skipped.
 import { appendFileSync, existsSync, readFileSync } from 'node:fs';
 import { z } from 'zod';
-import { digestHex, roundDigest, signatureFromString, verify } from '../core/signing.js';
-import { bump, emptyTotals, type ContributionTotals } from '../core/contribution.js';
+import { digestHex, roundDigest, signatureFromString, verify } from '../core/signing/signing.js';
+import { bump, emptyTotals, type ContributionTotals } from '../core/contribution-totals.js';
 import type { TaskOutcomeReply__Output } from '../proto/generated/crowdfl/v1/TaskOutcomeReply.js';
 
 const base = {

@@ -6,7 +6,9 @@ import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { z } from 'zod';
-import { backendPreferenceSchema, describeIssues } from '../core/experiment.js';
+import { describeIssues } from '../core/user-error.js';
+import { backendPreferenceSchema } from '../core/backend.js';
+import { UserError } from '../core/user-error.js';
 
 const HOUR_WINDOW = /^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$/;
 export const DAYS = ['sun', 'mon', 'tue', 'wed', 'thu', 'fri', 'sat'] as const;
@@ -77,7 +79,7 @@ export const nodeConfigSchema = z
 export type NodeConfig = z.infer<typeof nodeConfigSchema>;
 export type NodeConfigInput = z.input<typeof nodeConfigSchema>;
 
-export class NodeConfigError extends Error {}
+export class NodeConfigError extends UserError {}
 
 type Plain = { [key: string]: unknown };
 const isPlain = (v: unknown): v is Plain => typeof v === 'object' && v !== null && !Array.isArray(v);

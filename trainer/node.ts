@@ -5,27 +5,28 @@
 import { cpus, totalmem } from 'node:os';
 import * as grpc from '@grpc/grpc-js';
 import { ensureBackendFor, initBackend } from '../core/backend.js';
-import type { BackendPreference } from '../core/experiment.js';
-import { activationsPerExample, numParams, weightManifest } from '../core/model.js';
-import { parseModelJson } from '../core/model-zoo.js';
-import type { ModelSpec } from '../core/model-zoo.js';
-import type { Dataset } from '../datasets/types.js';
+import type { BackendPreference } from '../core/backend.js';
+import { activationsPerExample, numParams, weightManifest } from '../core/model/model.js';
+import { parseModelJson } from '../core/model/zoo.js';
+import type { ModelSpec } from '../core/model/zoo.js';
+import type { Dataset } from '../core/dataset.js';
 import type { Task__Output } from '../proto/generated/crowdfl/v1/Task.js';
 import { AggregatorConnection, isTransient, retryAfterMs } from './client.js';
-import { fingerprint, nodeIdFromPublicKey, type Identity } from '../core/keys.js';
+import { fingerprint, nodeIdFromPublicKey, type Identity } from '../core/signing/keys.js';
 import { taskProblem, tooSlowForDeadline } from './task-check.js';
 import { channelCredentials, type ClientTlsFiles } from '../core/tls.js';
-import { trainingThreads, trainLocally } from './local-training.js';
+import { trainingThreads, trainLocally } from './training/local-training.js';
 import { SOFTWARE } from '../core/version.js';
 import type { DeclineKind__Output as DeclineKind } from '../proto/generated/crowdfl/v1/DeclineKind.js';
 import type { Availability, Blocked } from './availability.js';
 import { outcomeEntry, type Ledger } from './ledger.js';
 import type { Caps } from './node-config.js';
 import { limitsForHello, overCap, overMemoryCap } from './operator-caps.js';
+import { UserError } from '../core/user-error.js';
 
 /**
  * Attack experiments only: replaces the node's honest update just before it is
- * signed and uploaded (see experiments/byzantine-node.ts). Operators never set it.
+ * signed and uploaded (see attacks/byzantine-node.ts). Operators never set it.
  */
 export type UpdateAdversary = (honest: { round: number; delta: Float32Array; deadline: number }) => Promise<Float32Array>;
 
@@ -91,7 +92,7 @@ class Unavailable extends Error {
 }
 
 /** The aggregator said no in a way retrying cannot fix (banned, not invited, wrong version). */
-export class AggregatorRefusal extends Error {}
+export class AggregatorRefusal extends UserError {}
 
 export class Backoff {
   private attempt = 0;

@@ -1,4 +1,4 @@
-import { modelJsonSha256, taskDigest, verify } from '../core/signing.js';
+import { modelJsonSha256, taskDigest, verify } from '../core/signing/signing.js';
 import type { Task__Output } from '../proto/generated/crowdfl/v1/Task.js';
 
 /** Is this task really from the pinned aggregator, and for this node? */

@@ -1,6 +1,6 @@
-import { closestToMedian } from './coordinate.js';
+import { closestToMedian } from './kernels/coordinate.js';
 import { num, percent } from './format.js';
-import { pairwiseSquaredDistances } from './kernels.js';
+import { pairwiseSquaredDistances } from './kernels/vectors.js';
 import { byScore, krumScores } from './krum.js';
 import { AggregationError, checkSameLength, type AggregationResult, type Verdict } from './verdict.js';
 

@@ -1,5 +1,5 @@
 import { num } from './format.js';
-import { stepAndDistances } from './kernels.js';
+import { stepAndDistances } from './kernels/vectors.js';
 import { AggregationError, checkSameLength, type AggregationResult, type Verdict } from './verdict.js';
 
 /** Centered clipping needs one update. */

@@ -1,5 +1,5 @@
 import { num, percent } from './format.js';
-import { gramMatrix, stepAndDistances, weightedSum } from './kernels.js';
+import { gramMatrix, stepAndDistances, weightedSum } from './kernels/vectors.js';
 import { AggregationError, checkSameLength, type AggregationResult, type Verdict } from './verdict.js';
 
 /** The geometric median needs one update. */

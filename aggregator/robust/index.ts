@@ -3,7 +3,7 @@
 // rule to the updates that passed, and returns a verdict for every input in
 // input order.
 
-import type { AggregationRule, AggregationSpec } from '../../core/experiment.js';
+import type { AggregationRule, AggregationSpec } from '../experiment/schema.js';
 import { bulyan, bulyanMinUpdates, bulyanPrecondition } from './bulyan.js';
 import { centeredClipping } from './centered-clipping.js';
 import { geometricMedian } from './geometric-median.js';

@@ -1,5 +1,5 @@
 import { num } from './format.js';
-import { pairwiseSquaredDistances, weightedSum } from './kernels.js';
+import { pairwiseSquaredDistances, weightedSum } from './kernels/vectors.js';
 import { AggregationError, checkSameLength, type AggregationResult, type Verdict } from './verdict.js';
 
 /** Krum and Multi-Krum need n > 2f + 2 updates (Blanchard et al. 2017). */

@@ -1,4 +1,4 @@
-import { weightedSum } from './kernels.js';
+import { weightedSum } from './kernels/vectors.js';
 import { AggregationError, checkSameLength, type AggregationResult } from './verdict.js';
 
 /** The mean needs one update. */

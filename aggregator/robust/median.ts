@@ -1,4 +1,4 @@
-import { coordinateVerdicts, rankWindow } from './coordinate.js';
+import { coordinateVerdicts, rankWindow } from './kernels/coordinate.js';
 import { AggregationError, checkSameLength, type AggregationResult } from './verdict.js';
 
 /** The coordinate-wise median needs one update. */

@@ -5,8 +5,8 @@
 // modified) and marked down-weighted.
 
 import { num } from './format.js';
-import { squaredNorms } from './kernels.js';
-import { sharedFloat32 } from './pool.js';
+import { squaredNorms } from './kernels/vectors.js';
+import { sharedFloat32 } from './kernels/pool.js';
 import { AggregationError } from './verdict.js';
 
 export interface PreFilterSpec {

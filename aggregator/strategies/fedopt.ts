@@ -1,6 +1,6 @@
-import type { AggregationSpec, ReputationSpec, StrategySpec, TrainingSpec } from '../../core/experiment.js';
+import type { AggregationSpec, ReputationSpec, StrategySpec, TrainingSpec } from '../experiment/schema.js';
 import { aggregate } from '../robust/index.js';
-import { sharedFloat32 } from '../robust/pool.js';
+import { sharedFloat32 } from '../robust/kernels/pool.js';
 import { applyServerOptimizer, type ServerOptimizerSpec } from './server-optimizers.js';
 import type { ReceivedUpdate, RoundTraining, Strategy, StrategyHistory, StrategyStep } from './strategy.js';
 

@@ -1,4 +1,4 @@
-import { ExperimentError, type Experiment } from '../../core/experiment.js';
+import { ExperimentError, type Experiment } from '../experiment/schema.js';
 import { precondition } from '../robust/index.js';
 import { FedOpt } from './fedopt.js';
 import type { Strategy } from './strategy.js';

@@ -69,7 +69,7 @@ export class ServerOptimizerError extends RangeError {
 export const SERVER_OPTIMIZER_NAMES: readonly ServerOptimizerName[] = ['fedavg', 'fedavgm', 'fedadagrad', 'fedadam', 'fedyogi'];
 
 /**
- * Defaults of the optional hyperparameters: those of core/experiment.ts's
+ * Defaults of the optional hyperparameters: those of aggregator/experiment/schema.ts's
  * strategy schema (β1 = 0.9, β2 = 0.99, τ = 1e-3 as in Reddi et al. 2021's
  * experiments). FedAdagrad without momentum is beta1: 0, Flower's choice.
  */

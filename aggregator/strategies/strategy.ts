@@ -1,7 +1,7 @@
 // A strategy owns the round lifecycle (what to ask of nodes, how to turn
 // their updates into the next global model); the math lives in ../robust as
 // pure functions over Float32Arrays.
-import type { TrainingSpec } from '../../core/experiment.js';
+import type { TrainingSpec } from '../experiment/schema.js';
 import type { Verdict } from '../robust/verdict.js';
 import type { ServerOptimizerState } from './server-optimizers.js';
 

@@ -4,7 +4,7 @@
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseExperiment, type Experiment, type ExperimentInput } from '../../core/experiment.js';
+import { parseExperiment, type Experiment, type ExperimentInput } from '../../aggregator/experiment/schema.js';
 
 export function tinyExperiment(overrides: Partial<ExperimentInput> = {}): Experiment {
   return parseExperiment({

@@ -1,7 +1,7 @@
 // What the gRPC tests share: a test node's capabilities, joining as a fresh
 // identity, waiting for a task, and reading a call's outcome as a status.
 import * as grpc from '@grpc/grpc-js';
-import { generateIdentity, nodeIdFromPublicKey, type Identity } from '../../core/keys.js';
+import { generateIdentity, nodeIdFromPublicKey, type Identity } from '../../core/signing/keys.js';
 import type { Task__Output } from '../../proto/generated/crowdfl/v1/Task.js';
 import { AggregatorConnection } from '../../trainer/client.js';
 

@@ -1,7 +1,7 @@
 // Small synthetic problems for the model and training tests, drawn from the
 // seeded Rng so every run sees the same data.
-import type { Dataset } from '../../datasets/types.js';
-import { Rng } from '../../datasets/random.js';
+import type { Dataset } from '../../core/dataset.js';
+import { Rng } from '../../core/rng.js';
 
 /** Two Gaussian blobs in `dims` dimensions, centred at ±`separation`/2 along a random unit direction. */
 export function gaussianBlobs(n: number, dims: number, seed: number, separation = 3): Dataset {

@@ -1,0 +1,290 @@
+// The one schema for experiment files. Every type the runner, aggregator and
+// datasets use for an experiment is inferred from here.
+import { readFileSync } from 'node:fs';
+import { z } from 'zod';
+import { backendPreferenceSchema } from '../../core/backend.js';
+import { modelNameSchema } from '../../core/model/zoo.js';
+import { datasetSchema } from '../../datasets/spec.js';
+import { attackSchema } from './attack-schema.js';
+import { describeIssues, UserError } from '../../core/user-error.js';
+
+export const trainingSchema = z
+  .object({
+    epochs: z.number().int().positive().max(1000),
+    batch_size: z.number().int().positive().max(65536),
+    learning_rate: z.number().positive().max(100),
+  })
+  .strict();
+export type TrainingSpec = z.infer<typeof trainingSchema>;
+
+// Server optimizers (Reddi et al. 2021, "Adaptive Federated Optimization"): the round's aggregate
+// Δ is a pseudo-gradient the server applies with its own optimizer and learning rate η.
+const serverLearningRate = z.number().positive().max(100).describe('η: the server optimizer\'s learning rate');
+const adaptiveOptimizer = {
+  server_learning_rate: serverLearningRate,
+  beta1: z.number().min(0).lt(1).default(0.9).describe('decay of the first moment m'),
+  beta2: z.number().min(0).lt(1).default(0.99).describe('decay of the second moment v (not used by fedadagrad)'),
+  tau: z.number().positive().max(1).default(1e-3).describe('τ: adaptivity; v starts at τ² and steps divide by √v + τ'),
+};
+
+export const strategySchema = z.discriminatedUnion('name', [
+  z.object({ name: z.literal('fedavg') }).strict().describe('McMahan et al. 2017: the new model is the old plus the aggregate'),
+  z
+    .object({
+      name: z.literal('fedprox'),
+      mu: z.number().nonnegative().max(100).describe('μ of the proximal term μ/2·‖w − w_global‖² added to every node\'s local loss'),
+    })
+    .strict()
+    .describe('Li et al. 2020: FedAvg whose nodes stay near the global model, for skewed data and partial work'),
+  z
+    .object({
+      name: z.literal('fedavgm'),
+      server_learning_rate: serverLearningRate.default(1),
+      momentum: z.number().min(0).lt(1).default(0.9).describe('β of the server momentum m ← βm + Δ'),
+    })
+    .strict()
+    .describe('Hsu et al. 2019: FedAvg with server momentum'),
+  z.object({ name: z.literal('fedadagrad'), ...adaptiveOptimizer }).strict(),
+  z.object({ name: z.literal('fedadam'), ...adaptiveOptimizer }).strict(),
+  z.object({ name: z.literal('fedyogi'), ...adaptiveOptimizer }).strict(),
+  z
+    .object({
+      name: z.literal('fedbuff'),
+      buffer_size: z.number().int().positive().max(10000).describe('K: a new model is published every K buffered updates'),
+      concurrency: z
+        .number()
+        .int()
+        .positive()
+        .max(10000)
+        .optional()
+        .describe('C: tasks in flight at once (default selection.nodes_per_round)'),
+      staleness: z
+        .enum(['sqrt', 'none'])
+        .default('sqrt')
+        .describe("how an update trained s versions ago is discounted: 'sqrt' scales it by 1/√(1+s)"),
+      server_learning_rate: serverLearningRate.default(1),
+      max_staleness: z
+        .number()
+        .int()
+        .nonnegative()
+        .max(1000)
+        .default(10)
+        .describe('updates trained on a model more than this many versions old are rejected'),
+    })
+    .strict()
+    .describe('Nguyen et al. 2022: asynchronous buffered aggregation; no round waits for a straggler'),
+]);
+export type StrategySpec = z.infer<typeof strategySchema>;
+
+// Robust aggregation: which rule turns the round's updates into one, and the
+// pre-filters every update passes first. Byzantine nodes can lie about their
+// example counts, so only `mean` and `geometric-median` weight by them.
+const preFilterFields = {
+  max_norm: z
+    .number()
+    .positive()
+    .optional()
+    .describe('pre-check: an update whose L2 norm exceeds this is rejected before aggregation'),
+  clip_norm: z
+    .number()
+    .positive()
+    .optional()
+    .describe('pre-filter: an update whose L2 norm exceeds this is scaled down to it (down-weighted)'),
+};
+const byzantineCount = z.number().int().nonnegative().describe('f: how many Byzantine updates the rule must tolerate');
+export const aggregationSchema = z.discriminatedUnion('rule', [
+  z.object({ rule: z.literal('mean'), ...preFilterFields }).strict(),
+  z.object({ rule: z.literal('median'), ...preFilterFields }).strict(),
+  z
+    .object({
+      rule: z.literal('trimmed-mean'),
+      beta: z.number().min(0).lt(0.5).describe('fraction trimmed from each end, per coordinate'),
+      ...preFilterFields,
+    })
+    .strict(),
+  z.object({ rule: z.literal('krum'), f: byzantineCount, ...preFilterFields }).strict(),
+  z
+    .object({
+      rule: z.literal('multi-krum'),
+      f: byzantineCount,
+      m: z.number().int().positive().describe('how many of the best-scored updates are averaged'),
+      ...preFilterFields,
+    })
+    .strict(),
+  z.object({ rule: z.literal('bulyan'), f: byzantineCount, ...preFilterFields }).strict(),
+  z
+    .object({
+      rule: z.literal('geometric-median'),
+      max_iterations: z.number().int().positive().max(10000).default(100),
+      smoothing: z.number().positive().default(1e-6).describe('ν of smoothed Weiszfeld: distances below it count as ν'),
+      tolerance: z.number().positive().default(1e-5).describe('stop when the objective improves by less than this, relatively'),
+      ...preFilterFields,
+    })
+    .strict(),
+  z
+    .object({
+      rule: z.literal('centered-clipping'),
+      tau: z.number().positive().describe('clipping radius around the current centre'),
+      iterations: z.number().int().positive().max(100).default(3),
+      ...preFilterFields,
+    })
+    .strict(),
+]);
+export type AggregationSpec = z.infer<typeof aggregationSchema>;
+export type AggregationRule = AggregationSpec['rule'];
+
+// A node's reputation is a moving average of its verdicts (kept 1,
+// down-weighted 0.5, rejected 0), kept in the node registry across rounds.
+export const reputationSchema = z
+  .object({
+    decay: z
+      .number()
+      .gt(0)
+      .max(1)
+      .default(0.3)
+      .describe('weight of the newest verdict in the moving average; 1 = only the last verdict counts'),
+    min_for_selection: z
+      .number()
+      .min(0)
+      .max(1)
+      .optional()
+      .describe('nodes whose reputation is below this are not selected'),
+    weight_updates: z
+      .boolean()
+      .default(false)
+      .describe('multiply example-count weights by reputation (mean and geometric-median only)'),
+    ban_below: z.number().min(0).max(1).optional().describe('ban a node automatically once its reputation falls below this'),
+    ban_after: z
+      .number()
+      .int()
+      .positive()
+      .default(3)
+      .describe('how many verdicts a node must have before it can be banned automatically'),
+  })
+  .strict();
+export type ReputationSpec = z.infer<typeof reputationSchema>;
+
+export const selectionSchema = z
+  .object({
+    nodes_per_round: z.number().int().positive().describe('how many nodes are asked to train each round'),
+    min_updates: z.number().int().positive().describe('quorum: fewer updates than this by the deadline abandons the round'),
+    deadline_seconds: z.number().positive().max(86400),
+    over_selection: z
+      .number()
+      .min(1)
+      .max(10)
+      .default(1)
+      .describe(
+        'ask ceil(nodes_per_round × this) nodes and commit as soon as nodes_per_round updates arrived, so nodes that drop or ' +
+          'straggle do not hold the round (Bonawitz et al. 2019 use 1.3)',
+      ),
+  })
+  .strict()
+  .refine((s) => s.min_updates <= s.nodes_per_round, {
+    message: 'min_updates cannot exceed nodes_per_round',
+    path: ['min_updates'],
+  });
+export type SelectionSpec = z.infer<typeof selectionSchema>;
+
+export const experimentSchema = z
+  .object({
+    name: z.string().regex(/^[a-z0-9][a-z0-9._-]*$/i, 'use letters, digits, ".", "_" or "-"'),
+    description: z.string().optional(),
+    seed: z.number().int().nonnegative().max(2 ** 31 - 1),
+    dataset: datasetSchema,
+    model: modelNameSchema,
+    nodes: z.number().int().positive().max(10000).describe('how many nodes the simulation starts'),
+    rounds: z.number().int().positive().max(100000),
+    strategy: strategySchema.default({ name: 'fedavg' }),
+    aggregation: aggregationSchema.default({ rule: 'mean' }),
+    attack: attackSchema.optional().describe('simulations only: a share of the nodes run this attack'),
+    faults: z
+      .object({
+        vanish_probability: z
+          .number()
+          .min(0)
+          .lt(1)
+          .default(0)
+          .describe('each task, a node vanishes mid-round with this probability (seeded) and rejoins after the deadline'),
+        slow_fraction: z.number().min(0).max(1).default(0).describe('this share of the nodes (chosen by seed) are stragglers'),
+        slowdown: z
+          .number()
+          .min(1)
+          .max(100)
+          .default(1)
+          .describe('a straggler takes this many times as long per task as it would (it waits out the difference before uploading)'),
+      })
+      .strict()
+      .optional()
+      .describe('simulations only: injected node failures'),
+    reputation: reputationSchema.default({ decay: 0.3, weight_updates: false, ban_after: 3 }),
+    selection: selectionSchema,
+    training: trainingSchema,
+    backend: backendPreferenceSchema.default('auto'),
+    record: z
+      .object({
+        update_tensors: z
+          .boolean()
+          .default(true)
+          .describe("keep every aggregated update's bytes in the run directory (content-addressed), so `crowdfl replay` can re-run each aggregation"),
+      })
+      .strict()
+      .default({ update_tensors: true }),
+    target: z
+      .object({ accuracy: z.number().min(0).max(1), within_rounds: z.number().int().positive() })
+      .strict()
+      .optional(),
+  })
+  .strict()
+  .refine((e) => e.selection.nodes_per_round <= e.nodes, {
+    message: 'selection.nodes_per_round cannot exceed nodes',
+    path: ['selection', 'nodes_per_round'],
+  })
+  // A node trains each published model at most once (its task seed would repeat), so a buffer larger
+  // than the nodes working at once would never fill.
+  .refine((e) => e.strategy.name !== 'fedbuff' || e.strategy.buffer_size <= Math.min(e.nodes, e.strategy.concurrency ?? e.selection.nodes_per_round), {
+    message: 'strategy.buffer_size cannot exceed strategy.concurrency (default selection.nodes_per_round) or nodes',
+    path: ['strategy', 'buffer_size'],
+  })
+  .refine((e) => e.dataset.name !== 'synthetic' || e.model !== 'cnn', {
+    message: 'the cnn model needs 28x28 images (fashion-mnist or mnist), not synthetic vectors',
+    path: ['model'],
+  })
+  .refine((e) => (e.dataset.name === 'synthetic') === (e.dataset.partition.kind === 'natural'), {
+    message: 'the "natural" partition belongs to synthetic data only, and synthetic data has no other',
+    path: ['dataset', 'partition', 'kind'],
+  });
+export type Experiment = z.infer<typeof experimentSchema>;
+/** What an experiment file may omit (defaults fill it in). */
+export type ExperimentInput = z.input<typeof experimentSchema>;
+
+export class ExperimentError extends UserError {}
+
+export function parseExperiment(value: unknown, source = 'experiment'): Experiment {
+  const result = experimentSchema.safeParse(value);
+  if (!result.success) {
+    throw new ExperimentError(`${source} is not a valid experiment:\n${describeIssues(result.error)}`);
+  }
+  return result.data;
+}
+
+export function loadExperimentFile(path: string): { experiment: Experiment; text: string } {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new ExperimentError(
+      code === 'ENOENT'
+        ? `experiment file ${path} does not exist; pass the path of a JSON file such as experiments/default.json`
+        : `cannot read experiment file ${path}: ${(err as Error).message}`,
+    );
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    throw new ExperimentError(`experiment file ${path} is not valid JSON: ${(err as Error).message}`);
+  }
+  return { experiment: parseExperiment(json, `experiment file ${path}`), text };
+}

@@ -1,0 +1,30 @@
+// One line per round that says what the aggregator did with the updates it
+// received, e.g. "4 of 20 rejected (krum score), 1 down-weighted (clipped)".
+import type { Verdict } from '../robust/verdict.js';
+
+/** The reason without its figures: "krum score 12.3, not among …" → "krum score", "clipped from 9 to 5" → "clipped". */
+export function reasonKind(reason: string): string {
+  const cut = reason.search(/(^|\s)[-+]?[\d.]+|[:;,(]/);
+  const head = (cut < 0 ? reason : reason.slice(0, cut)).trim().replace(/\s+(from|to|in|by|of|at|is)$/, '');
+  return head || reason.trim();
+}
+
+function byKind(verdicts: readonly Verdict[]): string {
+  const counts = new Map<string, number>();
+  for (const v of verdicts) counts.set(reasonKind(v.reason), (counts.get(reasonKind(v.reason)) ?? 0) + 1);
+  return [...counts.entries()]
+    .sort((a, b) => b[1] - a[1])
+    .map(([kind, count]) => (counts.size > 1 ? `${count} ${kind}` : kind))
+    .join(', ');
+}
+
+export function summarizeVerdicts(verdicts: readonly Verdict[]): string {
+  const n = verdicts.length;
+  const rejected = verdicts.filter((v) => v.verdict === 'rejected');
+  const down = verdicts.filter((v) => v.verdict === 'down-weighted');
+  if (!rejected.length && !down.length) return `all ${n} kept`;
+  const parts: string[] = [];
+  if (rejected.length) parts.push(`${rejected.length} of ${n} rejected (${byKind(rejected)})`);
+  if (down.length) parts.push(`${down.length} down-weighted (${byKind(down)})`);
+  return parts.join(', ');
+}
