@@ -11,7 +11,8 @@ import { z } from 'zod';
 import { aggregationSchema, loadExperimentFile, type AggregationSpec, type Experiment } from '../aggregator/experiment/schema.js';
 import { describeIssues } from '../core/user-error.js';
 import { attackSchema, type AttackSpec } from '../aggregator/experiment/attack-schema.js';
-import { newRunId, simulate, type AttackReport } from '../lab/simulate.js';
+import { simulate, type AttackReport } from '../lab/simulate.js';
+import { newRunId } from '../aggregator/run-id.js';
 import { heatmapSvg } from '../lab/heatmap.js';
 import { parseMatrixArgs } from './matrix-args.js';
 

@@ -12,7 +12,8 @@ import { loadExperimentFile, strategySchema, type Experiment } from '../aggregat
 import { describeIssues } from '../core/user-error.js';
 import { markdownTable } from '../lab/markdown.js';
 import { writeCurves, type CurveRun } from '../lab/plot.js';
-import { newRunId, simulate } from '../lab/simulate.js';
+import { simulate } from '../lab/simulate.js';
+import { newRunId } from '../aggregator/run-id.js';
 import { parseMatrixArgs } from './matrix-args.js';
 
 const matrixSchema = z

@@ -6,7 +6,7 @@ import { AggregatorMetrics, serveMetrics } from '../aggregator/prometheus.js';
 import { loadExperimentFile } from '../aggregator/experiment/schema.js';
 import { backendPreferenceSchema, type BackendPreference } from '../core/backend.js';
 import { testData } from '../datasets/index.js';
-import { newRunId } from '../lab/simulate.js';
+import { newRunId } from '../aggregator/run-id.js';
 import { RunProgress } from '../lab/progress.js';
 import { writeRunPlot } from '../lab/plot.js';
 import { action, UsageError } from './errors.js';

@@ -1,4 +1,5 @@
-import { InvalidArgumentError } from 'commander';
+import { InvalidArgumentError, type Command } from 'commander';
+import { backendPreferenceSchema } from '../core/backend.js';
 import type { z } from 'zod';
 
 /** A commander parser that accepts only the schema's values and names them when refusing. */
@@ -35,4 +36,13 @@ export function parseAddress(value: string): string {
     throw new InvalidArgumentError('expected HOST:PORT, e.g. 127.0.0.1:7070');
   }
   return value;
+}
+
+/** The options every command that starts a run takes (simulate, rerun), with each command's own help texts. */
+export function runOptions(command: Command, help: { runsDir: string; runId: string; backend: string }): Command {
+  return command
+    .option('--runs-dir <dir>', help.runsDir, 'runs')
+    .option('--run-id <id>', help.runId)
+    .option('--backend <name>', `${help.backend}: auto|tensorflow|tensorflow-gpu|wasm|cpu`, parseChoice(backendPreferenceSchema))
+    .option('--no-progress', 'print no progress lines');
 }

@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { loadRuns, writeReport } from '../lab/report.js';
-import { newRunId } from '../lab/simulate.js';
+import { newRunId } from '../aggregator/run-id.js';
 import { action } from './errors.js';
 
 /**

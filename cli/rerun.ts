@@ -1,24 +1,27 @@
 import type { Command } from 'commander';
-import { backendPreferenceSchema, type BackendPreference } from '../core/backend.js';
+import type { BackendPreference } from '../core/backend.js';
 import { describeRerun, DEFAULT_CROSS_BACKEND_TOLERANCE, rerun } from '../lab/rerun.js';
 import { action } from './errors.js';
-import { parseChoice, parsePoints } from './options.js';
+import { parsePoints, runOptions } from './options.js';
 import { resolveRun } from './runs.js';
 
 export function register(program: Command): void {
-  program
-    .command('rerun')
-    .description("run a recorded experiment again with its seed and the original nodes' keys, then compare the accuracy of every round")
-    .argument('<run>', 'run directory, or its name under --runs-dir')
-    .option('--runs-dir <dir>', 'where runs named without a path are', 'runs')
-    .option('--run-id <id>', "name of the new run's directory, beside the original (default: <experiment>-rerun-<time>-<random>)")
-    .option('--backend <name>', "compute on this backend instead of the original's: auto|tensorflow|tensorflow-gpu|wasm|cpu", parseChoice(backendPreferenceSchema))
+  runOptions(
+    program
+      .command('rerun')
+      .description("run a recorded experiment again with its seed and the original nodes' keys, then compare the accuracy of every round")
+      .argument('<run>', 'run directory, or its name under --runs-dir'),
+    {
+      runsDir: 'where runs named without a path are',
+      runId: "name of the new run's directory, beside the original (default: <experiment>-rerun-<time>-<random>)",
+      backend: "compute on this backend instead of the original's",
+    },
+  )
     .option(
       '--tolerance <points>',
       `accuracy difference in percentage points still counted as agreeing when the backends differ (default ${DEFAULT_CROSS_BACKEND_TOLERANCE * 100})`,
       parsePoints,
     )
-    .option('--no-progress', 'print no progress lines')
     .addHelpText(
       'after',
       '\nThe experiment comes from the run\'s crowdfl.db (what the aggregator ran), the nodes take the\n' +

@@ -1,20 +1,22 @@
 import type { Command } from 'commander';
 import { loadExperimentFile } from '../aggregator/experiment/schema.js';
-import { backendPreferenceSchema } from '../core/backend.js';
 import { simulate } from '../lab/simulate.js';
 import { printSummary } from './summary.js';
 import { action } from './errors.js';
-import { parseChoice } from './options.js';
+import { runOptions } from './options.js';
 
 export function register(program: Command): void {
-  program
-    .command('simulate')
-    .description('run an experiment on this machine: the aggregator and one process per node, over gRPC on loopback')
-    .argument('<experiment>', 'experiment file (JSON), e.g. experiments/default.json')
-    .option('--runs-dir <dir>', 'where runs/<run-id>/ is written', 'runs')
-    .option('--run-id <id>', 'name of the run directory (default: <experiment>-<time>-<random>)')
-    .option('--backend <name>', 'override the experiment\'s backend: auto|tensorflow|tensorflow-gpu|wasm|cpu', parseChoice(backendPreferenceSchema))
-    .option('--no-progress', 'print no progress lines')
+  runOptions(
+    program
+      .command('simulate')
+      .description('run an experiment on this machine: the aggregator and one process per node, over gRPC on loopback')
+      .argument('<experiment>', 'experiment file (JSON), e.g. experiments/default.json'),
+    {
+      runsDir: 'where runs/<run-id>/ is written',
+      runId: 'name of the run directory (default: <experiment>-<time>-<random>)',
+      backend: "override the experiment's backend",
+    },
+  )
     .addHelpText(
       'after',
       '\nWrites runs/<run-id>/summary.json (per-round accuracy, loss, participants, seconds, model_sha256),\n' +

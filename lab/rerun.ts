@@ -8,7 +8,8 @@ import type { BackendPreference } from '../core/backend.js';
 import { loadOrCreateIdentity, nodeIdFromPublicKey } from '../core/signing/keys.js';
 import { ACCURACY_CHART, roundChartSvg } from './plot.js';
 import { loadRun, type ReportRound, type RunReport } from './report.js';
-import { newRunId, nodeKeyFile, nodeName, simulate } from './simulate.js';
+import { nodeKeyFile, nodeName, simulate } from './simulate.js';
+import { newRunId } from '../aggregator/run-id.js';
 import { UserError } from '../core/user-error.js';
 
 /** A run that cannot be rerun as asked; the message says why. */

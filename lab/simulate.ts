@@ -3,7 +3,6 @@
 // partition from disk. Nothing is shortcut: the nodes use the same command an
 // operator runs.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { chmodSync, constants, copyFileSync, createWriteStream, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -18,6 +17,7 @@ import { RunProgress } from './progress.js';
 import { loadOrCreateIdentity, nodeIdFromPublicKey, publicKeyToString } from '../core/signing/keys.js';
 import { openDatabase } from '../aggregator/store/db.js';
 import { RunStore } from '../aggregator/store/run-store.js';
+import { newRunId } from '../aggregator/run-id.js';
 
 const CLI = fileURLToPath(new URL('../cli/index.js', import.meta.url));
 /** Byzantine nodes run the same node command through the attack hook's entry point. */
@@ -52,11 +52,6 @@ function nodeDir(runDir: string, index: number): string {
 /** Where a simulated node keeps its key: node processes create it on first start. */
 export function nodeKeyFile(runDir: string, index: number): string {
   return join(nodeDir(runDir, index), 'state', 'key.json');
-}
-
-export function newRunId(name: string): string {
-  const stamp = new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
-  return `${name}-${stamp}-${randomBytes(2).toString('hex')}`;
 }
 
 export interface AttackReport {
