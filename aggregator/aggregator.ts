@@ -23,7 +23,8 @@ import { strategyFor } from './strategies/index.js';
 import { resumePoint, type ResumePoint } from './resume.js';
 import { UPDATE_BLOBS_DIR, UpdateBlobs } from './store/update-blobs.js';
 import { float32ToBytes, sha256Hex } from '../core/tensor-codec.js';
-import { runDigest, sign, signatureToString } from '../core/signing/signing.js';
+import { sign, signatureToString } from '../core/signing/ed25519.js';
+import { runDigest } from '../core/signing/layouts.js';
 import { DEFAULT_PACE, pollRetryAfterMs, type PacePolicy } from './rounds/pace.js';
 
 /** The longest a node's PollTask is held open before it is told to come back. */

@@ -6,7 +6,8 @@ import { createHash } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import { generateIdentity } from '../core/signing/keys.js';
-import { sign, updateDigest, verify } from '../core/signing/signing.js';
+import { sign, verify } from '../core/signing/ed25519.js';
+import { updateDigest } from '../core/signing/layouts.js';
 import { chunks, float32ToBytes, sha256Hex } from '../core/tensor-codec.js';
 
 const SIZES = [

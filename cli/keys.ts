@@ -3,7 +3,7 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { fingerprint, loadOrCreateIdentity, nodeIdFromPublicKey, publicKeyFromString, publicKeyToString } from '../core/signing/keys.js';
-import { createInvitation, parseInvitation } from '../core/signing/signing.js';
+import { createInvitation, parseInvitation } from '../core/signing/invitations.js';
 import { action, UsageError } from './errors.js';
 
 export const DEFAULT_NODE_KEY = join(homedir(), '.crowdfl', 'node', 'key.json');

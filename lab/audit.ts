@@ -2,7 +2,8 @@
 // its node's key, and every committed round's signature by the aggregator
 // over the new model hash and the updates that made it.
 import { publicKeyFromString } from '../core/signing/keys.js';
-import { digestHex, roundDigest, signatureFromString, updateDigest, verify } from '../core/signing/signing.js';
+import { digestHex, signatureFromString, verify } from '../core/signing/ed25519.js';
+import { roundDigest, updateDigest } from '../core/signing/layouts.js';
 import type { RunStore } from '../aggregator/store/run-store.js';
 
 export interface RoundAudit {

@@ -13,7 +13,9 @@ import { generateIdentity, nodeIdFromPublicKey, publicKeyToString, type Identity
 import { weightManifest } from '../core/model/model.js';
 import { parseModelJson } from '../core/model/zoo.js';
 import { loadProto, PROTOCOL_VERSION } from '../core/proto.js';
-import { createInvitation, helloDigest, sign, updateDigest } from '../core/signing/signing.js';
+import { createInvitation } from '../core/signing/invitations.js';
+import { sign } from '../core/signing/ed25519.js';
+import { helloDigest, updateDigest } from '../core/signing/layouts.js';
 import { float32ToBytes, sha256Hex } from '../core/tensor-codec.js';
 import { federatedData } from '../datasets/index.js';
 import type { Task__Output } from '../proto/generated/crowdfl/v1/Task.js';

@@ -13,7 +13,8 @@ import {
 } from '../core/tensor-codec.js';
 import type { Identity } from '../core/signing/keys.js';
 import { fingerprint } from '../core/signing/keys.js';
-import { digestHex, helloDigest, sign, updateDigest, type UpdateSigningInput } from '../core/signing/signing.js';
+import { digestHex, sign } from '../core/signing/ed25519.js';
+import { helloDigest, updateDigest, type UpdateSigningInput } from '../core/signing/layouts.js';
 import type { DeclineKind__Output as DeclineKind } from '../proto/generated/crowdfl/v1/DeclineKind.js';
 import type { TaskOutcomeReply__Output } from '../proto/generated/crowdfl/v1/TaskOutcomeReply.js';
 import type { AggregatorClient } from '../proto/generated/crowdfl/v1/Aggregator.js';

@@ -7,7 +7,8 @@
 // earlier line intact if the node dies mid-write; a torn last line is skipped.
 import { appendFileSync, existsSync, readFileSync } from 'node:fs';
 import { z } from 'zod';
-import { digestHex, roundDigest, signatureFromString, verify } from '../core/signing/signing.js';
+import { digestHex, signatureFromString, verify } from '../core/signing/ed25519.js';
+import { roundDigest } from '../core/signing/layouts.js';
 import { bump, emptyTotals, type ContributionTotals } from '../core/contribution-totals.js';
 import type { TaskOutcomeReply__Output } from '../proto/generated/crowdfl/v1/TaskOutcomeReply.js';
 

@@ -1,4 +1,5 @@
-import { modelJsonSha256, taskDigest, verify } from '../core/signing/signing.js';
+import { verify } from '../core/signing/ed25519.js';
+import { modelJsonSha256, taskDigest } from '../core/signing/layouts.js';
 import type { Task__Output } from '../proto/generated/crowdfl/v1/Task.js';
 
 /** Is this task really from the pinned aggregator, and for this node? */

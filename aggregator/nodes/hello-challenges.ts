@@ -4,7 +4,7 @@
 // hello within the clock window would close the real node's session (a
 // re-hello replaces it) and hand its polls to whoever replayed it.
 import { randomBytes } from 'node:crypto';
-import { HELLO_CHALLENGE_BYTES } from '../../core/signing/signing.js';
+import { HELLO_CHALLENGE_BYTES } from '../../core/signing/layouts.js';
 
 export interface HelloChallengePolicy {
   /** How long a challenge stays valid: long enough for a paced hello, short enough to keep few outstanding. */

@@ -4,7 +4,9 @@
 import { status } from '@grpc/grpc-js';
 import type { Identity } from '../../core/signing/keys.js';
 import { fingerprint, nodeIdFromPublicKey, publicKeyToString } from '../../core/signing/keys.js';
-import { HELLO_CHALLENGE_BYTES, hasSmallOrder, helloDigest, InvitationError, isExpired, parseInvitation, verify } from '../../core/signing/signing.js';
+import { InvitationError, isExpired, parseInvitation } from '../../core/signing/invitations.js';
+import { hasSmallOrder, verify } from '../../core/signing/ed25519.js';
+import { HELLO_CHALLENGE_BYTES, helloDigest } from '../../core/signing/layouts.js';
 import type { HelloRequest__Output } from '../../proto/generated/crowdfl/v1/HelloRequest.js';
 import { NO_CHALLENGE, type HelloChallenges } from './hello-challenges.js';
 import { RpcError } from '../rpc-error.js';

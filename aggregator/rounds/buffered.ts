@@ -13,7 +13,7 @@
 import { status } from '@grpc/grpc-js';
 import type { StrategySpec } from '../experiment/schema.js';
 import { manifestBytes } from '../../core/tensor-codec.js';
-import { modelJsonSha256 } from '../../core/signing/signing.js';
+import { modelJsonSha256 } from '../../core/signing/layouts.js';
 import { Rng } from '../../core/rng.js';
 import type { Task } from '../../proto/generated/crowdfl/v1/Task.js';
 import type { TensorSpec } from '../../proto/generated/crowdfl/v1/TensorSpec.js';

@@ -6,7 +6,7 @@ import type { Experiment } from '../experiment/schema.js';
 import { manifestBytes, type TensorEntry } from '../../core/tensor-codec.js';
 import { Rng } from '../../core/rng.js';
 import type { Identity } from '../../core/signing/keys.js';
-import { modelJsonSha256 } from '../../core/signing/signing.js';
+import { modelJsonSha256 } from '../../core/signing/layouts.js';
 import type { Task } from '../../proto/generated/crowdfl/v1/Task.js';
 import type { TensorSpec } from '../../proto/generated/crowdfl/v1/TensorSpec.js';
 import type { UpdateMeta__Output } from '../../proto/generated/crowdfl/v1/UpdateMeta.js';

@@ -2,7 +2,7 @@
 // update's verdict, the nodes' counters) is written in ONE transaction, so a
 // crash leaves either the whole round or none of it.
 import { and, asc, eq, getTableColumns, sql } from 'drizzle-orm';
-import { byTaskId } from '../../core/signing/signing.js';
+import { byTaskId } from '../../core/signing/layouts.js';
 import type { ReputationChange } from '../nodes/reputation.js';
 import type { Db } from './db.js';
 import { invitations, nodes, refusals, rounds, runs, tasks, updates, type NodeRow, type RoundRow, type RunRow, type UpdateRow } from './schema.js';

@@ -3,34 +3,9 @@ import { createHash, createPrivateKey, createPublicKey, sign as cryptoSign, veri
 import { readFileSync } from 'node:fs';
 import nacl from 'tweetnacl';
 import { generateIdentity, identityFromSeed } from './keys.js';
-import {
-  createInvitation,
-  digestHex,
-  hasSmallOrder,
-  helloDigest,
-  INVITATION_PREFIX,
-  InvitationError,
-  invitationDigest,
-  invitationLayout,
-  isExpired,
-  modelJsonSha256,
-  parseInvitation,
-  roundDigest,
-  sign,
-  signWithTweetnacl,
-  signatureFromString,
-  signatureToString,
-  SigningError,
-  taskDigest,
-  taskLayout,
-  updateDigest,
-  updateLayout,
-  verify,
-  type HelloSigningInput,
-  type RoundSigningInput,
-  type TaskSigningInput,
-  type UpdateSigningInput,
-} from './signing.js';
+import { createInvitation, INVITATION_PREFIX, InvitationError, isExpired, parseInvitation } from './invitations.js';
+import { digestHex, hasSmallOrder, sign, signWithTweetnacl, signatureFromString, signatureToString, verify } from './ed25519.js';
+import { helloDigest, invitationDigest, invitationLayout, modelJsonSha256, roundDigest, SigningError, taskDigest, taskLayout, updateDigest, updateLayout, type HelloSigningInput, type RoundSigningInput, type TaskSigningInput, type UpdateSigningInput } from './layouts.js';
 
 // The golden vector: also written out in proto/crowdfl.proto. If a test here
 // fails, the signed layout changed and every deployed node and verifier with it.
@@ -184,9 +159,9 @@ function specUpdateLayout(u: UpdateSigningInput): Buffer {
   ]);
 }
 
-test('core/signing/signing.ts and proto/crowdfl.proto document the same layout', (t) => {
+test('core/signing/layouts.ts and proto/crowdfl.proto document the same layout', (t) => {
   const spec = (text: string) => text.slice(text.indexOf('// Signatures never cover'), text.indexOf('//   u64(expires_unix_ms) u32(max_uses)'));
-  const inCode = spec(readFileSync('core/signing/signing.ts', 'utf8'));
+  const inCode = spec(readFileSync('core/signing/layouts.ts', 'utf8'));
   t.true(inCode.length > 1000);
   t.is(spec(readFileSync('proto/crowdfl.proto', 'utf8')), inCode);
 });
