@@ -1,6 +1,5 @@
 import type { Command } from 'commander';
-import type { BackendPreference } from '../core/backend.js';
-import { describeRerun, DEFAULT_CROSS_BACKEND_TOLERANCE, rerun } from '../lab/rerun.js';
+import { DEFAULT_CROSS_BACKEND_TOLERANCE, type BackendPreference } from '../core/backend.js';
 import { action } from './errors.js';
 import { parsePoints, runOptions } from './options.js';
 import { resolveRun } from './runs.js';
@@ -35,6 +34,8 @@ export function register(program: Command): void {
     )
     .action(
       action(async (run: string, opts: { runsDir: string; runId?: string; backend?: BackendPreference; tolerance?: number; progress: boolean }) => {
+        // Loaded on use: a rerun runs the simulator, which reaches the attack code the rest of the binary never loads.
+        const { describeRerun, rerun } = await import('../lab/rerun.js');
         const result = await rerun({
           runDir: resolveRun(opts.runsDir, run),
           runId: opts.runId,

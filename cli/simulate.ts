@@ -1,6 +1,5 @@
 import type { Command } from 'commander';
 import { loadExperimentFile } from '../aggregator/experiment/schema.js';
-import { simulate } from '../lab/simulate.js';
 import { printSummary } from './summary.js';
 import { action } from './errors.js';
 import { runOptions } from './options.js';
@@ -25,6 +24,8 @@ export function register(program: Command): void {
     .action(
       action(async (file: string, opts: { runsDir: string; runId?: string; backend?: 'auto'; progress: boolean }) => {
         const { experiment, text } = loadExperimentFile(file);
+        // Loaded on use: the simulator reaches the attack code, which the rest of the binary never loads.
+        const { simulate } = await import('../lab/simulate.js');
         const summary = await simulate({
           experiment,
           experimentText: text,

@@ -14,6 +14,12 @@ import { registerWasmTrainingKernels } from './tfjs-wasm-kernels.js';
 export const backendPreferenceSchema = z.enum(['auto', 'tensorflow', 'tensorflow-gpu', 'wasm', 'cpu']);
 export type BackendPreference = z.infer<typeof backendPreferenceSchema>;
 
+/**
+ * How far two runs' accuracies may differ and still agree when they computed on different backends:
+ * wasm and cpu round differently, which can flip a few test predictions a round (`crowdfl rerun`'s default).
+ */
+export const DEFAULT_CROSS_BACKEND_TOLERANCE = 0.02;
+
 export interface BackendOptions {
   log?: (msg: string) => void;
 }

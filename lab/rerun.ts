@@ -4,7 +4,7 @@
 // "Determinism".
 import { existsSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import type { BackendPreference } from '../core/backend.js';
+import { DEFAULT_CROSS_BACKEND_TOLERANCE, type BackendPreference } from '../core/backend.js';
 import { loadOrCreateIdentity, nodeIdFromPublicKey } from '../core/signing/keys.js';
 import { ACCURACY_CHART, roundChartSvg } from './plot.js';
 import { loadRun, type ReportRound, type RunReport } from './report.js';
@@ -54,9 +54,6 @@ export interface RerunResult {
   /** What in either run timing rather than the seed decided, so that rounds may differ even on one backend. */
   notes: string[];
 }
-
-/** Cross-backend default: wasm and cpu round differently, which can flip a few test predictions a round. */
-export const DEFAULT_CROSS_BACKEND_TOLERANCE = 0.02;
 
 /**
  * The backend the original computed on, as a preference that selects it again. The recorded
