@@ -23,6 +23,7 @@ import { outcomeEntry, type Ledger } from './ledger.js';
 import type { Caps } from './node-config.js';
 import { limitsForHello, overCap, overMemoryCap } from './operator-caps.js';
 import { UserError } from '../core/user-error.js';
+import { divergedTraining } from './update-checks.js';
 
 /**
  * Attack experiments only: replaces the node's honest update just before it is
@@ -356,6 +357,11 @@ async function work(
     }
     if (result.examplesTrained === 0) {
       await decline('no time to train a single batch before the deadline', 'TOO_SLOW');
+      return;
+    }
+    const diverged = divergedTraining(result.metrics, o.data.numClasses);
+    if (diverged) {
+      await decline(diverged, 'DIVERGED');
       return;
     }
     if ((o.slowdown ?? 1) > 1) {

@@ -71,6 +71,11 @@ export type TrainingPath = 'dense' | 'generic';
 export interface TrainingMetricsResult {
   /** Mean training cross-entropy over the last (possibly partial) epoch; NaN if no batch ran. */
   loss: number;
+  /**
+   * Mean cross-entropy of the first batch, computed before any step moved the weights: the loss the
+   * node started from, against which a diverged run is recognised (trainer/update-checks.ts). NaN if no batch ran.
+   */
+  start_loss: number;
   /** Training accuracy over the same batches; NaN if no batch ran. */
   accuracy: number;
   seconds: number;
@@ -353,6 +358,7 @@ async function runLoop(o: TrainLocallyOptions, stepper: Stepper, path: TrainingP
   let epochsCompleted = 0;
   let partial = false;
   let loss = Number.NaN;
+  let startLoss = Number.NaN;
   let accuracy = Number.NaN;
   // Sums over the current epoch, kept on the backend so no batch waits on a
   // device read; they are read once when the epoch ends.
@@ -393,6 +399,8 @@ async function runLoop(o: TrainLocallyOptions, stepper: Stepper, path: TrainingP
           yBuffer[i * classes + data.labels[row]] = 1;
         }
         const batch = stepper.step(xBuffer, yBuffer, size);
+        // One device read for the whole run: the loss before training moved anything.
+        if (examplesTrained === 0) startLoss = (await batch.loss.data())[0]! / size;
         lossSum = accumulate(lossSum, batch.loss);
         correctSum = accumulate(correctSum, batch.correct);
 
@@ -419,7 +427,7 @@ async function runLoop(o: TrainLocallyOptions, stepper: Stepper, path: TrainingP
       partial,
       path,
       threads,
-      metrics: { loss, accuracy, seconds, examples_per_second: seconds > 0 ? examplesTrained / seconds : 0 },
+      metrics: { loss, start_loss: startLoss, accuracy, seconds, examples_per_second: seconds > 0 ? examplesTrained / seconds : 0 },
     };
   } finally {
     resetEpochSums();
