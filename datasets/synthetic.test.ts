@@ -79,12 +79,10 @@ test('node k does not depend on how many nodes there are', (t) => {
   for (let k = 0; k < 3; k++) t.true(sameBytes(small.nodes[k].train.features, large.nodes[k].train.features));
 });
 
-test('fast enough for large federations', (t) => {
-  const start = performance.now();
+test('generates a large federation: 200 nodes, each with train and test examples', (t) => {
   const data = generateSynthetic({ alpha: 0.5, beta: 0.5, numNodes: 200, seed: 1 });
-  const ms = performance.now() - start;
-  t.log(`200 nodes, ${data.nodes.reduce((a, n) => a + n.train.numExamples + n.test.numExamples, 0)} samples: ${Math.round(ms)} ms`);
-  t.true(ms < 5000);
+  t.is(data.nodes.length, 200);
+  t.true(data.nodes.every((n) => n.train.numExamples > 0 && n.test.numExamples > 0));
 });
 
 test('federatedData for synthetic returns node train sets and the union test set', async (t) => {

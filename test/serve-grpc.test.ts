@@ -255,14 +255,12 @@ test.serial('an overloaded server refuses Predict on its headers, before decodin
     t.not(decoded.code, grpc.status.OK);
     // Two requests in progress fill --max-pending 2.
     const held = [serving.admission.admit(), serving.admission.admit()];
-    const started = performance.now();
+    // Refused at once: a call that waited for the held requests would end DEADLINE_EXCEEDED, not RESOURCE_EXHAUSTED.
     const refused = await garbage();
     const valid = await statusOf(callPredict(c, request, 5000));
-    const ms = performance.now() - started;
     t.is(refused.code, grpc.status.RESOURCE_EXHAUSTED, refused.details);
     t.regex(refused.details, /^overloaded: 2 predict requests in progress \(limit 2\); retry later$/);
     t.is(valid.code, grpc.status.RESOURCE_EXHAUSTED);
-    t.true(ms < 1000, `refusals took ${ms.toFixed(0)} ms`);
     const metrics = serving.metrics.render();
     t.regex(metrics, /crowdfl_serving_early_refusals_total\{api="grpc"\} 2/);
     for (const release of held) release();

@@ -187,9 +187,10 @@ test.serial('shutting down does not wait forever for a client that never finishe
   stuck.answer.catch(() => undefined); // its connection is closed under it
   const end = Date.now() + 5000;
   while (serving.admission.pending < 1 && Date.now() < end) await new Promise((r) => setTimeout(r, 5));
-  const started = Date.now();
+  // close() returning at all is the behaviour (a close that waited for the client would hang
+  // until the test's timeout); and the stuck client's connection was closed under it.
   await serving.close();
-  t.true(Date.now() - started < 4000, `close took ${Date.now() - started} ms`);
+  await t.throwsAsync(stuck.answer);
 });
 
 test.serial('a request is refused 429 at once when the expected wait exceeds half the deadline the client sent', async (t) => {
@@ -256,15 +257,20 @@ test.serial('--follow serves a newly committed round without failing requests in
     const clients = Array.from({ length: 8 }, async (_, c) => {
       for (let i = 0; !stop; i++) statuses.push((await post(serving.port, '/v1/models/default:predict', { instances: [instance(c * 1000 + i)] })).status);
     });
-    await new Promise((r) => setTimeout(r, 100));
+    // Requests are in flight before the swap, across it and after it: each phase waits for answers, not for time.
+    const answers = (n: number) => new Promise<void>((resolve) => {
+      const target = statuses.length + n;
+      const check = () => (statuses.length >= target ? resolve() : setTimeout(check, 5));
+      check();
+    });
+    await answers(8);
     db.prepare("UPDATE rounds SET status = 'committed' WHERE round = 2 AND status = 'abandoned'").run();
-    const deadline = Date.now() + 5000;
-    while (serving.registry.newest('default')?.version !== 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
-    await new Promise((r) => setTimeout(r, 100));
+    while (serving.registry.newest('default')?.version !== 2) await new Promise((r) => setTimeout(r, 10));
+    await answers(8);
     stop = true;
     await Promise.all(clients);
     t.is(serving.registry.newest('default')?.version, 2);
-    t.true(statuses.length > 16);
+    t.true(statuses.length >= 16);
     t.deepEqual([...new Set(statuses)], [200]);
     const rows = [instance(5)];
     const res = await post(serving.port, '/v1/models/default:predict', { instances: rows });
