@@ -13,7 +13,7 @@ const geometricMedianSchema = ruleSchema('geometric-median', {
   tolerance: z.number().positive().default(1e-5).describe('stop when the objective improves by less than this, relatively'),
 });
 
-/** RFA: weighted by example counts like the mean, but a few far-off updates cannot drag it. */
+/** RFA: weighted by example counts, like the mean. */
 export const geometricMedianRule: RobustRule<typeof geometricMedianSchema> = {
   name: 'geometric-median',
   schema: geometricMedianSchema,
