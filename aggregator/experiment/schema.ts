@@ -5,6 +5,7 @@ import { z } from 'zod';
 import { backendPreferenceSchema } from '../../core/backend.js';
 import { modelNameSchema } from '../../core/model/zoo.js';
 import { datasetSchema } from '../../datasets/spec.js';
+import { aggregationSchema } from '../robust/rules.js';
 import { attackSchema } from './attack-schema.js';
 import { describeIssues, UserError } from '../../core/user-error.js';
 
@@ -77,61 +78,9 @@ export const strategySchema = z.discriminatedUnion('name', [
 export type StrategySpec = z.infer<typeof strategySchema>;
 
 // Robust aggregation: which rule turns the round's updates into one, and the
-// pre-filters every update passes first. Byzantine nodes can lie about their
-// example counts, so only `mean` and `geometric-median` weight by them.
-const preFilterFields = {
-  max_norm: z
-    .number()
-    .positive()
-    .optional()
-    .describe('pre-check: an update whose L2 norm exceeds this is rejected before aggregation'),
-  clip_norm: z
-    .number()
-    .positive()
-    .optional()
-    .describe('pre-filter: an update whose L2 norm exceeds this is scaled down to it (down-weighted)'),
-};
-const byzantineCount = z.number().int().nonnegative().describe('f: how many Byzantine updates the rule must tolerate');
-export const aggregationSchema = z.discriminatedUnion('rule', [
-  z.object({ rule: z.literal('mean'), ...preFilterFields }).strict(),
-  z.object({ rule: z.literal('median'), ...preFilterFields }).strict(),
-  z
-    .object({
-      rule: z.literal('trimmed-mean'),
-      beta: z.number().min(0).lt(0.5).describe('fraction trimmed from each end, per coordinate'),
-      ...preFilterFields,
-    })
-    .strict(),
-  z.object({ rule: z.literal('krum'), f: byzantineCount, ...preFilterFields }).strict(),
-  z
-    .object({
-      rule: z.literal('multi-krum'),
-      f: byzantineCount,
-      m: z.number().int().positive().describe('how many of the best-scored updates are averaged'),
-      ...preFilterFields,
-    })
-    .strict(),
-  z.object({ rule: z.literal('bulyan'), f: byzantineCount, ...preFilterFields }).strict(),
-  z
-    .object({
-      rule: z.literal('geometric-median'),
-      max_iterations: z.number().int().positive().max(10000).default(100),
-      smoothing: z.number().positive().default(1e-6).describe('ν of smoothed Weiszfeld: distances below it count as ν'),
-      tolerance: z.number().positive().default(1e-5).describe('stop when the objective improves by less than this, relatively'),
-      ...preFilterFields,
-    })
-    .strict(),
-  z
-    .object({
-      rule: z.literal('centered-clipping'),
-      tau: z.number().positive().describe('clipping radius around the current centre'),
-      iterations: z.number().int().positive().max(100).default(3),
-      ...preFilterFields,
-    })
-    .strict(),
-]);
-export type AggregationSpec = z.infer<typeof aggregationSchema>;
-export type AggregationRule = AggregationSpec['rule'];
+// pre-filters every update passes first. Each rule's fields live beside its
+// code; aggregator/robust/rules.ts lists the rules.
+export { aggregationSchema, type AggregationRule, type AggregationSpec } from '../robust/rules.js';
 
 // A node's reputation is a moving average of its verdicts (kept 1,
 // down-weighted 0.5, rejected 0), kept in the node registry across rounds.

@@ -1,7 +1,8 @@
 import { closestToMedian } from './kernels/coordinate.js';
 import { num, percent } from './format.js';
 import { pairwiseSquaredDistances } from './kernels/vectors.js';
-import { byScore, krumScores } from './krum.js';
+import { byScore, byzantineCount, krumScores } from './krum.js';
+import { ruleSchema, type RobustRule } from './rule.js';
 import { AggregationError, checkSameLength, type AggregationResult, type Verdict } from './verdict.js';
 
 /** Bulyan needs n ≥ 4f + 3 updates (El Mhamdi et al. 2018). */
@@ -14,6 +15,17 @@ export function bulyanPrecondition(f: number, n: number): string | undefined {
   if (n < 4 * f + 3) return `bulyan with f=${f} needs at least ${4 * f + 3} updates (n ≥ 4f + 3); this round has ${n}`;
   return undefined;
 }
+
+const bulyanSchema = ruleSchema('bulyan', { f: byzantineCount });
+
+export const bulyanRule: RobustRule<typeof bulyanSchema> = {
+  name: 'bulyan',
+  schema: bulyanSchema,
+  weighted: false,
+  minUpdates: (spec) => bulyanMinUpdates(spec.f),
+  precondition: { text: 'n ≥ 4f + 3', check: (spec, n) => bulyanPrecondition(spec.f, n) },
+  apply: (spec, updates) => bulyan(updates, spec.f),
+};
 
 /**
  * Bulyan (El Mhamdi et al. 2018). Stage 1: Krum is applied repeatedly to the

@@ -1,9 +1,25 @@
+import { z } from 'zod';
 import { num } from './format.js';
 import { stepAndDistances } from './kernels/vectors.js';
+import { atLeastOneUpdate, ruleSchema, type RobustRule } from './rule.js';
 import { AggregationError, checkSameLength, type AggregationResult, type Verdict } from './verdict.js';
 
 /** Centered clipping needs one update. */
 export const CENTERED_CLIPPING_MIN_UPDATES = 1;
+
+const centeredClippingSchema = ruleSchema('centered-clipping', {
+  tau: z.number().positive().describe('clipping radius around the current centre'),
+  iterations: z.number().int().positive().max(100).default(3),
+});
+
+export const centeredClippingRule: RobustRule<typeof centeredClippingSchema> = {
+  name: 'centered-clipping',
+  schema: centeredClippingSchema,
+  weighted: false,
+  minUpdates: () => CENTERED_CLIPPING_MIN_UPDATES,
+  precondition: { text: 'n ≥ 1', check: (spec, n) => atLeastOneUpdate(spec.rule, n) },
+  apply: (spec, updates, _examples, options) => centeredClipping(updates, { tau: spec.tau, iterations: spec.iterations, center: options.center }),
+};
 
 export interface CenteredClippingOptions {
   /** τ: the clipping radius around the current centre. */

@@ -1,9 +1,28 @@
+import { z } from 'zod';
 import { num, percent } from './format.js';
 import { gramMatrix, stepAndDistances, weightedSum } from './kernels/vectors.js';
+import { atLeastOneUpdate, ruleSchema, type RobustRule } from './rule.js';
 import { AggregationError, checkSameLength, type AggregationResult, type Verdict } from './verdict.js';
 
 /** The geometric median needs one update. */
 export const GEOMETRIC_MEDIAN_MIN_UPDATES = 1;
+
+const geometricMedianSchema = ruleSchema('geometric-median', {
+  max_iterations: z.number().int().positive().max(10000).default(100),
+  smoothing: z.number().positive().default(1e-6).describe('ν of smoothed Weiszfeld: distances below it count as ν'),
+  tolerance: z.number().positive().default(1e-5).describe('stop when the objective improves by less than this, relatively'),
+});
+
+/** RFA: weighted by example counts, like the mean. */
+export const geometricMedianRule: RobustRule<typeof geometricMedianSchema> = {
+  name: 'geometric-median',
+  schema: geometricMedianSchema,
+  weighted: true,
+  minUpdates: () => GEOMETRIC_MEDIAN_MIN_UPDATES,
+  precondition: { text: 'n ≥ 1', check: (spec, n) => atLeastOneUpdate(spec.rule, n) },
+  apply: (spec, updates, examples) =>
+    geometricMedian(updates, examples, { maxIterations: spec.max_iterations, smoothing: spec.smoothing, tolerance: spec.tolerance }),
+};
 
 export interface GeometricMedianOptions {
   /** Weiszfeld steps at most. */

@@ -3,15 +3,9 @@
 // rule to the updates that passed, and returns a verdict for every input in
 // input order.
 
-import type { AggregationRule, AggregationSpec } from '../experiment/schema.js';
-import { bulyan, bulyanMinUpdates, bulyanPrecondition } from './bulyan.js';
-import { centeredClipping } from './centered-clipping.js';
-import { geometricMedian } from './geometric-median.js';
-import { krum, krumMinUpdates, krumPrecondition, multiKrum } from './krum.js';
-import { weightedMean } from './mean.js';
-import { coordinateMedian } from './median.js';
 import { preFilter } from './pre-filter.js';
-import { trimmedMean, trimmedMeanMinUpdates, trimmedMeanPrecondition } from './trimmed-mean.js';
+import type { AggregateOptions } from './rule.js';
+import { RULES, ruleFor, type AggregationRule, type AggregationSpec } from './rules.js';
 import { AggregationError, type AggregationResult, type Verdict } from './verdict.js';
 
 export { AggregationError, type AggregationResult, type Verdict } from './verdict.js';
@@ -23,59 +17,23 @@ export { bulyan, bulyanMinUpdates, bulyanPrecondition } from './bulyan.js';
 export { geometricMedian, GEOMETRIC_MEDIAN_MIN_UPDATES, type GeometricMedianOptions } from './geometric-median.js';
 export { centeredClipping, CENTERED_CLIPPING_MIN_UPDATES, type CenteredClippingOptions } from './centered-clipping.js';
 export { preFilter, type PreFilterOptions, type PreFilterOutcome, type PreFilterNote, type PreFilterSpec } from './pre-filter.js';
+export type { AggregateOptions, RobustRule } from './rule.js';
+export { RULES, ruleFor, aggregationSchema, type AggregationRule, type AggregationSpec } from './rules.js';
 
 /** Rules that weight updates by their example counts; the others ignore them (Byzantine nodes can lie about them). */
-export const WEIGHTED_RULES: ReadonlySet<AggregationRule> = new Set<AggregationRule>(['mean', 'geometric-median']);
+export const WEIGHTED_RULES: ReadonlySet<AggregationRule> = new Set(RULES.filter((r) => r.weighted).map((r) => r.name));
 
 /** Each rule's precondition on n, the number of updates that reach it (after the pre-filter). */
-export const PRECONDITIONS: Readonly<Record<AggregationRule, string>> = {
-  mean: 'n ≥ 1',
-  median: 'n ≥ 1',
-  'trimmed-mean': 'n − 2⌊βn⌋ ≥ 1',
-  krum: 'n > 2f + 2',
-  'multi-krum': 'n > 2f + 2 and 1 ≤ m ≤ n − f',
-  bulyan: 'n ≥ 4f + 3',
-  'geometric-median': 'n ≥ 1',
-  'centered-clipping': 'n ≥ 1',
-};
+export const PRECONDITIONS = Object.fromEntries(RULES.map((r) => [r.name, r.precondition.text])) as Readonly<Record<AggregationRule, string>>;
 
 /** The fewest updates the rule accepts (for multi-krum, also n ≥ m + f). */
 export function minUpdates(spec: AggregationSpec): number {
-  switch (spec.rule) {
-    case 'trimmed-mean':
-      return trimmedMeanMinUpdates(spec.beta);
-    case 'krum':
-      return krumMinUpdates(spec.f);
-    case 'multi-krum':
-      return Math.max(krumMinUpdates(spec.f), spec.m + spec.f);
-    case 'bulyan':
-      return bulyanMinUpdates(spec.f);
-    default:
-      return 1;
-  }
+  return ruleFor(spec).minUpdates(spec);
 }
 
 /** Why the rule cannot aggregate n updates, or undefined when it can. */
 export function precondition(spec: AggregationSpec, n: number): string | undefined {
-  switch (spec.rule) {
-    case 'trimmed-mean':
-      return trimmedMeanPrecondition(spec.beta, n);
-    case 'krum':
-      return krumPrecondition(spec.f, n);
-    case 'multi-krum':
-      return krumPrecondition(spec.f, n, spec.m);
-    case 'bulyan':
-      return bulyanPrecondition(spec.f, n);
-    default:
-      return n >= 1 ? undefined : `${spec.rule} needs at least 1 update; this round has ${n}`;
-  }
-}
-
-export interface AggregateOptions {
-  /** Where centered clipping starts (e.g. the previous aggregate); zeros when absent. */
-  readonly center?: Float32Array;
-  /** The model's parameter count: updates of another length are rejected. Without it, the length most updates have. */
-  readonly length?: number;
+  return ruleFor(spec).precondition.check(spec, n);
 }
 
 /**
@@ -88,30 +46,10 @@ export function applyRule(
   examples: readonly number[],
   options: AggregateOptions = {},
 ): AggregationResult {
-  const problem = precondition(spec, updates.length);
+  const rule = ruleFor(spec);
+  const problem = rule.precondition.check(spec, updates.length);
   if (problem) throw new AggregationError(problem);
-  switch (spec.rule) {
-    case 'mean':
-      return weightedMean(updates, examples);
-    case 'median':
-      return coordinateMedian(updates);
-    case 'trimmed-mean':
-      return trimmedMean(updates, spec.beta);
-    case 'krum':
-      return krum(updates, spec.f);
-    case 'multi-krum':
-      return multiKrum(updates, spec.f, spec.m);
-    case 'bulyan':
-      return bulyan(updates, spec.f);
-    case 'geometric-median':
-      return geometricMedian(updates, examples, {
-        maxIterations: spec.max_iterations,
-        smoothing: spec.smoothing,
-        tolerance: spec.tolerance,
-      });
-    case 'centered-clipping':
-      return centeredClipping(updates, { tau: spec.tau, iterations: spec.iterations, center: options.center });
-  }
+  return rule.apply(spec, updates, examples, options);
 }
 
 /**
@@ -132,7 +70,7 @@ export function aggregate(
 ): AggregationResult {
   const filtered = preFilter(updates, examples, spec, {
     length: options.length ?? options.center?.length,
-    weighted: WEIGHTED_RULES.has(spec.rule),
+    weighted: ruleFor(spec).weighted,
   });
   const n = updates.length;
   const survivors = filtered.passed.length;

@@ -1,5 +1,7 @@
+import { z } from 'zod';
 import { num } from './format.js';
 import { pairwiseSquaredDistances, weightedSum } from './kernels/vectors.js';
+import { ruleSchema, type RobustRule } from './rule.js';
 import { AggregationError, checkSameLength, type AggregationResult, type Verdict } from './verdict.js';
 
 /** Krum and Multi-Krum need n > 2f + 2 updates (Blanchard et al. 2017). */
@@ -17,6 +19,35 @@ export function krumPrecondition(f: number, n: number, m?: number): string | und
   }
   return undefined;
 }
+
+/** The `f` field of krum, multi-krum and bulyan. */
+export const byzantineCount = z.number().int().nonnegative().describe('f: how many Byzantine updates the rule must tolerate');
+
+const krumSchema = ruleSchema('krum', { f: byzantineCount });
+
+export const krumRule: RobustRule<typeof krumSchema> = {
+  name: 'krum',
+  schema: krumSchema,
+  weighted: false,
+  minUpdates: (spec) => krumMinUpdates(spec.f),
+  precondition: { text: 'n > 2f + 2', check: (spec, n) => krumPrecondition(spec.f, n) },
+  apply: (spec, updates) => krum(updates, spec.f),
+};
+
+const multiKrumSchema = ruleSchema('multi-krum', {
+  f: byzantineCount,
+  m: z.number().int().positive().describe('how many of the best-scored updates are averaged'),
+});
+
+export const multiKrumRule: RobustRule<typeof multiKrumSchema> = {
+  name: 'multi-krum',
+  schema: multiKrumSchema,
+  weighted: false,
+  // Krum's bound, and m of the n − f updates it may average.
+  minUpdates: (spec) => Math.max(krumMinUpdates(spec.f), spec.m + spec.f),
+  precondition: { text: 'n > 2f + 2 and 1 ≤ m ≤ n − f', check: (spec, n) => krumPrecondition(spec.f, n, spec.m) },
+  apply: (spec, updates) => multiKrum(updates, spec.f, spec.m),
+};
 
 /**
  * Krum scores from pairwise squared distances D (n×n): for each member i,

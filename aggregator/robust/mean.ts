@@ -1,8 +1,21 @@
 import { weightedSum } from './kernels/vectors.js';
+import { atLeastOneUpdate, ruleSchema, type RobustRule } from './rule.js';
 import { AggregationError, checkSameLength, type AggregationResult } from './verdict.js';
 
 /** The mean needs one update. */
 export const MEAN_MIN_UPDATES = 1;
+
+const meanSchema = ruleSchema('mean', {});
+
+/** FedAvg's mean, weighted by example counts. */
+export const meanRule: RobustRule<typeof meanSchema> = {
+  name: 'mean',
+  schema: meanSchema,
+  weighted: true,
+  minUpdates: () => MEAN_MIN_UPDATES,
+  precondition: { text: 'n ≥ 1', check: (spec, n) => atLeastOneUpdate(spec.rule, n) },
+  apply: (_spec, updates, examples) => weightedMean(updates, examples),
+};
 
 /**
  * FedAvg's weighted mean: Σ wᵢ·uᵢ / Σ wᵢ, with wᵢ the number of examples

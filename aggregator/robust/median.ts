@@ -1,8 +1,20 @@
 import { coordinateVerdicts, rankWindow } from './kernels/coordinate.js';
+import { atLeastOneUpdate, ruleSchema, type RobustRule } from './rule.js';
 import { AggregationError, checkSameLength, type AggregationResult } from './verdict.js';
 
 /** The coordinate-wise median needs one update. */
 export const MEDIAN_MIN_UPDATES = 1;
+
+const medianSchema = ruleSchema('median', {});
+
+export const medianRule: RobustRule<typeof medianSchema> = {
+  name: 'median',
+  schema: medianSchema,
+  weighted: false,
+  minUpdates: () => MEDIAN_MIN_UPDATES,
+  precondition: { text: 'n ≥ 1', check: (spec, n) => atLeastOneUpdate(spec.rule, n) },
+  apply: (_spec, updates) => coordinateMedian(updates),
+};
 
 /**
  * Coordinate-wise median (Yin et al. 2018): each coordinate of the aggregate

@@ -4,10 +4,25 @@
 // norm exceeds clip_norm is scaled down to it (a copy: inputs are never
 // modified) and marked down-weighted.
 
+import { z } from 'zod';
 import { num } from './format.js';
 import { squaredNorms } from './kernels/vectors.js';
 import { sharedFloat32 } from './kernels/pool.js';
 import { AggregationError } from './verdict.js';
+
+/** The pre-filter's fields in every rule's `aggregation` section (rule.ts ruleSchema adds them). */
+export const preFilterFields = {
+  max_norm: z
+    .number()
+    .positive()
+    .optional()
+    .describe('pre-check: an update whose L2 norm exceeds this is rejected before aggregation'),
+  clip_norm: z
+    .number()
+    .positive()
+    .optional()
+    .describe('pre-filter: an update whose L2 norm exceeds this is scaled down to it (down-weighted)'),
+};
 
 export interface PreFilterSpec {
   /** Reject an update whose L2 norm exceeds this. */

@@ -1,4 +1,6 @@
+import { z } from 'zod';
 import { coordinateVerdicts, rankWindow } from './kernels/coordinate.js';
+import { ruleSchema, type RobustRule } from './rule.js';
 import { AggregationError, checkSameLength, type AggregationResult } from './verdict.js';
 
 /**
@@ -24,6 +26,19 @@ export function trimmedMeanPrecondition(beta: number, n: number): string | undef
   if (n - 2 * t < 1) return `trimmed-mean with β=${beta} trims ${t} values from each end of ${n} and keeps none (n − 2⌊βn⌋ ≥ 1)`;
   return undefined;
 }
+
+const trimmedMeanSchema = ruleSchema('trimmed-mean', {
+  beta: z.number().min(0).lt(0.5).describe('fraction trimmed from each end, per coordinate'),
+});
+
+export const trimmedMeanRule: RobustRule<typeof trimmedMeanSchema> = {
+  name: 'trimmed-mean',
+  schema: trimmedMeanSchema,
+  weighted: false,
+  minUpdates: (spec) => trimmedMeanMinUpdates(spec.beta),
+  precondition: { text: 'n − 2⌊βn⌋ ≥ 1', check: (spec, n) => trimmedMeanPrecondition(spec.beta, n) },
+  apply: (spec, updates) => trimmedMean(updates, spec.beta),
+};
 
 /**
  * Coordinate-wise β-trimmed mean (Yin et al. 2018): per coordinate, drop the

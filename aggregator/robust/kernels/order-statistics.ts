@@ -255,7 +255,8 @@ function partition(src: Int32Array, so: number, dst: Int32Array, lo: number, hi:
   return l;
 }
 
-function insertionSort(a: Int32Array, lo: number, hi: number): void {
+/** Sorts a[lo, hi) in place: the finish of every selection here, once a part is down to a few values. */
+function insertionSort(a: Int32Array | Float64Array, lo: number, hi: number): void {
   for (let i = lo + 1; i < hi; i++) {
     const v = a[i]!;
     let j = i - 1;
@@ -348,15 +349,7 @@ export function selectFloat(a: Float64Array, tmp: Float64Array, n: number, k: nu
   let hi = n;
   for (;;) {
     if (hi - lo <= 8) {
-      for (let i = lo + 1; i < hi; i++) {
-        const v = cur[i]!;
-        let j = i - 1;
-        while (j >= lo && cur[j]! > v) {
-          cur[j + 1] = cur[j]!;
-          j--;
-        }
-        cur[j + 1] = v;
-      }
+      insertionSort(cur, lo, hi);
       return cur[k]!;
     }
     const p = median3(cur[lo]!, cur[(lo + hi) >> 1]!, cur[hi - 1]!);
