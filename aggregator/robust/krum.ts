@@ -57,7 +57,10 @@ export const multiKrumRule: RobustRule<typeof multiKrumSchema> = {
 export function krumScores(D: Float64Array, n: number, f: number, members?: readonly number[]): Float64Array {
   const set = members ?? Array.from({ length: n }, (_, i) => i);
   const r = set.length;
-  const neighbours = Math.max(0, r - f - 2);
+  // n − f − 2 neighbours, as Blanchard et al. score; at least one while there is another member, as the
+  // reference implementation does: Bulyan's last iterations (r ≤ f + 2) would otherwise score every
+  // member 0, and the lowest index, Byzantine or not, would win.
+  const neighbours = Math.min(Math.max(0, r - 1), Math.max(1, r - f - 2));
   const scores = new Float64Array(n).fill(NaN);
   const row = new Float64Array(Math.max(0, r - 1));
   for (const i of set) {

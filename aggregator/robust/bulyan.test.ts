@@ -1,0 +1,20 @@
+import test from 'ava';
+import { bulyan } from './bulyan.js';
+
+// Six honest updates close together and one Byzantine far away, at every position: with f = 1,
+// Bulyan's iterated Krum reaches three remaining members, where scoring with no neighbour would
+// make every score 0 and pick the lowest index.
+function round(byzantineAt: number): Float32Array[] {
+  const honest = [0.9, 1, 1.1, 0.95, 1.05, 1.02];
+  const updates = honest.map((v, i) => new Float32Array([v, v + 0.01 * i, v - 0.01 * i]));
+  updates.splice(byzantineAt, 0, new Float32Array([50, -50, 50]));
+  return updates;
+}
+
+for (const at of [0, 3, 6]) {
+  test(`Bulyan at f = 1 rejects the Byzantine update at index ${at}`, (t) => {
+    const { aggregate, verdicts } = bulyan(round(at), 1);
+    t.is(verdicts[at]!.verdict, 'rejected', verdicts[at]!.reason);
+    for (const x of aggregate) t.true(Math.abs(x - 1) < 0.2, `aggregate ${[...aggregate]}`);
+  });
+}
