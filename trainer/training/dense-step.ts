@@ -15,7 +15,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { countCorrect, inputShape, layerSummary, numParams } from '../../core/model/model.js';
 import type { ModelSpec } from '../../core/model/zoo.js';
-import { sumOfSlices } from './replicas.js';
+import { sumOfSlices } from './contribution-sum.js';
 
 export interface DenseLayerPlan {
   inputs: number;
