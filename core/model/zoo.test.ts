@@ -2,17 +2,9 @@ import test from 'ava';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../backend.js';
 import { evaluate } from './evaluate.js';
-import {
-  buildModel,
-  getFlatWeights,
-  glorotLimit,
-  initialWeights,
-  ModelSpecError,
-  numParams,
-  setFlatWeights,
-  weightManifest,
-} from './model.js';
-import { modelSpec, parseModelJson, type LayerJson, type ModelSpec } from './zoo.js';
+import { buildModel, getFlatWeights, glorotLimit, initialWeights, setFlatWeights } from './build.js';
+import { ModelSpecError, numParams, weightManifest, type LayerJson, type ModelSpec } from './spec.js';
+import { modelSpec, parseModelJson } from './zoo.js';
 import type { Dataset } from '../dataset.js';
 import { sameBits } from '../../test/support/training-data.js';
 

@@ -6,8 +6,8 @@
 // Contributions are flat Float32Arrays in a layout private to the replica
 // kind; every thread of a run holds the same kind, built from the same setup.
 import * as tf from '@tensorflow/tfjs';
-import { countCorrect, crossEntropy, outputsProbabilities } from '../../core/model/model.js';
-import type { ModelSpec } from '../../core/model/zoo.js';
+import { countCorrect, crossEntropy } from '../../core/model/losses.js';
+import { outputsProbabilities, type ModelSpec } from '../../core/model/spec.js';
 import { sumOfSlices } from './contribution-sum.js';
 import type { DenseTrainer } from './dense-step.js';
 
