@@ -16,7 +16,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
 import { generateIdentity, nodeIdFromPublicKey, type Identity } from '../core/signing/keys.js';
-import { weightManifest } from '../core/model/model.js';
+import { weightManifest } from '../core/model/spec.js';
 import { parseModelJson } from '../core/model/zoo.js';
 import { manifestElements } from '../core/tensor-codec.js';
 import { SOFTWARE } from '../core/version.js';

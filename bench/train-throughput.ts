@@ -4,8 +4,8 @@
 // Shared by bench/bench-train.ts and its smoke test.
 import * as tf from '@tensorflow/tfjs';
 import { missingTrainingKernels } from '../core/backend.js';
-import { initialWeights } from '../core/model/model.js';
-import type { ModelSpec } from '../core/model/zoo.js';
+import { initialWeights } from '../core/model/build.js';
+import type { ModelSpec } from '../core/model/spec.js';
 import { Rng } from '../core/rng.js';
 import type { Dataset } from '../core/dataset.js';
 import { trainLocally } from '../trainer/training/local-training.js';

@@ -2,8 +2,9 @@
 import test from 'ava';
 import * as tf from '@tensorflow/tfjs';
 import { BackendError, backendVersions, ensureBackendFor, initBackend, missingTrainingKernels, trainingKernels } from './backend.js';
-import { initialWeights, inputShape, numOutputs } from './model/model.js';
-import { modelSpec, type ModelSpec } from './model/zoo.js';
+import { initialWeights } from './model/build.js';
+import { inputShape, numOutputs, type ModelSpec } from './model/spec.js';
+import { modelSpec } from './model/zoo.js';
 import type { Dataset } from './dataset.js';
 import { Rng } from './rng.js';
 import { trainLocally } from '../trainer/training/local-training.js';

@@ -6,8 +6,7 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { z } from 'zod';
-import { layerSummary } from './model/model.js';
-import type { ModelSpec } from './model/zoo.js';
+import { layerSummary, type ModelSpec } from './model/spec.js';
 import { registerWasmTrainingKernels } from './tfjs-wasm-kernels.js';
 
 /** Which backend a process asks for; `auto` takes the fastest that loads. */

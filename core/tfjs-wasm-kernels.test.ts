@@ -4,7 +4,7 @@
 import test from 'ava';
 import * as tf from '@tensorflow/tfjs';
 import { ensureBackendFor, initBackend, missingTrainingKernels, trainingKernels } from './backend.js';
-import { initialWeights } from './model/model.js';
+import { initialWeights } from './model/build.js';
 import { modelSpec } from './model/zoo.js';
 import { registerWasmTrainingKernels } from './tfjs-wasm-kernels.js';
 import { Rng } from './rng.js';

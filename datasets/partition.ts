@@ -2,7 +2,7 @@
 // pure function of its arguments and the Rng it is given, returns one
 // Uint32Array of example indices per node, uses each index exactly once, and
 // gives every node at least one example (so every node can train).
-import type { PartitionSpec } from './spec.js';
+import type { PartitionSpec } from './partition-spec.js';
 import { DatasetError } from './errors.js';
 import { Rng } from '../core/rng.js';
 import { featureSize, type Dataset } from '../core/dataset.js';

@@ -17,6 +17,8 @@
 //
 // Node sizes are lognormal(4, 2) + 50 as in FedProx, capped because the
 // lognormal's tail occasionally yields tens of thousands of samples.
+import { z } from 'zod';
+import type { DatasetDescriptor } from './descriptor.js';
 import { DatasetError } from './errors.js';
 import { Rng } from '../core/rng.js';
 import type { Dataset } from '../core/dataset.js';
@@ -137,3 +139,35 @@ export function generateSynthetic(opts: SyntheticOptions): SyntheticData {
     test: { name: 'synthetic', featureShape: [dims], numClasses: classes, numExamples: total, features, labels },
   };
 }
+
+const syntheticSchema = z
+  .object({
+    name: z.literal('synthetic'),
+    alpha: z.number().nonnegative().describe('FedProx\'s model-heterogeneity parameter (see datasets/README.md: it does not change the labels)'),
+    beta: z.number().nonnegative().describe('how much the nodes\' inputs differ'),
+    dimensions: z.number().int().positive().default(60),
+    classes: z.number().int().min(2).default(10),
+    partition: z.object({ kind: z.literal('natural') }).strict().default({ kind: 'natural' }),
+  })
+  .strict();
+
+/** Each node's data is generated separately; the test set is the union of the nodes' held-out 20%. */
+export const synthetic: DatasetDescriptor<typeof syntheticSchema> = {
+  name: 'synthetic',
+  schema: syntheticSchema,
+  async federatedData(spec, numNodes, seed) {
+    const data = generateSynthetic({
+      alpha: spec.alpha,
+      beta: spec.beta,
+      dims: spec.dimensions,
+      classes: spec.classes,
+      numNodes,
+      seed,
+    });
+    return { test: data.test, partitions: data.nodes.map((n) => n.train) };
+  },
+  // The test data is the union of the nodes' held-out parts, so it needs the nodes.
+  async testData(spec, numNodes, seed, opts) {
+    return (await synthetic.federatedData(spec, numNodes, seed, opts)).test;
+  },
+};

@@ -19,7 +19,7 @@ import { evaluate } from '../core/model/evaluate.js';
 import { parseExperiment, type Experiment } from '../aggregator/experiment/schema.js';
 import { type BackendPreference } from '../core/backend.js';
 import { publicKeyFromString } from '../core/signing/keys.js';
-import { initialWeights } from '../core/model/model.js';
+import { initialWeights } from '../core/model/build.js';
 import { modelSpec } from '../core/model/zoo.js';
 import { signatureFromString, verify } from '../core/signing/ed25519.js';
 import { runDigest } from '../core/signing/layouts.js';

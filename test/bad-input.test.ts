@@ -13,7 +13,7 @@ import { federatedData } from '../datasets/index.js';
 import type { AggregatorClient } from '../proto/generated/crowdfl/v1/Aggregator.js';
 import type { Task__Output } from '../proto/generated/crowdfl/v1/Task.js';
 import { AggregatorConnection } from '../trainer/client.js';
-import { weightManifest } from '../core/model/model.js';
+import { weightManifest } from '../core/model/spec.js';
 import { parseModelJson } from '../core/model/zoo.js';
 import { tempDir, tinyExperiment } from './support/fixtures.js';
 import { caps, joinAs, nextTask, statusOf } from './support/grpc.js';

@@ -9,7 +9,7 @@ import type { EngineEvent } from '../aggregator/rounds/synchronous.js';
 import { openDatabase } from '../aggregator/store/db.js';
 import { RunStore } from '../aggregator/store/run-store.js';
 import { generateIdentity, nodeIdFromPublicKey } from '../core/signing/keys.js';
-import { weightManifest } from '../core/model/model.js';
+import { weightManifest } from '../core/model/spec.js';
 import { parseModelJson } from '../core/model/zoo.js';
 import { federatedData } from '../datasets/index.js';
 import { writeLocalData } from '../datasets/local-dir.js';

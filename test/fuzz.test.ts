@@ -9,7 +9,7 @@ import { startAggregator } from '../aggregator/aggregator.js';
 import { openDatabase } from '../aggregator/store/db.js';
 import { RunStore } from '../aggregator/store/run-store.js';
 import { generateIdentity } from '../core/signing/keys.js';
-import { weightManifest } from '../core/model/model.js';
+import { weightManifest } from '../core/model/spec.js';
 import { parseModelJson } from '../core/model/zoo.js';
 import { loadProto, PROTOCOL_VERSION } from '../core/proto.js';
 import { federatedData } from '../datasets/index.js';

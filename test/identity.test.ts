@@ -10,7 +10,7 @@ import { auditRun } from '../lab/audit.js';
 import { openDatabase } from '../aggregator/store/db.js';
 import { RunStore } from '../aggregator/store/run-store.js';
 import { generateIdentity, nodeIdFromPublicKey, publicKeyToString, type Identity } from '../core/signing/keys.js';
-import { weightManifest } from '../core/model/model.js';
+import { weightManifest } from '../core/model/spec.js';
 import { parseModelJson } from '../core/model/zoo.js';
 import { loadProto, PROTOCOL_VERSION } from '../core/proto.js';
 import { createInvitation } from '../core/signing/invitations.js';

@@ -5,7 +5,7 @@ import test from 'ava';
 import * as grpc from '@grpc/grpc-js';
 import { writeCheckpoint } from '../aggregator/store/checkpoints.js';
 import { initBackend } from '../core/backend.js';
-import { weightManifest } from '../core/model/model.js';
+import { weightManifest } from '../core/model/spec.js';
 import { modelSpec } from '../core/model/zoo.js';
 import type { GetModelStatusResponse__Output } from '../proto/generated/tensorflow/serving/GetModelStatusResponse.js';
 import type { ModelServiceClient } from '../proto/generated/tensorflow/serving/ModelService.js';

@@ -8,7 +8,7 @@ import test from 'ava';
 import { overLimits } from '../aggregator/nodes/node-limits.js';
 import { reasonKind } from '../core/contribution-totals.js';
 import { generateIdentity } from '../core/signing/keys.js';
-import { activationsPerExample, ModelSpecError, numParams } from '../core/model/model.js';
+import { activationsPerExample, ModelSpecError, numParams } from '../core/model/spec.js';
 import { modelSpec, parseModelJson } from '../core/model/zoo.js';
 import { digestHex, sign, signatureToString } from '../core/signing/ed25519.js';
 import { roundDigest } from '../core/signing/layouts.js';

@@ -1,9 +1,10 @@
 // Held-out evaluation of a flat weight vector. The aggregator calls this every
-// round, so the built model is reused (core/model/model.ts pools it per topology and
+// round, so the built model is reused (core/model/build.ts pools it per topology and
 // backend) and only the weights are loaded each time.
 import * as tf from '@tensorflow/tfjs';
-import { countCorrect, crossEntropy, inputShape, numOutputs, outputsProbabilities, setFlatWeights, withModel } from './model.js';
-import type { ModelSpec } from './zoo.js';
+import { countCorrect, crossEntropy } from './losses.js';
+import { inputShape, numOutputs, outputsProbabilities, type ModelSpec } from './spec.js';
+import { setFlatWeights, withModel } from './build.js';
 import { featureSize, type Dataset } from '../dataset.js';
 
 export interface EvaluationResult {

@@ -1,7 +1,7 @@
 // Arithmetic cost of a model, from its declarative layer shapes: what the
 // training benchmark quotes against the machine's peak, and what a node uses
 // to judge whether a batch is worth splitting across threads.
-import type { JsonObject, JsonValue, ModelSpec } from './zoo.js';
+import type { JsonObject, JsonValue, ModelSpec } from './spec.js';
 
 function numberField(config: JsonObject, key: string, layer: string): number {
   const v = config[key];

@@ -2,17 +2,9 @@ import test from 'ava';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../backend.js';
 import { evaluate } from './evaluate.js';
-import {
-  buildModel,
-  getFlatWeights,
-  glorotLimit,
-  initialWeights,
-  ModelSpecError,
-  numParams,
-  setFlatWeights,
-  weightManifest,
-} from './model.js';
-import { modelSpec, parseModelJson, type LayerJson, type ModelSpec } from './zoo.js';
+import { buildModel, getFlatWeights, glorotLimit, initialWeights, setFlatWeights } from './build.js';
+import { ModelSpecError, numOutputs, numParams, outputsProbabilities, weightManifest, type LayerJson, type ModelSpec } from './spec.js';
+import { modelNameSchema, modelSpec, parseModelJson, zooModels, type ModelName } from './zoo.js';
 import type { Dataset } from '../dataset.js';
 import { sameBits } from '../../test/support/training-data.js';
 
@@ -34,6 +26,31 @@ test('zoo models have the parameter counts of McMahan et al.', async (t) => {
     t.is(model.countParams(), numParams(spec), name);
     model.dispose();
   }
+});
+
+test('every registered zoo model is a name in modelNameSchema, builds, outputs logits and comes back through parseModelJson', async (t) => {
+  // The schema lists exactly the registry, in its order.
+  t.deepEqual([...modelNameSchema.options], zooModels.map((model) => model.name));
+  for (const { name } of zooModels) {
+    t.is(modelNameSchema.parse(name), name);
+    for (const input of [mnistInput, { featureShape: [784], numClasses: 3 }]) {
+      const spec = modelSpec(name, input);
+      t.is(spec.topology.config.name, `crowdfl_${name}`);
+      t.is(numOutputs(spec), input.numClasses, name);
+      t.false(outputsProbabilities(spec), `${name} ends in logits; the softmax is the loss's`);
+      const model = await buildModel(spec);
+      t.is(model.countParams(), numParams(spec), name);
+      model.dispose();
+      const parsed = parseModelJson(JSON.stringify(spec.topology));
+      t.is(parsed.name, name);
+      t.deepEqual(parsed.topology, spec.topology);
+    }
+  }
+  t.throws(() => modelSpec('mlp' as ModelName, mnistInput), { instanceOf: RangeError, message: 'unknown model mlp; choose 2nn, cnn or logreg' });
+  t.throws(() => parseModelJson(JSON.stringify({ class_name: 'Sequential', config: { name: 'crowdfl_mlp', layers: [] } })), {
+    instanceOf: ModelSpecError,
+    message: 'model_json describes model "crowdfl_mlp"; nodes train zoo models only (crowdfl_2nn, crowdfl_cnn, crowdfl_logreg)',
+  });
 });
 
 test('the cnn accepts flat or 2-D images by reshaping them', (t) => {

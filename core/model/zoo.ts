@@ -1,107 +1,40 @@
-// Models are declared as data: Keras/tfjs "modelTopology" JSON, the format
-// tf.models.modelFromJSON reads. The aggregator sends this JSON to nodes, and a
-// node only instantiates layer classes from an allowlist (see core/model/model.ts),
-// so a node never runs code it was sent.
+// The model zoo: the models an experiment file can name. The aggregator sends
+// a zoo model's topology to nodes as JSON, and a node builds it only after
+// core/model/spec.ts has checked it against the layer allowlist, so a node
+// never runs code it was sent.
 //
-// Every zoo model ends in a linear Dense layer that outputs logits; the softmax
-// lives in the loss (core/model/model.ts crossEntropy), which is the numerically
-// stable form and keeps training and evaluation on one definition.
+// Adding a model is one file in core/model/zoo/ and one line in `zooModels`:
+// the experiment schema's `model` field, modelSpec and the check of a
+// received topology's name all read the list.
 import { z } from 'zod';
-import { ModelSpecError, validateSpec } from './model.js';
+import { ModelSpecError, validateSpec, type LayerJson, type ModelSpec, type SequentialTopology } from './spec.js';
+import { cnn } from './zoo/cnn.js';
+import { logreg } from './zoo/logreg.js';
+import { twoNN } from './zoo/two-nn.js';
+import type { ModelInput } from './zoo/zoo-model.js';
 
-export const modelNameSchema = z.enum(['2nn', 'cnn', 'logreg']);
-export type ModelName = z.infer<typeof modelNameSchema>;
+export type { ModelInput, ZooModel } from './zoo/zoo-model.js';
 
-export type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue };
-export type JsonObject = { [key: string]: JsonValue };
+/** Every zoo model, in the order the schema and messages list them. */
+export const zooModels = [twoNN, cnn, logreg] as const;
 
-/** One layer in Keras JSON form: `{class_name: 'Dense', config: {...}}`. */
-export interface LayerJson {
-  class_name: string;
-  config: JsonObject;
+export type ModelName = (typeof zooModels)[number]['name'];
+
+const modelNames = zooModels.map((model) => model.name) as [ModelName, ...ModelName[]];
+
+export const modelNameSchema = z.enum(modelNames);
+
+/** Zoo topologies are named `crowdfl_<model name>`; a node trains no other. */
+const TOPOLOGY_PREFIX = 'crowdfl_';
+
+// Callers outside TypeScript (JSON, the wire) can pass any string.
+function zooModel(name: string): (typeof zooModels)[number] | undefined {
+  return zooModels.find((model) => model.name === name);
 }
 
-/** A Keras/tfjs Sequential model topology, as accepted by tf.models.modelFromJSON. */
-export interface SequentialTopology {
-  class_name: 'Sequential';
-  config: { name: string; layers: LayerJson[] };
-}
-
-export interface ModelSpec {
-  readonly name: ModelName;
-  readonly topology: SequentialTopology;
-}
-
-export interface ModelInput {
-  readonly featureShape: readonly number[];
-  readonly numClasses: number;
-}
-
-// Functions rather than shared constants, so no two specs share a mutable object.
-const glorotUniform = (): JsonObject => ({ class_name: 'GlorotUniform', config: { seed: null } });
-const zeros = (): JsonObject => ({ class_name: 'Zeros', config: {} });
-
-/** The config every layer with a kernel and a bias shares (Keras's full form, nulls spelled out). */
-function weightedLayer(name: string, activation: string): JsonObject {
-  return {
-    name,
-    trainable: true,
-    dtype: 'float32',
-    activation,
-    use_bias: true,
-    kernel_initializer: glorotUniform(),
-    bias_initializer: zeros(),
-    kernel_regularizer: null,
-    bias_regularizer: null,
-    activity_regularizer: null,
-    kernel_constraint: null,
-    bias_constraint: null,
-  };
-}
-
-function dense(name: string, units: number, activation: string): LayerJson {
-  return {
-    class_name: 'Dense',
-    config: { ...weightedLayer(name, activation), units },
-  };
-}
-
-function conv2d(name: string, filters: number, kernel: number, activation: string): LayerJson {
-  return {
-    class_name: 'Conv2D',
-    config: {
-      ...weightedLayer(name, activation),
-      filters,
-      kernel_size: [kernel, kernel],
-      strides: [1, 1],
-      padding: 'same',
-      data_format: 'channels_last',
-      dilation_rate: [1, 1],
-    },
-  };
-}
-
-function maxPool(name: string, size: number): LayerJson {
-  return {
-    class_name: 'MaxPooling2D',
-    config: {
-      name,
-      trainable: true,
-      dtype: 'float32',
-      pool_size: [size, size],
-      strides: [size, size],
-      padding: 'valid',
-      data_format: 'channels_last',
-    },
-  };
-}
-
-function flatten(name: string): LayerJson {
-  return { class_name: 'Flatten', config: { name, trainable: true, dtype: 'float32' } };
-}
-
-function reshape(name: string, targetShape: number[]): LayerJson {
-  return { class_name: 'Reshape', config: { name, trainable: true, dtype: 'float32', target_shape: targetShape } };
+/** "2nn, cnn or logreg" */
+function choiceOf(names: readonly string[]): string {
+  return names.length === 1 ? names[0] : `${names.slice(0, -1).join(', ')} or ${names[names.length - 1]}`;
 }
 
 function checkInput(name: ModelName, input: ModelInput): void {
@@ -114,19 +47,6 @@ function checkInput(name: ModelName, input: ModelInput): void {
   }
 }
 
-/** The CNN convolves H×W×C images; plain H×W or square flat inputs get a channel axis. */
-function imageShape(featureShape: readonly number[]): [number, number, number] {
-  if (featureShape.length === 3) return [featureShape[0], featureShape[1], featureShape[2]];
-  if (featureShape.length === 2) return [featureShape[0], featureShape[1], 1];
-  if (featureShape.length === 1) {
-    const side = Math.round(Math.sqrt(featureShape[0]));
-    if (side * side === featureShape[0]) return [side, side, 1];
-  }
-  throw new RangeError(
-    `model cnn needs image inputs (H×W, H×W×C, or a square number of features), got feature shape [${featureShape.join(', ')}]`,
-  );
-}
-
 function withInputShape(layers: LayerJson[], featureShape: readonly number[]): LayerJson[] {
   const [first, ...rest] = layers;
   return [{ class_name: first.class_name, config: { ...first.config, batch_input_shape: [null, ...featureShape] } }, ...rest];
@@ -134,58 +54,20 @@ function withInputShape(layers: LayerJson[], featureShape: readonly number[]): L
 
 /**
  * The topology of a zoo model for inputs of `featureShape` and `numClasses`
- * classes. Pure data; build it with core/model/model.ts buildModel.
+ * classes. Pure data; build it with core/model/build.ts buildModel.
  */
 export function modelSpec(name: ModelName, input: ModelInput): ModelSpec {
   checkInput(name, input);
-  const { featureShape, numClasses } = input;
-  const flatInput = featureShape.length === 1;
-  let layers: LayerJson[];
-  switch (name) {
-    case '2nn':
-      // McMahan et al. 2017, "2NN": two hidden layers of 200 ReLU units.
-      layers = [
-        ...(flatInput ? [] : [flatten('flatten')]),
-        dense('hidden1', 200, 'relu'),
-        dense('hidden2', 200, 'relu'),
-        dense('logits', numClasses, 'linear'),
-      ];
-      break;
-    case 'cnn': {
-      // McMahan et al. 2017, the FedAvg CNN.
-      const image = imageShape(featureShape);
-      const needsReshape = featureShape.length !== 3;
-      layers = [
-        ...(needsReshape ? [reshape('to_image', image)] : []),
-        conv2d('conv1', 32, 5, 'relu'),
-        maxPool('pool1', 2),
-        conv2d('conv2', 64, 5, 'relu'),
-        maxPool('pool2', 2),
-        flatten('flatten'),
-        dense('fc1', 512, 'relu'),
-        dense('logits', numClasses, 'linear'),
-      ];
-      break;
-    }
-    case 'logreg':
-      // Multinomial logistic regression: softmax of one affine map.
-      layers = [...(flatInput ? [] : [flatten('flatten')]), dense('logits', numClasses, 'linear')];
-      break;
-    default: {
-      const unknown: never = name;
-      throw new RangeError(`unknown model ${String(unknown)}; choose 2nn, cnn or logreg`);
-    }
-  }
+  const model = zooModel(name);
+  if (!model) throw new RangeError(`unknown model ${String(name)}; choose ${choiceOf(modelNames)}`);
   return {
     name,
     topology: {
       class_name: 'Sequential',
-      config: { name: `crowdfl_${name}`, layers: withInputShape(layers, featureShape) },
+      config: { name: `${TOPOLOGY_PREFIX}${name}`, layers: withInputShape(model.layers(input), input.featureShape) },
     },
   };
 }
-
-const ZOO_NAME = /^crowdfl_(2nn|cnn|logreg)$/;
 
 /**
  * Reads a topology received over the wire (`Task.model_json`, which is
@@ -205,13 +87,14 @@ export function parseModelJson(json: string): ModelSpec {
   }
   const topology = value as SequentialTopology;
   const modelName = typeof topology.config === 'object' && topology.config !== null ? topology.config.name : undefined;
-  const match = typeof modelName === 'string' ? ZOO_NAME.exec(modelName) : null;
-  if (!match) {
+  const model =
+    typeof modelName === 'string' && modelName.startsWith(TOPOLOGY_PREFIX) ? zooModel(modelName.slice(TOPOLOGY_PREFIX.length)) : undefined;
+  if (!model) {
     throw new ModelSpecError(
-      `model_json describes model ${JSON.stringify(modelName ?? null)}; nodes train zoo models only (crowdfl_2nn, crowdfl_cnn, crowdfl_logreg)`,
+      `model_json describes model ${JSON.stringify(modelName ?? null)}; nodes train zoo models only (${modelNames.map((n) => `${TOPOLOGY_PREFIX}${n}`).join(', ')})`,
     );
   }
-  const spec: ModelSpec = { name: match[1] as ModelName, topology };
+  const spec: ModelSpec = { name: model.name, topology };
   validateSpec(spec);
   return spec;
 }

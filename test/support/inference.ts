@@ -1,8 +1,8 @@
 // What the serving tests check predictions against: class probabilities from
 // core's own model code, not the server's.
 import * as tf from '@tensorflow/tfjs';
-import { setFlatWeights, withModel } from '../../core/model/model.js';
-import type { ModelSpec } from '../../core/model/zoo.js';
+import { setFlatWeights, withModel } from '../../core/model/build.js';
+import type { ModelSpec } from '../../core/model/spec.js';
 
 export async function coreProbabilities(spec: ModelSpec, weights: Float32Array, rows: number[][]): Promise<number[][]> {
   return withModel(spec, async (model) => {

@@ -4,7 +4,7 @@
 import test from 'ava';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../../core/backend.js';
-import { initialWeights } from '../../core/model/model.js';
+import { initialWeights } from '../../core/model/build.js';
 import { modelSpec } from '../../core/model/zoo.js';
 import { Rng } from '../../core/rng.js';
 import type { Dataset } from '../../core/dataset.js';

@@ -4,8 +4,9 @@
 import test from 'ava';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../../core/backend.js';
-import { initialWeights } from '../../core/model/model.js';
-import { modelSpec, type LayerJson, type ModelSpec } from '../../core/model/zoo.js';
+import { initialWeights } from '../../core/model/build.js';
+import { modelSpec } from '../../core/model/zoo.js';
+import type { LayerJson, ModelSpec } from '../../core/model/spec.js';
 import { Rng } from '../../core/rng.js';
 import type { Dataset } from '../../core/dataset.js';
 import { densePlan } from './dense-step.js';

@@ -13,9 +13,9 @@
 // takes). In this layout every product has a kernel on the left and a
 // batch-sized matrix on the right, which is cheap to pack.
 import * as tf from '@tensorflow/tfjs';
-import { countCorrect, inputShape, layerSummary, numParams } from '../../core/model/model.js';
-import type { ModelSpec } from '../../core/model/zoo.js';
-import { sumOfSlices } from './replicas.js';
+import { countCorrect } from '../../core/model/losses.js';
+import { inputShape, layerSummary, numParams, type ModelSpec } from '../../core/model/spec.js';
+import { sumOfSlices } from './contribution-sum.js';
 
 export interface DenseLayerPlan {
   inputs: number;

@@ -2,7 +2,7 @@ import test from 'ava';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../../core/backend.js';
 import { evaluate } from '../../core/model/evaluate.js';
-import { initialWeights } from '../../core/model/model.js';
+import { initialWeights } from '../../core/model/build.js';
 import { modelSpec } from '../../core/model/zoo.js';
 import { trainLocally, type TrainingProgress } from './local-training.js';
 import { blockImages, gaussianBlobs, sameBits } from '../../test/support/training-data.js';

@@ -13,9 +13,10 @@
 // μ(w − w₀) to the gradient, so a node whose data pulls far from the global
 // model drifts less. The reported loss stays the data's cross-entropy.
 import * as tf from '@tensorflow/tfjs';
-import { countCorrect, crossEntropy, inputShape, numOutputs, numParams, outputsProbabilities, setFlatWeights, getFlatWeights, withModel } from '../../core/model/model.js';
+import { countCorrect, crossEntropy } from '../../core/model/losses.js';
+import { inputShape, numOutputs, numParams, outputsProbabilities, type ModelSpec } from '../../core/model/spec.js';
+import { getFlatWeights, setFlatWeights, withModel } from '../../core/model/build.js';
 import { trainingFlopsPerSample } from '../../core/model/flops.js';
-import type { ModelSpec } from '../../core/model/zoo.js';
 import { DataParallel } from './data-parallel.js';
 import { DenseTrainer, densePlan, type DensePlan } from './dense-step.js';
 import { batchTensors, DenseReplica, GenericReplica, type Replica, type ReplicaSetup } from './replicas.js';

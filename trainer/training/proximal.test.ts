@@ -6,8 +6,9 @@
 import test from 'ava';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../../core/backend.js';
-import { initialWeights } from '../../core/model/model.js';
-import { modelSpec, type ModelSpec } from '../../core/model/zoo.js';
+import { initialWeights } from '../../core/model/build.js';
+import { modelSpec } from '../../core/model/zoo.js';
+import type { ModelSpec } from '../../core/model/spec.js';
 import type { Dataset } from '../../core/dataset.js';
 import { trainLocally, type TrainingPath, type TrainLocallyOptions } from './local-training.js';
 import { blockImages, gaussianBlobs, sameBits } from '../../test/support/training-data.js';

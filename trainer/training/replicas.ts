@@ -6,8 +6,9 @@
 // Contributions are flat Float32Arrays in a layout private to the replica
 // kind; every thread of a run holds the same kind, built from the same setup.
 import * as tf from '@tensorflow/tfjs';
-import { countCorrect, crossEntropy, outputsProbabilities } from '../../core/model/model.js';
-import type { ModelSpec } from '../../core/model/zoo.js';
+import { countCorrect, crossEntropy } from '../../core/model/losses.js';
+import { outputsProbabilities, type ModelSpec } from '../../core/model/spec.js';
+import { sumOfSlices } from './contribution-sum.js';
 import type { DenseTrainer } from './dense-step.js';
 
 export interface ShareResult {
@@ -59,18 +60,6 @@ export function batchTensors(x: Float32Array, y: Float32Array, rows: number, sha
 /** The Dense step takes features flattened to [rows, width]. */
 function flatShape(setup: ReplicaSetup): number[] {
   return [setup.featureShape.reduce((a, b) => a * b, 1)];
-}
-
-/** Σ_k parts[k][offset, offset + size) as one tensor of `shape`, added in k order. Call inside a tidy. */
-export function sumOfSlices(parts: readonly Float32Array[], offset: number, shape: readonly number[]): tf.Tensor {
-  const size = shape.reduce((a, b) => a * b, 1);
-  let sum: tf.Tensor | undefined;
-  for (const part of parts) {
-    const t = tf.tensor(part.subarray(offset, offset + size), [...shape], 'float32');
-    sum = sum ? tf.add(sum, t) : t;
-  }
-  if (!sum) throw new RangeError('no contributions to sum');
-  return sum;
 }
 
 /** The hand-written Dense step's replica: contributions are its learning-rate-scaled updates. */

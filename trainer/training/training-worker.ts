@@ -4,7 +4,7 @@
 import { parentPort } from 'node:worker_threads';
 import { initBackend } from '../../core/backend.js';
 import type { BackendPreference } from '../../core/backend.js';
-import { setFlatWeights, withModel } from '../../core/model/model.js';
+import { setFlatWeights, withModel } from '../../core/model/build.js';
 import { serveSteps, type BeginMessage, type WorkerMessage } from './data-parallel.js';
 import { DenseTrainer, densePlan } from './dense-step.js';
 import { DenseReplica, GenericReplica } from './replicas.js';

@@ -1,13 +1,34 @@
-// Turning a ModelSpec (pure JSON) into a tfjs model, and moving weights in and
-// out of it as one flat Float32Array in manifest order.
+// A model as data, and the checks a node runs before it builds anything: a
+// ModelSpec is a Keras/tfjs Sequential "modelTopology" (the JSON
+// tf.models.modelFromJSON reads), and validateSpec holds it to a layer
+// allowlist and shape rules, so a node never runs code it was sent.
 //
-// The manifest is derived from the topology in plain TypeScript (shape
+// The manifest is derived from the topology here, in plain TypeScript (shape
 // inference over the allowlisted layers), so the aggregator can size, hash and
-// initialise a model without building it; buildModel cross-checks the result
-// against what tfjs actually built.
-import * as tf from '@tensorflow/tfjs';
-import { Rng } from '../rng.js';
-import type { JsonObject, JsonValue, ModelSpec } from './zoo.js';
+// initialise a model without building it; core/model/build.ts cross-checks the
+// result against what tfjs actually built.
+import { describeShape, product } from './shapes.js';
+
+export type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue };
+export type JsonObject = { [key: string]: JsonValue };
+
+/** One layer in Keras JSON form: `{class_name: 'Dense', config: {...}}`. */
+export interface LayerJson {
+  class_name: string;
+  config: JsonObject;
+}
+
+/** A Keras/tfjs Sequential model topology, as accepted by tf.models.modelFromJSON. */
+export interface SequentialTopology {
+  class_name: 'Sequential';
+  config: { name: string; layers: LayerJson[] };
+}
+
+/** A model to train: its name (for messages) and its topology. */
+export interface ModelSpec {
+  readonly name: string;
+  readonly topology: SequentialTopology;
+}
 
 export interface WeightSpec {
   name: string;
@@ -98,20 +119,13 @@ interface Analysis {
 
 const analysisCache = new Map<string, Analysis>();
 
-function specKey(spec: ModelSpec): string {
+/** The topology as one string: what identifies a model to the analysis cache and the model pool. */
+export function specKey(spec: ModelSpec): string {
   return JSON.stringify(spec.topology);
 }
 
 function isObject(v: JsonValue | undefined): v is JsonObject {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
-function product(shape: readonly number[]): number {
-  return shape.reduce((a, b) => a * b, 1);
-}
-
-function describeShape(shape: readonly number[]): string {
-  return `[${shape.join(', ')}]`;
 }
 
 /** Reads `key` as one positive integer or a pair of them (Keras allows both). */
@@ -434,160 +448,4 @@ export function layerSummary(spec: ModelSpec): LayerSummary[] {
 /** Whether the model's outputs are probabilities (final softmax) rather than logits. */
 export function outputsProbabilities(spec: ModelSpec): boolean {
   return analysis(spec).probabilities;
-}
-
-/**
- * Instantiates the topology with tfjs. Async because tf.models.modelFromJSON is.
- * The weights tfjs initialises are placeholders: callers set real ones with
- * setFlatWeights (initialWeights or weights from the aggregator).
- */
-export async function buildModel(spec: ModelSpec): Promise<tf.LayersModel> {
-  const a = analysis(spec);
-  // modelFromJSON takes ownership of parts of its argument; give it a copy.
-  const topology = JSON.parse(specKey(spec)) as tf.serialization.ConfigDict;
-  const model = await tf.models.modelFromJSON(topology);
-  const built = model.weights;
-  const mismatch =
-    built.length !== a.manifest.length ||
-    built.some((w, i) => w.originalName !== a.manifest[i].name || describeShape(w.shape as number[]) !== describeShape(a.manifest[i].shape));
-  if (mismatch) {
-    model.dispose();
-    throw new ModelSpecError(
-      `model ${spec.name}: tfjs built weights ${built.map((w) => `${w.originalName}${describeShape(w.shape as number[])}`).join(', ')} ` +
-        `but the topology implies ${a.manifest.map((w) => `${w.name}${describeShape(w.shape)}`).join(', ')}`,
-    );
-  }
-  return model;
-}
-
-/** All weights of `model` copied into one Float32Array, in manifest order. */
-export function getFlatWeights(model: tf.LayersModel): Float32Array {
-  const weights = model.weights;
-  const total = weights.reduce((sum, w) => sum + product(w.shape as number[]), 0);
-  const flat = new Float32Array(total);
-  let offset = 0;
-  for (const w of weights) {
-    // read() returns the variable itself, not a copy: it must not be disposed.
-    const values = w.read().dataSync();
-    flat.set(values, offset);
-    offset += values.length;
-  }
-  return flat;
-}
-
-/** Loads a flat Float32Array (manifest order) into `model`. */
-export function setFlatWeights(model: tf.LayersModel, flat: Float32Array): void {
-  const weights = model.weights;
-  const total = weights.reduce((sum, w) => sum + product(w.shape as number[]), 0);
-  if (flat.length !== total) {
-    throw new RangeError(`weights have ${flat.length} values but model ${model.name} has ${total} parameters`);
-  }
-  let offset = 0;
-  const tensors = weights.map((w) => {
-    const shape = w.shape as number[];
-    const n = product(shape);
-    // slice, not subarray: the cpu backend keeps the array it is given, so a view
-    // would let the caller's later writes change the model's weights.
-    const t = tf.tensor(flat.slice(offset, offset + n), shape, 'float32');
-    offset += n;
-    return t;
-  });
-  try {
-    model.setWeights(tensors);
-  } finally {
-    tf.dispose(tensors);
-  }
-}
-
-/**
- * Initial weights for `seed`, computed in plain TypeScript so every backend and
- * machine gets the same bits: Glorot-uniform kernels, zero biases.
- */
-export function initialWeights(spec: ModelSpec, seed: number): Float32Array {
-  const a = analysis(spec);
-  const flat = new Float32Array(a.numParams);
-  const rng = Rng.derive(seed, 'initial-weights');
-  let offset = 0;
-  a.manifest.forEach((w, i) => {
-    const n = product(w.shape);
-    if (a.roles[i] === 'kernel') {
-      const limit = glorotLimit(w.shape);
-      for (let j = 0; j < n; j++) flat[offset + j] = (2 * rng.uniform() - 1) * limit;
-    }
-    offset += n;
-  });
-  return flat;
-}
-
-/**
- * Glorot/Xavier uniform bound sqrt(6 / (fan_in + fan_out)). For conv kernels
- * [kh, kw, in, out] both fans include the receptive field kh·kw, as in Keras.
- */
-export function glorotLimit(shape: readonly number[]): number {
-  if (shape.length < 2) throw new RangeError(`a kernel needs at least 2 dimensions, got ${describeShape(shape)}`);
-  const receptive = product(shape.slice(0, -2));
-  const fanIn = shape[shape.length - 2] * receptive;
-  const fanOut = shape[shape.length - 1] * receptive;
-  return Math.sqrt(6 / (fanIn + fanOut));
-}
-
-/**
- * Cross-entropy of `output` against one-hot `labels`, averaged or summed over
- * the batch. Logit outputs go through tfjs' fused log-softmax (stable, with its
- * own gradient); probability outputs are clipped before the log, as Keras does.
- */
-export function crossEntropy(
-  output: tf.Tensor2D,
-  labels: tf.Tensor2D,
-  probabilities: boolean,
-  reduction: 'mean' | 'sum',
-): tf.Scalar {
-  return tf.tidy(() => {
-    if (!probabilities) {
-      return tf.losses.softmaxCrossEntropy(labels, output, undefined, 0, reduction === 'sum' ? tf.Reduction.SUM : tf.Reduction.MEAN) as tf.Scalar;
-    }
-    const perExample = tf.neg(tf.sum(tf.mul(labels, tf.log(tf.clipByValue(output, 1e-7, 1))), 1));
-    return reduction === 'sum' ? tf.sum(perExample) : tf.mean(perExample);
-  });
-}
-
-/** How many rows of `output` have their largest score at the label's class. */
-export function countCorrect(output: tf.Tensor2D, labels: tf.Tensor2D): tf.Scalar {
-  return tf.tidy(() => tf.sum(tf.cast(tf.equal(tf.argMax(output, 1), tf.argMax(labels, 1)), 'float32')));
-}
-
-// Built models are pooled per backend and topology: building (and placeholder
-// initialisation of) a 1.6M-parameter CNN is not free, and the aggregator
-// evaluates every round. A model is lent to one user at a time, so concurrent
-// training and evaluation never share variables.
-const pool = new Map<string, tf.LayersModel[]>();
-const MAX_IDLE_PER_KEY = 4;
-
-function poolKey(spec: ModelSpec): string {
-  return `${tf.getBackend()}\n${specKey(spec)}`;
-}
-
-/** Lends a built model for `spec` to `fn` and takes it back afterwards. */
-export async function withModel<T>(spec: ModelSpec, fn: (model: tf.LayersModel) => Promise<T>): Promise<T> {
-  const key = poolKey(spec);
-  const idle = pool.get(key);
-  const model = idle?.pop() ?? (await buildModel(spec));
-  try {
-    return await fn(model);
-  } finally {
-    // The backend may have been switched while fn ran; file the model under the one holding its variables.
-    const list = pool.get(key) ?? [];
-    if (list.length < MAX_IDLE_PER_KEY) {
-      list.push(model);
-      pool.set(key, list);
-    } else {
-      model.dispose();
-    }
-  }
-}
-
-/** Frees every pooled model (e.g. before switching backends for good, or in tests). */
-export function disposeModelPool(): void {
-  for (const models of pool.values()) for (const m of models) m.dispose();
-  pool.clear();
 }
