@@ -21,6 +21,8 @@ import { Sessions } from './nodes/sessions.js';
 import { openDatabase } from './store/db.js';
 import { RunStore } from './store/run-store.js';
 import { strategyFor } from './strategies/index.js';
+import { strategyNamed } from './strategies/registry.js';
+import type { EngineKind } from './strategies/strategy.js';
 import { resumePoint, type ResumePoint } from './resume.js';
 import { UPDATE_BLOBS_DIR, UpdateBlobs } from './store/update-blobs.js';
 import { float32ToBytes, sha256Hex } from '../core/tensor-codec.js';
@@ -30,6 +32,9 @@ import { DEFAULT_PACE, pollRetryAfterMs, type PacePolicy } from './rounds/pace.j
 
 /** The longest a node's PollTask is held open before it is told to come back. */
 const MAX_POLL_MS = 20_000;
+
+/** The engine each kind of strategy (its registry entry's `engine`) runs on. */
+const ENGINES: Record<EngineKind, new (o: EngineOptions) => Engine> = { synchronous: RoundEngine, buffered: BufferedEngine };
 
 export interface RunSummary {
   run_id: string;
@@ -169,7 +174,7 @@ export async function startAggregator(o: AggregatorOptions): Promise<RunningAggr
     firstRoundGraceMs: o.firstRoundGraceMs,
     firstRoundNodes: o.firstRoundNodes,
   };
-  const engine: Engine = experiment.strategy.name === 'fedbuff' ? new BufferedEngine(engineOptions) : new RoundEngine(engineOptions);
+  const engine: Engine = new ENGINES[strategyNamed(experiment.strategy.name).engine](engineOptions);
   const server = await startAggregatorServer({
     engine,
     sessions,

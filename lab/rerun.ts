@@ -10,6 +10,7 @@ import { ACCURACY_CHART, roundChartSvg } from './plot.js';
 import { loadRun, type ReportRound, type RunReport } from './report.js';
 import { nodeKeyFile, nodeName, simulate } from './simulate.js';
 import { newRunId } from '../aggregator/run-id.js';
+import { strategyNamed } from '../aggregator/strategies/registry.js';
 import { UserError } from '../core/user-error.js';
 
 /** A run that cannot be rerun as asked; the message says why. */
@@ -166,8 +167,9 @@ function timingNotes(run: RecordedRun): string[] {
   if (asked > selection.nodes_per_round) {
     notes.push(`over-selection: a round asks ${asked} nodes and keeps the first ${selection.nodes_per_round} updates to arrive, so timing picks them`);
   }
-  if (run.experiment.strategy.name === 'fedbuff') {
-    notes.push('fedbuff: each published model folds the first updates to arrive, so timing fills every buffer and sets each staleness');
+  const strategy = run.experiment.strategy.name;
+  if (strategyNamed(strategy).engine === 'buffered') {
+    notes.push(`${strategy}: each published model folds the first updates to arrive, so timing fills every buffer and sets each staleness`);
   }
   if (faults) notes.push('injected faults: whether a node vanishes is drawn per task, and task ids are new in every run');
   if (run.abandoned.length) notes.push(`the original abandoned ${run.abandoned.length} attempt(s): a retry, and who it asks, depend on timing`);

@@ -8,7 +8,7 @@ import test from 'ava';
 import { auditRun } from '../lab/audit.js';
 import { openDatabase } from '../aggregator/store/db.js';
 import { RunStore } from '../aggregator/store/run-store.js';
-import { FedOpt } from '../aggregator/strategies/fedopt.js';
+import { fedbuffStrategy } from '../aggregator/strategies/fedbuff.js';
 import { replayRun } from '../lab/replay.js';
 import { simulate } from '../lab/simulate.js';
 import { federatedData } from '../datasets/index.js';
@@ -60,7 +60,7 @@ test('a straggler does not hold up publishing, and its late update counts with i
 });
 
 test('the staleness discount scales an update by 1/√(1+s) before the rule aggregates it', (t) => {
-  const strategy = new FedOpt({ ...fedbuff, staleness: 'sqrt', server_learning_rate: 1 }, { epochs: 1, batch_size: 1, learning_rate: 1 });
+  const strategy = fedbuffStrategy.create({ ...fedbuff, staleness: 'sqrt', server_learning_rate: 1 }, { training: { epochs: 1, batch_size: 1, learning_rate: 1 } });
   const update = (nodeId: string, staleness: number, value: number) => ({
     nodeId,
     taskId: nodeId,
@@ -72,7 +72,7 @@ test('the staleness discount scales an update by 1/√(1+s) before the rule aggr
   const step = strategy.aggregate(new Float32Array([0]), [update('a', 0, 1), update('b', 3, 1)], {});
   // Example-weighted mean of 1 and 1/√4 = 0.5.
   t.is(step.weights[0], Math.fround(0.75));
-  const plain = new FedOpt({ ...fedbuff, staleness: 'none', server_learning_rate: 0.5 }, { epochs: 1, batch_size: 1, learning_rate: 1 });
+  const plain = fedbuffStrategy.create({ ...fedbuff, staleness: 'none', server_learning_rate: 0.5 }, { training: { epochs: 1, batch_size: 1, learning_rate: 1 } });
   t.is(plain.aggregate(new Float32Array([0]), [update('a', 0, 1), update('b', 3, 1)], {}).weights[0], 0.5);
 });
 

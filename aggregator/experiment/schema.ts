@@ -7,6 +7,7 @@ import { modelNameSchema } from '../../core/model/zoo.js';
 import { datasetSchema } from '../../datasets/spec.js';
 import { aggregationSchema } from '../robust/rules.js';
 import { attackSchema } from './attack-schema.js';
+import { strategyNamed, strategySchemas } from '../strategies/registry.js';
 import { describeIssues, UserError } from '../../core/user-error.js';
 
 export const trainingSchema = z
@@ -18,63 +19,8 @@ export const trainingSchema = z
   .strict();
 export type TrainingSpec = z.infer<typeof trainingSchema>;
 
-// Server optimizers (Reddi et al. 2021, "Adaptive Federated Optimization"): the round's aggregate
-// Δ is a pseudo-gradient the server applies with its own optimizer and learning rate η.
-const serverLearningRate = z.number().positive().max(100).describe('η: the server optimizer\'s learning rate');
-const adaptiveOptimizer = {
-  server_learning_rate: serverLearningRate,
-  beta1: z.number().min(0).lt(1).default(0.9).describe('decay of the first moment m'),
-  beta2: z.number().min(0).lt(1).default(0.99).describe('decay of the second moment v (not used by fedadagrad)'),
-  tau: z.number().positive().max(1).default(1e-3).describe('τ: adaptivity; v starts at τ² and steps divide by √v + τ'),
-};
-
-export const strategySchema = z.discriminatedUnion('name', [
-  z.object({ name: z.literal('fedavg') }).strict().describe('McMahan et al. 2017: the new model is the old plus the aggregate'),
-  z
-    .object({
-      name: z.literal('fedprox'),
-      mu: z.number().nonnegative().max(100).describe('μ of the proximal term μ/2·‖w − w_global‖² added to every node\'s local loss'),
-    })
-    .strict()
-    .describe('Li et al. 2020: FedAvg whose nodes stay near the global model, for skewed data and partial work'),
-  z
-    .object({
-      name: z.literal('fedavgm'),
-      server_learning_rate: serverLearningRate.default(1),
-      momentum: z.number().min(0).lt(1).default(0.9).describe('β of the server momentum m ← βm + Δ'),
-    })
-    .strict()
-    .describe('Hsu et al. 2019: FedAvg with server momentum'),
-  z.object({ name: z.literal('fedadagrad'), ...adaptiveOptimizer }).strict(),
-  z.object({ name: z.literal('fedadam'), ...adaptiveOptimizer }).strict(),
-  z.object({ name: z.literal('fedyogi'), ...adaptiveOptimizer }).strict(),
-  z
-    .object({
-      name: z.literal('fedbuff'),
-      buffer_size: z.number().int().positive().max(10000).describe('K: a new model is published every K buffered updates'),
-      concurrency: z
-        .number()
-        .int()
-        .positive()
-        .max(10000)
-        .optional()
-        .describe('C: tasks in flight at once (default selection.nodes_per_round)'),
-      staleness: z
-        .enum(['sqrt', 'none'])
-        .default('sqrt')
-        .describe("how an update trained s versions ago is discounted: 'sqrt' scales it by 1/√(1+s)"),
-      server_learning_rate: serverLearningRate.default(1),
-      max_staleness: z
-        .number()
-        .int()
-        .nonnegative()
-        .max(1000)
-        .default(10)
-        .describe('updates trained on a model more than this many versions old are rejected'),
-    })
-    .strict()
-    .describe('Nguyen et al. 2022: asynchronous buffered aggregation; no round waits for a straggler'),
-]);
+// Strategies: one file each in ../strategies, listed in its registry; an experiment's `strategy` is one of theirs.
+export const strategySchema = z.discriminatedUnion('name', strategySchemas());
 export type StrategySpec = z.infer<typeof strategySchema>;
 
 // Robust aggregation: which rule turns the round's updates into one, and the
@@ -189,11 +135,10 @@ export const experimentSchema = z
     message: 'selection.nodes_per_round cannot exceed nodes',
     path: ['selection', 'nodes_per_round'],
   })
-  // A node trains each published model at most once (its task seed would repeat), so a buffer larger
-  // than the nodes working at once would never fill.
-  .refine((e) => e.strategy.name !== 'fedbuff' || e.strategy.buffer_size <= Math.min(e.nodes, e.strategy.concurrency ?? e.selection.nodes_per_round), {
-    message: 'strategy.buffer_size cannot exceed strategy.concurrency (default selection.nodes_per_round) or nodes',
-    path: ['strategy', 'buffer_size'],
+  // What a strategy cannot run with the rest of the experiment (FedBuff: a buffer that could never fill).
+  .superRefine((e, ctx) => {
+    const problem = strategyNamed(e.strategy.name).checkExperiment?.(e.strategy, e);
+    if (problem) ctx.addIssue({ code: 'custom', message: problem.message, path: ['strategy', ...problem.path] });
   })
   .refine((e) => e.dataset.name !== 'synthetic' || e.model !== 'cnn', {
     message: 'the cnn model needs 28x28 images (fashion-mnist or mnist), not synthetic vectors',

@@ -1,6 +1,6 @@
 import test from 'ava';
 import { weightedMean } from '../robust/mean.js';
-import { FedOpt } from './fedopt.js';
+import { fedavgStrategy } from './fedavg.js';
 
 test('weightedMean weights each update by its examples and explains every verdict', (t) => {
   const a = Float32Array.from([1, 0, -2]);
@@ -25,7 +25,7 @@ test('weightedMean refuses empty input, ragged updates and non-positive weights'
 });
 
 test('FedAvg adds the weighted mean delta to the global model', (t) => {
-  const strategy = new FedOpt({ name: 'fedavg' }, { epochs: 1, batch_size: 10, learning_rate: 0.1 });
+  const strategy = fedavgStrategy.create({ name: 'fedavg' }, { training: { epochs: 1, batch_size: 10, learning_rate: 0.1 } });
   const global = Float32Array.from([10, 20]);
   const step = strategy.aggregate(global, [
     { nodeId: 'a', taskId: '1', numExamples: 100, reputation: 1, delta: Float32Array.from([1, -1]) },
@@ -44,12 +44,12 @@ test('FedAvg weights by examples × reputation when the experiment asks for it, 
     { nodeId: 'b', taskId: '2', numExamples: 100, reputation: 0.25, delta: Float32Array.from([-1, 3]) },
   ];
   // (1·1 + 0.25·(−1)) / 1.25 = 0.6; (1·1 + 0.25·3) / 1.25 = 1.4
-  const weighted = new FedOpt({ name: 'fedavg' }, training, { rule: 'mean' }, { weight_updates: true }).aggregate(global, ups, {});
+  const weighted = fedavgStrategy.create({ name: 'fedavg' }, { training, aggregation: { rule: 'mean' }, reputation: { weight_updates: true } }).aggregate(global, ups, {});
   t.deepEqual(Array.from(weighted.weights).map((x) => +x.toFixed(6)), [0.6, 1.4]);
-  const plain = new FedOpt({ name: 'fedavg' }, training, { rule: 'mean' }, { weight_updates: false }).aggregate(global, ups, {});
+  const plain = fedavgStrategy.create({ name: 'fedavg' }, { training, aggregation: { rule: 'mean' }, reputation: { weight_updates: false } }).aggregate(global, ups, {});
   t.deepEqual(Array.from(plain.weights), [0, 2]);
   // The median of three: the outlier moves nothing.
-  const median = new FedOpt({ name: 'fedavg' }, training, { rule: 'median' }).aggregate(global, [
+  const median = fedavgStrategy.create({ name: 'fedavg' }, { training, aggregation: { rule: 'median' } }).aggregate(global, [
     ...ups,
     { nodeId: 'c', taskId: '3', numExamples: 100, reputation: 1, delta: Float32Array.from([1000, -1000]) },
   ], {});
@@ -57,7 +57,10 @@ test('FedAvg weights by examples × reputation when the experiment asks for it, 
 });
 
 test('centered clipping starts from the last global step, which comes in the history, not from state kept between calls', (t) => {
-  const strategy = new FedOpt({ name: 'fedavg' }, { epochs: 1, batch_size: 10, learning_rate: 0.1 }, { rule: 'centered-clipping', tau: 1, iterations: 1 });
+  const strategy = fedavgStrategy.create(
+    { name: 'fedavg' },
+    { training: { epochs: 1, batch_size: 10, learning_rate: 0.1 }, aggregation: { rule: 'centered-clipping', tau: 1, iterations: 1 } },
+  );
   const global = Float32Array.from([10, 10]);
   const ups = [{ nodeId: 'a', taskId: '1', numExamples: 1, reputation: 1, delta: Float32Array.from([10, 0]) }];
   // From a zero centre one iteration moves τ = 1 towards the update; from the last step (3, 0) it gets to 4.

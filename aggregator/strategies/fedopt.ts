@@ -1,11 +1,39 @@
-import type { AggregationSpec, ReputationSpec, StrategySpec, TrainingSpec } from '../experiment/schema.js';
+// The FedAvg family's shared math: every registered strategy (./registry.ts)
+// builds a FedOpt with its own options, so the weighted aggregate through the
+// robust rule, the server optimizer step and the staleness discount exist once.
+import { z } from 'zod';
+import type { AggregationSpec, ReputationSpec, TrainingSpec } from '../experiment/schema.js';
 import { aggregate } from '../robust/index.js';
 import { sharedFloat32 } from '../robust/kernels/pool.js';
 import { applyServerOptimizer, type ServerOptimizerSpec } from './server-optimizers.js';
-import type { ReceivedUpdate, RoundTraining, Strategy, StrategyHistory, StrategyStep } from './strategy.js';
+import type { ReceivedUpdate, RoundTraining, Strategy, StrategyContext, StrategyHistory, StrategyStep } from './strategy.js';
 
 // A node with reputation 0 still counts a little, so a round of only such nodes can aggregate.
 const REPUTATION_FLOOR = 0.01;
+
+/** η, the experiment field of every strategy that scales the server's step (Reddi et al. 2021). */
+export const serverLearningRateField = z.number().positive().max(100).describe('η: the server optimizer\'s learning rate');
+
+export interface FedOptOptions {
+  readonly name: string;
+  readonly training: TrainingSpec;
+  /** Default: the example-weighted mean. */
+  readonly aggregation?: AggregationSpec;
+  readonly reputation?: Pick<ReputationSpec, 'weight_updates'>;
+  /** FedProx's μ, sent to the nodes with every task; default 0 (plain local SGD). */
+  readonly proximalMu?: number;
+  /** Moves the global model along the aggregate; without one, the aggregate is added as it is (times η). */
+  readonly serverOptimizer?: ServerOptimizerSpec;
+  /** FedBuff's discount of stale updates; default 'none'. */
+  readonly staleness?: 'sqrt' | 'none';
+  /** η when there is no server optimizer; default 1. */
+  readonly serverLearningRate?: number;
+}
+
+/** A FedOpt's options from the parts of the experiment every strategy of the family reads. */
+export function familyOptions(name: string, experiment: StrategyContext): FedOptOptions {
+  return { name, training: experiment.training, aggregation: experiment.aggregation, reputation: experiment.reputation };
+}
 
 /**
  * The FedAvg family, as Reddi et al. 2021 frame it: nodes run local SGD from
@@ -13,27 +41,28 @@ const REPUTATION_FLOOR = 0.01;
  * aggregates their deltas with the configured rule (the example-weighted mean,
  * or any robust rule of ../robust, which also says per update whether it was
  * kept, down-weighted or rejected, and why) and moves the global model along
- * that aggregate: directly (FedAvg, FedProx) or through a server optimizer
+ * that aggregate: directly (FedAvg, FedProx, FedBuff) or through a server optimizer
  * (FedAvgM, FedAdagrad, FedAdam, FedYogi) whose state travels in the history.
  */
 export class FedOpt implements Strategy {
-  readonly name: StrategySpec['name'];
+  readonly name: string;
+  private readonly training: TrainingSpec;
+  private readonly aggregation: AggregationSpec;
+  private readonly reputation: Pick<ReputationSpec, 'weight_updates'> | undefined;
   private readonly optimizer: ServerOptimizerSpec | undefined;
   private readonly proximalMu: number;
   private readonly staleness: 'sqrt' | 'none';
   private readonly serverLearningRate: number;
 
-  constructor(
-    strategy: StrategySpec,
-    private readonly training: TrainingSpec,
-    private readonly aggregation: AggregationSpec = { rule: 'mean' },
-    private readonly reputation?: Pick<ReputationSpec, 'weight_updates'>,
-  ) {
-    this.name = strategy.name;
-    this.proximalMu = strategy.name === 'fedprox' ? strategy.mu : 0;
-    this.optimizer = serverOptimizer(strategy);
-    this.staleness = strategy.name === 'fedbuff' ? strategy.staleness : 'none';
-    this.serverLearningRate = strategy.name === 'fedbuff' ? strategy.server_learning_rate : 1;
+  constructor(o: FedOptOptions) {
+    this.name = o.name;
+    this.training = o.training;
+    this.aggregation = o.aggregation ?? { rule: 'mean' };
+    this.reputation = o.reputation;
+    this.proximalMu = o.proximalMu ?? 0;
+    this.optimizer = o.serverOptimizer;
+    this.staleness = o.staleness ?? 'none';
+    this.serverLearningRate = o.serverLearningRate ?? 1;
   }
 
   configureTraining(): RoundTraining {
@@ -77,22 +106,6 @@ export class FedOpt implements Strategy {
     const out = sharedFloat32(u.delta.length);
     for (let j = 0; j < out.length; j++) out[j] = u.delta[j]! * w;
     return out;
-  }
-}
-
-/** The server optimizer a strategy names; none for FedAvg and FedProx, which add the aggregate as it is. */
-function serverOptimizer(s: StrategySpec): ServerOptimizerSpec | undefined {
-  switch (s.name) {
-    case 'fedavg':
-    case 'fedprox':
-    case 'fedbuff':
-      return undefined;
-    case 'fedavgm':
-      return { name: 'fedavgm', server_learning_rate: s.server_learning_rate, momentum: s.momentum };
-    case 'fedadagrad':
-    case 'fedadam':
-    case 'fedyogi':
-      return { name: s.name, server_learning_rate: s.server_learning_rate, beta1: s.beta1, beta2: s.beta2, tau: s.tau };
   }
 }
 

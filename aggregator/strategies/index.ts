@@ -1,24 +1,26 @@
 import { ExperimentError, type Experiment } from '../experiment/schema.js';
 import { precondition } from '../robust/index.js';
-import { FedOpt } from './fedopt.js';
-import type { Strategy } from './strategy.js';
+import { strategyNamed } from './registry.js';
+import type { SmallestAggregation, Strategy } from './strategy.js';
 
 /**
  * The experiment's strategy. Refuses, before any node is asked to train, an
  * aggregation rule that could not run on a round that reaches only its quorum.
  */
 export function strategyFor(experiment: Experiment): Strategy {
-  // FedBuff aggregates whole buffers; a synchronous round may close with only its quorum.
-  const [field, n] =
-    experiment.strategy.name === 'fedbuff'
-      ? ['strategy.buffer_size', experiment.strategy.buffer_size]
-      : ['selection.min_updates', experiment.selection.min_updates];
-  const problem = precondition(experiment.aggregation, n);
+  const descriptor = strategyNamed(experiment.strategy.name);
+  // A synchronous round may close with only its quorum; a strategy that aggregates otherwise (FedBuff's whole buffers) says so.
+  const smallest: SmallestAggregation = descriptor.smallestAggregation?.(experiment.strategy) ?? {
+    field: 'selection.min_updates',
+    updates: experiment.selection.min_updates,
+    raise: 'min_updates (and nodes_per_round)',
+  };
+  const problem = precondition(experiment.aggregation, smallest.updates);
   if (problem) {
     throw new ExperimentError(
-      `aggregation.rule ${experiment.aggregation.rule} cannot run on a round with ${field} = ` +
-        `${n} updates: ${problem}. Raise ${field === 'strategy.buffer_size' ? 'buffer_size' : 'min_updates (and nodes_per_round)'} or lower f.`,
+      `aggregation.rule ${experiment.aggregation.rule} cannot run on a round with ${smallest.field} = ` +
+        `${smallest.updates} updates: ${problem}. Raise ${smallest.raise} or lower f.`,
     );
   }
-  return new FedOpt(experiment.strategy, experiment.training, experiment.aggregation, experiment.reputation);
+  return descriptor.create(experiment.strategy, experiment);
 }

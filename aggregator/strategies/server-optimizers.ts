@@ -69,9 +69,9 @@ export class ServerOptimizerError extends RangeError {
 export const SERVER_OPTIMIZER_NAMES: readonly ServerOptimizerName[] = ['fedavg', 'fedavgm', 'fedadagrad', 'fedadam', 'fedyogi'];
 
 /**
- * Defaults of the optional hyperparameters: those of aggregator/experiment/schema.ts's
- * strategy schema (β1 = 0.9, β2 = 0.99, τ = 1e-3 as in Reddi et al. 2021's
- * experiments). FedAdagrad without momentum is beta1: 0, Flower's choice.
+ * Defaults of the optional hyperparameters, which the strategies' schemas
+ * (./fedavgm.ts, ./adaptive.ts) also fill in (β1 = 0.9, β2 = 0.99, τ = 1e-3 as
+ * in Reddi et al. 2021's experiments). FedAdagrad without momentum is beta1: 0, Flower's choice.
  */
 export const SERVER_OPTIMIZER_DEFAULTS = { beta1: 0.9, beta2: 0.99, tau: 1e-3, momentum: 0.9 } as const;
 

@@ -1,7 +1,16 @@
-// A strategy owns the round lifecycle (what to ask of nodes, how to turn
-// their updates into the next global model); the math lives in ../robust as
-// pure functions over Float32Arrays.
-import type { TrainingSpec } from '../experiment/schema.js';
+// What a strategy owns, and what it leaves to the round engine.
+//
+// A strategy owns what is asked of nodes (configureTraining) and how their
+// updates become the next global model (aggregate); its descriptor (below)
+// owns its experiment fields and which engine runs it. The engine owns the
+// rest of the round lifecycle: selecting nodes, deadlines and quorum, checking
+// and storing uploads, committing and checkpointing, and evaluating each new
+// model, which is centralised on the aggregator's test set (aggregator.ts
+// hands the engine an `evaluate` callback) rather than a strategy's choice.
+// The math lives in ../robust and ./server-optimizers.ts as pure functions
+// over Float32Arrays.
+import type { z } from 'zod';
+import type { AggregationSpec, ReputationSpec, SelectionSpec, TrainingSpec } from '../experiment/schema.js';
 import type { Verdict } from '../robust/verdict.js';
 import type { ServerOptimizerState } from './server-optimizers.js';
 
@@ -47,4 +56,57 @@ export interface Strategy {
    * checkpoints), so a round's result depends only on its recorded inputs.
    */
   aggregate(global: Float32Array, updates: readonly ReceivedUpdate[], history: StrategyHistory): StrategyStep;
+}
+
+/**
+ * The engine that runs a strategy: `synchronous` rounds (../rounds/synchronous.ts) select nodes and
+ * wait for a quorum; `buffered` (../rounds/buffered.ts) hands out tasks continuously and publishes a
+ * model every buffer.
+ */
+export type EngineKind = 'synchronous' | 'buffered';
+
+/** The parts of the experiment a strategy reads when it is created (an Experiment is one). */
+export interface StrategyContext {
+  readonly training: TrainingSpec;
+  /** Default: the example-weighted mean. */
+  readonly aggregation?: AggregationSpec;
+  readonly reputation?: Pick<ReputationSpec, 'weight_updates'>;
+}
+
+/** The parts of the experiment a strategy checks itself against (an Experiment is one). */
+export interface StrategyCheckContext {
+  readonly nodes: number;
+  readonly selection: Pick<SelectionSpec, 'nodes_per_round' | 'min_updates'>;
+}
+
+/** How many updates one aggregation may have at the fewest, and which experiment field sets that. */
+export interface SmallestAggregation {
+  /** The field's path in the experiment, as error messages name it. */
+  readonly field: string;
+  readonly updates: number;
+  /** What to tell the user to raise when a rule needs more. */
+  readonly raise: string;
+}
+
+/** An experiment a strategy cannot run, said as the experiment schema reports it. */
+export interface StrategyProblem {
+  readonly message: string;
+  /** Below `strategy`, e.g. ['buffer_size']. */
+  readonly path: readonly string[];
+}
+
+/** A strategy's experiment fields: a strict zod object whose `name` is its literal name. */
+export type StrategySchema = z.ZodObject<{ name: z.ZodLiteral<string> } & z.core.$ZodShape, z.core.$strict>;
+
+/** One strategy, as the registry (./registry.ts) lists it. */
+export interface StrategyDescriptor<Schema extends StrategySchema = StrategySchema> {
+  readonly name: Schema['shape']['name']['value'];
+  /** Its fields in an experiment's `strategy`, with their defaults and descriptions. */
+  readonly schema: Schema;
+  readonly engine: EngineKind;
+  create(spec: z.output<Schema>, experiment: StrategyContext): Strategy;
+  /** The fewest updates an aggregation gets; without this, the synchronous round's quorum (selection.min_updates). */
+  smallestAggregation?(spec: z.output<Schema>): SmallestAggregation;
+  /** Refuses, while the experiment file is parsed, what this strategy cannot run with the rest of it. */
+  checkExperiment?(spec: z.output<Schema>, experiment: StrategyCheckContext): StrategyProblem | undefined;
 }
