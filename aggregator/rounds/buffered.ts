@@ -10,34 +10,14 @@
 // audit, replay and resume treat both alike. The buffer is not durable: a
 // crash loses it like a synchronous round's open attempt, and the restarted
 // aggregator continues from the last published model.
-import { status } from '@grpc/grpc-js';
 import type { StrategySpec } from '../experiment/schema.js';
-import { manifestBytes } from '../../core/tensor-codec.js';
-import { modelJsonSha256 } from '../../core/signing/layouts.js';
 import { Rng } from '../../core/rng.js';
-import type { Task } from '../../proto/generated/crowdfl/v1/Task.js';
-import type { TensorSpec } from '../../proto/generated/crowdfl/v1/TensorSpec.js';
-import type { UpdateMeta__Output } from '../../proto/generated/crowdfl/v1/UpdateMeta.js';
-import type { UpdateSeal__Output } from '../../proto/generated/crowdfl/v1/UpdateSeal.js';
-import { crashPoint } from '../crash-points.js';
-import {
-  acceptSealedUpdate,
-  byNodeThenTask,
-  commitAggregation,
-  eligibleSessions,
-  sleepUnlessWoken,
-  manifestForWire,
-  refusedRow,
-  ServedModels,
-  shapeProblem,
-  signedTask,
-  type AcceptedUpdate,
-  type Engine,
-  type RoundRecord,
-} from './engine.js';
+import { commitAggregation } from './commit.js';
+import { byNodeThenTask, DeskEngine, eligibleSessions, sleepUnlessWoken, type EngineOptions, type RoundRecord } from './engine.js';
+import { ServedModels } from './served-models.js';
+import { refusedRow, UploadDesk, UPLOAD_SLACK_MS, type AcceptedUpdate, type IssuedTask, type TaskEnd } from './uploads.js';
 import { AggregationError } from '../robust/verdict.js';
-import { alreadyExists, notFound, precondition, RpcError } from '../rpc-error.js';
-import type { EngineOptions } from './synchronous.js';
+import { precondition } from '../rpc-error.js';
 import type { Session } from '../nodes/sessions.js';
 import { checkpointDirName, writeCheckpoint } from '../store/checkpoints.js';
 import type { UpdateRow } from '../store/schema.js';
@@ -45,26 +25,35 @@ import type { ServerOptimizerState } from '../strategies/server-optimizers.js';
 
 export type FedBuffSpec = Extract<StrategySpec, { name: 'fedbuff' }>;
 
-interface BufferedTask {
-  task: Task;
-  sessionId: string;
-  nodeId: string;
+/** A task in flight. Ended tasks leave the map at once (their updates wait in the buffer). */
+type BufferedTask = IssuedTask & {
   /** The published model the task trains: task.round = baseVersion + 1. */
   baseVersion: number;
-  deadline: number;
-  state: 'assigned' | 'receiving';
-}
+};
 
 type Buffered = AcceptedUpdate & { baseVersion: number };
+
+/** What a late upload or decline hears about a task that ended, by how it ended. */
+const WHY_ENDED: Record<TaskEnd['state'], string> = {
+  accepted: 'task already answered',
+  rejected: 'task already answered',
+  declined: 'task declined',
+  dropped: "task dropped: the node's session expired",
+};
+
+/** Why an update based on a model `staleness` publications old is refused, at upload or when its buffer is aggregated. */
+function tooStale(staleness: number, maxStaleness: number): string {
+  return `too stale: ${staleness} models were published since its base model; max_staleness is ${maxStaleness}`;
+}
 
 /** Uploads for tasks that ended this long ago hear why, instead of "unknown task". */
 const ENDED_TASKS_REMEMBERED = 10_000;
 
-export class BufferedEngine implements Engine {
+export class BufferedEngine extends DeskEngine<BufferedTask> {
   private readonly spec: FedBuffSpec;
   private readonly concurrency: number;
   /** Every model an accepted update may be based on: the last max_staleness + 1 published. */
-  private readonly served: ServedModels;
+  protected readonly served: ServedModels;
   /** The last published model's version (= the round that committed it; 0 is the initial model). */
   private version: number;
   private previousGlobal: Float32Array | undefined;
@@ -80,39 +69,45 @@ export class BufferedEngine implements Engine {
   private refusedAt = 0;
   private bufferStartedAt = Date.now();
   private issuedSinceCommit = 0;
-  private readonly expectedBytes: number;
-  private readonly modelJson: string;
-  private readonly modelJsonSha256: string;
+  protected readonly desk: UploadDesk<BufferedTask>;
   private stopped = false;
   private wake: () => void = () => {};
 
-  constructor(private readonly o: EngineOptions) {
+  constructor(o: EngineOptions) {
+    super(o);
     if (o.experiment.strategy.name !== 'fedbuff') throw new Error('the buffered engine runs the fedbuff strategy only');
     this.spec = o.experiment.strategy;
     this.concurrency = this.spec.concurrency ?? o.experiment.selection.nodes_per_round;
-    this.expectedBytes = manifestBytes(o.manifest);
-    if (o.initialWeights.length * 4 !== this.expectedBytes) {
-      throw new Error(`initial weights have ${o.initialWeights.length} values, manifest needs ${this.expectedBytes / 4}`);
-    }
-    this.modelJson = JSON.stringify(o.topology);
-    this.modelJsonSha256 = modelJsonSha256(this.modelJson);
+    this.desk = new UploadDesk<BufferedTask>(o, {
+      find: (taskId) => this.tasks.get(taskId),
+      held: () => this.tasks.values(),
+      whyClosed: (taskId) => this.ended.get(taskId),
+      // The update goes into the next model to be published, whatever model its task trained.
+      roundNow: () => this.version + 1,
+      progress: () => ({ received: this.buffer.length, selected: this.spec.buffer_size }),
+      // Tasks issued between two publications train different models: each names its own.
+      wrongBaseModel: (t, meta) =>
+        precondition(`base model ${meta.base_model_sha256} is not the one task ${meta.task_id} named (${t.task.base_model_sha256})`),
+      endedWhileUploading: (meta) => precondition(`task ${meta.task_id} expired while the update was uploading`),
+      // Only FedBuff lets models be published while a task is out, so only it can be handed an update too old to use.
+      engineRefusal: (t) => {
+        const staleness = this.version - t.baseVersion;
+        if (staleness <= this.spec.max_staleness) return undefined;
+        return precondition(tooStale(staleness, this.spec.max_staleness));
+      },
+      ended: (t, end) => {
+        if (end.state === 'accepted') this.buffer.push({ ...end.update, baseVersion: t.baseVersion });
+        // Recorded with the next published model (its round restamped when that commits).
+        if (end.state === 'rejected') this.refused.push(end.row);
+        this.forget(t.task.task_id!, WHY_ENDED[end.state]);
+      },
+      wake: () => this.wake(),
+    });
     this.served = new ServedModels(this.spec.max_staleness + 1);
     this.version = (o.startRound ?? 1) - 1;
     this.previousGlobal = o.previousWeights;
     this.serverState = o.serverState;
     this.served.publish(o.initialWeights);
-  }
-
-  modelBytes(sha256: string): Buffer {
-    return this.served.bytes(sha256);
-  }
-
-  manifestForWire(): TensorSpec[] {
-    return manifestForWire(this.o.manifest);
-  }
-
-  uploadDeadline(taskId: string): number {
-    return (this.tasks.get(taskId)?.deadline ?? Date.now()) + 10_000;
   }
 
   stop(): void {
@@ -127,7 +122,7 @@ export class BufferedEngine implements Engine {
     // Timed from the first task, as a synchronous round is from its selection: start-up is not the first model's time.
     this.bufferStartedAt = Date.now();
     const records: RoundRecord[] = [];
-    const leaseCheck = setInterval(() => this.dropDeadNodes(), 1000);
+    const leaseCheck = setInterval(() => this.desk.dropDeadNodes(), 1000);
     try {
       while (!this.stopped && this.version < experiment.rounds) {
         this.expireTasks();
@@ -170,7 +165,7 @@ export class BufferedEngine implements Engine {
   private issueTasks(): void {
     const free = this.concurrency - this.tasks.size;
     if (free <= 0) return;
-    const { experiment, store, runId, sessions } = this.o;
+    const { experiment, sessions } = this.o;
     const idle = this.eligible(sessions.idle())
       .filter((s) => this.lastBase.get(s.nodeId) !== this.version)
       .sort((a, b) => (a.nodeId < b.nodeId ? -1 : a.nodeId > b.nodeId ? 1 : 0));
@@ -178,25 +173,25 @@ export class BufferedEngine implements Engine {
     new Rng((experiment.seed * 1_000_003 + this.version * 101 + this.issuedSinceCommit) >>> 0).shuffle(idle);
     const round = this.version + 1;
     const training = this.o.strategy.configureTraining(round);
-    const signing = { ...this.o, modelJson: this.modelJson, modelJsonSha256: this.modelJsonSha256 };
     for (const session of idle.slice(0, free)) {
       const issuedAt = Date.now();
       const deadline = issuedAt + experiment.selection.deadline_seconds * 1000;
-      const task = signedTask(signing, session, round, this.served.current.sha256, training, deadline);
-      const taskId = task.task_id!;
-      this.tasks.set(taskId, { task, sessionId: session.id, nodeId: session.nodeId, baseVersion: this.version, deadline, state: 'assigned' });
+      // Attempt 0 always: a published model is never abandoned, only lost in a crash before it committed anything.
+      const issue = { round, attempt: 0, baseModelSha256: this.served.current.sha256, training, issuedAt, deadline };
+      this.desk.issue(session, issue, (t) => this.tasks.set(t.task.task_id!, { ...t, baseVersion: this.version }));
       this.lastBase.set(session.nodeId, this.version);
       this.issuedSinceCommit++;
-      // Attempt 0 always: a published model is never abandoned, only lost in a crash before it committed anything.
-      store.recordTask({ taskId, runId, round, attempt: 0, nodeId: session.nodeId, issuedAt, deadline });
-      sessions.assign(session, task);
-      crashPoint('selection', round);
     }
   }
 
+  /** Ends a task the node never answered (it expired, or the run finished). */
   private endTask(taskId: string, why: string): void {
-    this.tasks.delete(taskId);
     this.o.sessions.release(taskId);
+    this.forget(taskId, why);
+  }
+
+  private forget(taskId: string, why: string): void {
+    this.tasks.delete(taskId);
     this.ended.set(taskId, why);
     for (const key of this.ended.keys()) {
       if (this.ended.size <= ENDED_TASKS_REMEMBERED) break;
@@ -208,108 +203,14 @@ export class BufferedEngine implements Engine {
     const now = Date.now();
     for (const [taskId, t] of this.tasks) {
       // An upload under way gets the transfer slack server.ts allows it.
-      const limit = t.state === 'receiving' ? t.deadline + 10_000 : t.deadline;
+      const limit = t.state === 'receiving' ? t.deadline + UPLOAD_SLACK_MS : t.deadline;
       if (now > limit) this.endTask(taskId, `task expired at its deadline (${new Date(t.deadline).toISOString()})`);
     }
-  }
-
-  private dropDeadNodes(): void {
-    const dead = new Set(this.o.sessions.expire().map((s) => s.id));
-    if (dead.size === 0) return;
-    for (const [taskId, t] of this.tasks) {
-      if (t.state === 'assigned' && dead.has(t.sessionId)) this.endTask(taskId, "task dropped: the node's session expired");
-    }
-    this.wake();
-  }
-
-  taskStillWanted(taskId: string): boolean {
-    return this.tasks.has(taskId);
   }
 
   /** Whether the task is still running or its update waits in the buffer (its outcome is not final). */
   taskPending(taskId: string): boolean {
     return this.tasks.has(taskId) || this.buffer.some((u) => u.taskId === taskId);
-  }
-
-  declineTask(session: Session, taskId: string, reason: string, kind: string): void {
-    const t = this.tasks.get(taskId);
-    if (!t) {
-      const why = this.ended.get(taskId);
-      if (why !== undefined) throw precondition(`${why}; there is nothing to decline`);
-      throw notFound(`unknown task ${JSON.stringify(taskId)}`);
-    }
-    if (t.nodeId !== session.nodeId) throw new RpcError(status.PERMISSION_DENIED, `task ${taskId} was not assigned to this node`);
-    if (t.state !== 'assigned') throw alreadyExists(`task ${taskId} was already answered (${t.state})`);
-    this.o.store.recordDecline(taskId, t.nodeId, reason, kind);
-    this.endTask(taskId, 'task declined');
-    this.o.onEvent?.({ type: 'task-declined', round: t.task.round!, nodeId: t.nodeId, reason });
-    this.wake();
-  }
-
-  beginSubmission(session: Session, meta: UpdateMeta__Output): number {
-    if (meta.experiment_id !== this.o.runId) {
-      throw notFound(`unknown experiment ${JSON.stringify(meta.experiment_id)}; this aggregator runs ${this.o.runId}`);
-    }
-    const t = this.tasks.get(meta.task_id);
-    if (!t) {
-      const why = this.ended.get(meta.task_id);
-      if (why !== undefined) throw precondition(`${why}; the update came too late`);
-      throw notFound(`unknown task ${JSON.stringify(meta.task_id)}`);
-    }
-    const node = this.o.store.node(session.nodeId);
-    if (node?.status === 'banned') throw new RpcError(status.PERMISSION_DENIED, `node ${session.nodeId} is banned: ${node.statusReason}`);
-    if (t.nodeId !== session.nodeId) throw new RpcError(status.PERMISSION_DENIED, `task ${meta.task_id} was not assigned to this node`);
-    if (meta.round !== t.task.round) throw precondition(`task ${meta.task_id} belongs to round ${t.task.round}, not ${meta.round}`);
-    if (t.state !== 'assigned') throw alreadyExists(`task ${meta.task_id} was already answered (${t.state})`);
-    if (meta.base_model_sha256 !== t.task.base_model_sha256) {
-      throw precondition(`base model ${meta.base_model_sha256} is not the one task ${meta.task_id} named (${t.task.base_model_sha256})`);
-    }
-    const staleness = this.version - t.baseVersion;
-    if (staleness > this.spec.max_staleness) {
-      throw this.reject(t, meta, precondition(`too stale: ${staleness} models were published since its base model; max_staleness is ${this.spec.max_staleness}`));
-    }
-    const problem = shapeProblem(this.o.manifest, this.expectedBytes, meta);
-    if (problem) throw this.reject(t, meta, problem);
-    t.state = 'receiving';
-    crashPoint('mid-upload', this.version + 1);
-    return this.expectedBytes;
-  }
-
-  abortSubmission(meta: UpdateMeta__Output): void {
-    const t = this.tasks.get(meta.task_id);
-    if (t?.state === 'receiving') t.state = 'assigned';
-  }
-
-  completeSubmission(session: Session, meta: UpdateMeta__Output, seal: UpdateSeal__Output | undefined, delta: Float32Array, receivedSha: string): void {
-    const t = this.tasks.get(meta.task_id);
-    if (!t || t.state !== 'receiving') throw precondition(`task ${meta.task_id} expired while the update was uploading`);
-    const accepted = acceptSealedUpdate(this.o, session, meta, seal, delta, receivedSha);
-    if ('error' in accepted) throw this.reject(t, meta, accepted.error, receivedSha);
-    this.buffer.push({ ...accepted.update, baseVersion: t.baseVersion });
-    this.endTask(meta.task_id, 'task already answered');
-    this.updateEvent(t, true, '');
-    this.wake();
-  }
-
-  private reject(t: BufferedTask, meta: UpdateMeta__Output, error: RpcError, updateSha = ''): RpcError {
-    // Recorded with the next published model (its round fixed when that commits).
-    this.refused.push(refusedRow(this.o.runId, 0, t.task.task_id!, t.nodeId, meta, error.message, updateSha));
-    this.endTask(t.task.task_id!, 'task already answered');
-    this.updateEvent(t, false, error.message);
-    this.wake();
-    return error;
-  }
-
-  private updateEvent(t: BufferedTask, accepted: boolean, reason: string): void {
-    this.o.onEvent?.({
-      type: 'update',
-      round: this.version + 1,
-      nodeId: t.nodeId,
-      accepted,
-      reason,
-      received: this.buffer.length,
-      selected: this.spec.buffer_size,
-    });
   }
 
   /** Aggregates the buffer onto the current model and publishes the result as the next version. */
@@ -319,12 +220,10 @@ export class BufferedEngine implements Engine {
     // Taken out first: uploads that finish while the model is evaluated go into the next buffer.
     const taken = this.buffer;
     this.buffer = [];
-    const tooStale = taken.filter((u) => this.version - u.baseVersion > max_staleness);
+    const stale = taken.filter((u) => this.version - u.baseVersion > max_staleness);
     const fresh = taken.filter((u) => this.version - u.baseVersion <= max_staleness);
     this.refused.push(
-      ...tooStale.map((u) =>
-        refusedRow(this.o.runId, 0, u.taskId, u.nodeId, u.meta, `too stale: ${this.version - u.baseVersion} models were published since its base model; max_staleness is ${max_staleness}`, u.updateSha256),
-      ),
+      ...stale.map((u) => refusedRow(this.o.runId, 0, u.taskId, u.nodeId, u.meta, tooStale(this.version - u.baseVersion, max_staleness), u.updateSha256)),
     );
     if (fresh.length < this.spec.buffer_size) {
       this.buffer = [...fresh, ...this.buffer];
