@@ -91,7 +91,8 @@ export const experimentSchema = z
     nodes: z.number().int().positive().max(10000).describe('how many nodes the simulation starts'),
     rounds: z.number().int().positive().max(100000),
     strategy: strategySchema.default({ name: 'fedavg' }),
-    aggregation: aggregationSchema.default({ rule: 'mean' }),
+    // prefault, not default: the omitted section is parsed, so the mean's safe defaults (norm check, claim cap) are filled in.
+    aggregation: aggregationSchema.prefault({ rule: 'mean' }),
     attack: attackSchema.optional().describe('simulations only: a share of the nodes run this attack'),
     faults: z
       .object({

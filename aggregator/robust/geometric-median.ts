@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { num, percent } from './format.js';
 import { gramMatrix, stepAndDistances, weightedSum } from './kernels/vectors.js';
+import { examplesCapField, normRatioField } from './pre-filter.js';
 import { atLeastOneUpdate, ruleSchema, type RobustRule } from './rule.js';
 import { AggregationError, checkSameLength, type AggregationResult, type Verdict } from './verdict.js';
 
@@ -11,7 +12,7 @@ const geometricMedianSchema = ruleSchema('geometric-median', {
   max_iterations: z.number().int().positive().max(10000).default(100),
   smoothing: z.number().positive().default(1e-6).describe('ν of smoothed Weiszfeld: distances below it count as ν'),
   tolerance: z.number().positive().default(1e-5).describe('stop when the objective improves by less than this, relatively'),
-});
+}, { max_norm_ratio: normRatioField(), max_examples_ratio: examplesCapField });
 
 /** RFA: weighted by example counts, like the mean. */
 export const geometricMedianRule: RobustRule<typeof geometricMedianSchema> = {

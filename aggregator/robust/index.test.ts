@@ -283,7 +283,7 @@ test('weighted mean over many updates (the blocked, unrolled kernel) matches a p
 
 test('the pre-filter rejects wrong lengths, non-finite values and big norms, and clips', (t) => {
   const r = aggregate(
-    { rule: 'mean', max_norm: 20, clip_norm: 5 },
+    { rule: 'mean', max_norm_ratio: null, max_examples_ratio: null, max_norm: 20, clip_norm: 5 },
     points([3, 4], [NaN, 0], [1, 2, 3], [30, 40], [6, 8], [0, Infinity]),
     [1, 1, 1, 1, 1, 1],
   );
@@ -301,7 +301,7 @@ test('the pre-filter rejects wrong lengths, non-finite values and big norms, and
 
 test('the pre-filter checks lengths against the model size when given, and example counts for weighted rules', (t) => {
   const us = points([1, 1], [2, 2], [3, 3]);
-  const r = aggregate({ rule: 'mean' }, us, [1, 0, 1], { length: 2 });
+  const r = aggregate({ rule: 'mean', max_norm_ratio: null, max_examples_ratio: null }, us, [1, 0, 1], { length: 2 });
   t.deepEqual(kinds(r), ['kept', 'rejected', 'kept']);
   t.regex(r.verdicts[1]!.reason, /^reported 0 examples/);
   // The median does not use example counts, so it does not reject on them.
@@ -332,13 +332,13 @@ test('aggregate dispatches every rule and returns one verdict per input, weights
   const us = Array.from({ length: 11 }, (_, i) => f32(Math.sin(i), Math.cos(3 * i), i % 2));
   const ex = us.map((_, i) => 10 + i);
   const specs: AggregationSpec[] = [
-    { rule: 'mean' },
+    { rule: 'mean', max_norm_ratio: null, max_examples_ratio: null },
     { rule: 'median' },
     { rule: 'trimmed-mean', beta: 0.2 },
     { rule: 'krum', f: 2 },
     { rule: 'multi-krum', f: 2, m: 4 },
     { rule: 'bulyan', f: 2 },
-    { rule: 'geometric-median', max_iterations: 50, smoothing: 1e-6, tolerance: 1e-6 },
+    { rule: 'geometric-median', max_iterations: 50, smoothing: 1e-6, tolerance: 1e-6, max_examples_ratio: null },
     { rule: 'centered-clipping', tau: 0.5, iterations: 3 },
   ];
   for (const spec of specs) {

@@ -90,12 +90,31 @@ export function aggregate(
   filtered.passed.forEach((i, k) => {
     const v = result.verdicts[k]!;
     const note = filtered.notes[i];
-    verdicts[i] =
-      note?.kind === 'clipped'
-        ? { ...v, verdict: v.verdict === 'kept' ? 'down-weighted' : v.verdict, reason: `${note.reason}; ${v.reason}` }
-        : v;
+    const cap = filtered.caps[i];
+    const adjustments = [
+      ...(note?.kind === 'clipped' ? [note.reason] : []),
+      ...(cap
+        ? [
+            `weight capped from ${share(cap.shareClaimed)} to ${share(v.weight)}: claimed ${count(cap.claimed)} examples, ` +
+              `the round's median claim is ${count(cap.median)} (counted as ${count(cap.counted)}, max_examples_ratio ${cap.ratio})`,
+          ]
+        : []),
+    ];
+    verdicts[i] = adjustments.length
+      ? { ...v, verdict: v.verdict === 'kept' ? 'down-weighted' : v.verdict, reason: `${adjustments.join('; ')}; ${v.reason}` }
+      : v;
   });
   return { aggregate: result.aggregate, verdicts };
+}
+
+/** A weight share, truncated (not rounded) to three decimals, so 0.99998 reads 0.999 and never 1. */
+function share(x: number): string {
+  return (Math.floor(x * 1000) / 1000).toFixed(3);
+}
+
+/** An example count: grouped digits while readable, else three significant digits (1.00e+9). */
+function count(x: number): string {
+  return Number.isInteger(x) && x < 1e7 ? x.toLocaleString('en-US') : x < 1e7 ? x.toFixed(1) : x.toPrecision(3);
 }
 
 function rejections(notes: readonly ({ kind: string; reason: string } | undefined)[]): string {

@@ -1,11 +1,15 @@
 import { weightedSum } from './kernels/vectors.js';
+import { examplesCapField, normRatioField } from './pre-filter.js';
 import { atLeastOneUpdate, ruleSchema, type RobustRule } from './rule.js';
 import { AggregationError, checkSameLength, type AggregationResult } from './verdict.js';
 
 /** The mean needs one update. */
 export const MEAN_MIN_UPDATES = 1;
 
-const meanSchema = ruleSchema('mean', {});
+/** With no robustness of its own, the mean rejects an update over 10× the round's median norm unless the experiment says otherwise. */
+export const MEAN_MAX_NORM_RATIO = 10;
+
+const meanSchema = ruleSchema('mean', {}, { max_norm_ratio: normRatioField(MEAN_MAX_NORM_RATIO), max_examples_ratio: examplesCapField });
 
 /** FedAvg's mean, weighted by example counts. */
 export const meanRule: RobustRule<typeof meanSchema> = {

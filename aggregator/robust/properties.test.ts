@@ -240,13 +240,15 @@ test('Bulyan\'s aggregate stays within the honest range when f updates are wild'
 
 test('verdicts: one per input, weights of the updates not rejected sum to 1, rejected means weight 0', (t) => {
   const spec: fc.Arbitrary<AggregationSpec> = fc.oneof(
-    fc.constant<AggregationSpec>({ rule: 'mean' }),
+    fc.constant<AggregationSpec>({ rule: 'mean', max_norm_ratio: null, max_examples_ratio: null }),
+    // The mean as experiments get it by default: relative norm check and claim cap on.
+    fc.constant<AggregationSpec>({ rule: 'mean', max_norm_ratio: 10, max_examples_ratio: 2 }),
     fc.constant<AggregationSpec>({ rule: 'median' }),
     fc.double({ min: 0, max: 0.45, noNaN: true }).map((beta): AggregationSpec => ({ rule: 'trimmed-mean', beta })),
     fc.constant<AggregationSpec>({ rule: 'krum', f: 1 }),
     fc.constant<AggregationSpec>({ rule: 'multi-krum', f: 1, m: 3 }),
     fc.constant<AggregationSpec>({ rule: 'bulyan', f: 1 }),
-    fc.constant<AggregationSpec>({ rule: 'geometric-median', max_iterations: 30, smoothing: 1e-6, tolerance: 1e-6 }),
+    fc.constant<AggregationSpec>({ rule: 'geometric-median', max_iterations: 30, smoothing: 1e-6, tolerance: 1e-6, max_examples_ratio: 2 }),
     fc.double({ min: 0.01, max: 10, noNaN: true }).map((tau): AggregationSpec => ({ rule: 'centered-clipping', tau, iterations: 3 })),
   );
   fc.assert(

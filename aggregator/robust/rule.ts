@@ -2,7 +2,7 @@
 // descriptor per rule, kept beside the rule's code, listed in rules.ts.
 
 import { z } from 'zod';
-import { preFilterFields, type PreFilterSpec } from './pre-filter.js';
+import { normRatioField, preFilterFields, type PreFilterSpec } from './pre-filter.js';
 import type { AggregationResult } from './verdict.js';
 
 export interface AggregateOptions {
@@ -42,9 +42,22 @@ export interface RobustRule<Schema extends z.ZodType<RuleSpec> = z.ZodType<RuleS
   apply(spec: z.output<Schema>, updates: readonly Float32Array[], examples: readonly number[], options: AggregateOptions): AggregationResult;
 }
 
-/** A rule's `aggregation` section: `rule` (the name), the rule's own fields, the pre-filter fields. */
-export function ruleSchema<Name extends string, Fields extends z.ZodRawShape>(name: Name, fields: Fields) {
-  return z.object({ rule: z.literal(name), ...fields, ...preFilterFields }).strict();
+/** The relative checks of a rule's section: the norm check (off by default) and, for weighted rules, the claim cap. */
+export type RelativeChecks = { readonly max_norm_ratio: z.ZodType } & { readonly max_examples_ratio?: z.ZodType };
+
+const UNWEIGHTED_CHECKS = { max_norm_ratio: normRatioField() };
+
+/**
+ * A rule's `aggregation` section: `rule` (the name), the rule's own fields, the pre-filter fields,
+ * then its relative checks: by default the relative norm check, off; a weighted rule passes the
+ * claim cap (examplesCapField) too, and a rule with no robustness of its own a default for the norm check.
+ */
+export function ruleSchema<Name extends string, Fields extends z.ZodRawShape, Checks extends RelativeChecks = typeof UNWEIGHTED_CHECKS>(
+  name: Name,
+  fields: Fields,
+  checks: Checks = UNWEIGHTED_CHECKS as unknown as Checks,
+) {
+  return z.object({ rule: z.literal(name), ...fields, ...preFilterFields, ...checks }).strict();
 }
 
 /** The precondition of the rules that take any non-empty round. */

@@ -186,7 +186,10 @@ export class UploadDesk<T extends IssuedTask> {
     if (meta.round !== t.task.round) throw precondition(`task ${meta.task_id} belongs to round ${t.task.round}, not ${meta.round}`);
     if (t.state !== 'assigned') throw alreadyExists(`task ${meta.task_id} was already answered (${t.state})`);
     if (meta.base_model_sha256 !== t.task.base_model_sha256) throw this.book.wrongBaseModel(t, meta);
-    const problem = this.book.engineRefusal?.(t, meta) ?? shapeProblem(this.o.manifest, this.expectedBytes, meta);
+    const problem =
+      this.book.engineRefusal?.(t, meta) ??
+      shapeProblem(this.o.manifest, this.expectedBytes, meta) ??
+      claimProblem(meta, session.capabilities.num_examples);
     if (problem) throw this.refuse(t, meta, problem);
     t.state = 'receiving';
     crashPoint('mid-upload', this.book.roundNow(t));
@@ -297,6 +300,19 @@ function signedTask(
 }
 
 /** Why an upload's announced shape cannot be taken, checked before any bytes arrive; undefined when it fits. */
+/**
+ * Why an update's example count cannot be taken: num_examples counts the node's local examples (not
+ * × epochs), so it can be no more than the training set the node declared at hello. The count is the
+ * node's own claim either way; the robust rules cap what any claim can weigh (max_examples_ratio).
+ */
+function claimProblem(meta: UpdateMeta__Output, declared: number): RpcError | undefined {
+  if (meta.num_examples <= declared) return undefined;
+  return invalid(
+    `num_examples ${meta.num_examples} is more than the ${declared} local examples this node declared at hello; ` +
+      'num_examples counts local examples, not examples × epochs',
+  );
+}
+
 function shapeProblem(manifest: readonly TensorEntry[], expectedBytes: number, meta: UpdateMeta__Output): RpcError | undefined {
   const mismatch = manifestMismatch(manifest, (meta.manifest?.tensors ?? []).map((s) => ({ ...s, dtype: dtypeName(s.dtype) })));
   if (mismatch) return invalid(`update does not fit the model: ${mismatch}`);

@@ -44,9 +44,9 @@ test('FedAvg weights by examples × reputation when the experiment asks for it, 
     { nodeId: 'b', taskId: '2', numExamples: 100, reputation: 0.25, delta: Float32Array.from([-1, 3]) },
   ];
   // (1·1 + 0.25·(−1)) / 1.25 = 0.6; (1·1 + 0.25·3) / 1.25 = 1.4
-  const weighted = fedavgStrategy.create({ name: 'fedavg' }, { training, aggregation: { rule: 'mean' }, reputation: { weight_updates: true } }).aggregate(global, ups, {});
+  const weighted = fedavgStrategy.create({ name: 'fedavg' }, { training, aggregation: { rule: 'mean', max_norm_ratio: null, max_examples_ratio: null }, reputation: { weight_updates: true } }).aggregate(global, ups, {});
   t.deepEqual(Array.from(weighted.weights).map((x) => +x.toFixed(6)), [0.6, 1.4]);
-  const plain = fedavgStrategy.create({ name: 'fedavg' }, { training, aggregation: { rule: 'mean' }, reputation: { weight_updates: false } }).aggregate(global, ups, {});
+  const plain = fedavgStrategy.create({ name: 'fedavg' }, { training, aggregation: { rule: 'mean', max_norm_ratio: null, max_examples_ratio: null }, reputation: { weight_updates: false } }).aggregate(global, ups, {});
   t.deepEqual(Array.from(plain.weights), [0, 2]);
   // The median of three: the outlier moves nothing.
   const median = fedavgStrategy.create({ name: 'fedavg' }, { training, aggregation: { rule: 'median' } }).aggregate(global, [

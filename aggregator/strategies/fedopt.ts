@@ -3,7 +3,7 @@
 // robust rule, the server optimizer step and the staleness discount exist once.
 import { z } from 'zod';
 import type { AggregationSpec, ReputationSpec, TrainingSpec } from '../experiment/schema.js';
-import { aggregate } from '../robust/index.js';
+import { aggregate, aggregationSchema } from '../robust/index.js';
 import { sharedFloat32 } from '../robust/kernels/pool.js';
 import { applyServerOptimizer, type ServerOptimizerSpec } from './server-optimizers.js';
 import type { ReceivedUpdate, RoundTraining, Strategy, StrategyContext, StrategyHistory, StrategyStep } from './strategy.js';
@@ -57,7 +57,7 @@ export class FedOpt implements Strategy {
   constructor(o: FedOptOptions) {
     this.name = o.name;
     this.training = o.training;
-    this.aggregation = o.aggregation ?? { rule: 'mean' };
+    this.aggregation = o.aggregation ?? aggregationSchema.parse({ rule: 'mean' });
     this.reputation = o.reputation;
     this.proximalMu = o.proximalMu ?? 0;
     this.optimizer = o.serverOptimizer;
