@@ -32,7 +32,7 @@ export interface TaskSize {
   epochs: number;
   batchSize: number;
   localExamples: number;
-  /** Values the layers output for one example (core/model/model.ts activationsPerExample). */
+  /** Values the layers output for one example (core/model/spec.ts activationsPerExample). */
   activationsPerExample: number;
   /** Training threads (data-parallel replicas, trainer/training/data-parallel.ts); 1 when absent. */
   threads?: number;

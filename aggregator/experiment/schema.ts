@@ -3,7 +3,8 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { backendPreferenceSchema } from '../../core/backend.js';
-import { modelNameSchema } from '../../core/model/zoo.js';
+import { modelNameSchema, zooModel } from '../../core/model/zoo.js';
+import { datasetNamed, datasets } from '../../datasets/registry.js';
 import { datasetSchema } from '../../datasets/spec.js';
 import { aggregationSchema } from '../robust/rules.js';
 import { attackSchema } from './attack-schema.js';
@@ -141,14 +142,22 @@ export const experimentSchema = z
     const problem = strategyNamed(e.strategy.name).checkExperiment?.(e.strategy, e);
     if (problem) ctx.addIssue({ code: 'custom', message: problem.message, path: ['strategy', ...problem.path] });
   })
-  .refine((e) => e.dataset.name !== 'synthetic' || e.model !== 'cnn', {
-    message: 'the cnn model needs 28x28 images (fashion-mnist or mnist), not synthetic vectors',
-    path: ['model'],
+  // Pairings the registries rule out: a model that convolves images needs a dataset with packaged images,
+  // and generated data comes with its own ("natural") partition, which no other dataset has.
+  .superRefine((e, ctx) => {
+    if (zooModel(e.model)?.needsImages && !isImageDataset(e.dataset.name)) {
+      const images = datasets.filter((d) => isImageDataset(d.name)).map((d) => d.name);
+      ctx.addIssue({ code: 'custom', message: `the ${e.model} model needs 28x28 images (${images.join(' or ')}), not ${e.dataset.name} vectors`, path: ['model'] });
+    }
   })
-  .refine((e) => (e.dataset.name === 'synthetic') === (e.dataset.partition.kind === 'natural'), {
+  .refine((e) => !isImageDataset(e.dataset.name) === (e.dataset.partition.kind === 'natural'), {
     message: 'the "natural" partition belongs to synthetic data only, and synthetic data has no other',
     path: ['dataset', 'partition', 'kind'],
   });
+
+function isImageDataset(name: string): boolean {
+  return datasetNamed(name)?.images !== undefined;
+}
 export type Experiment = z.infer<typeof experimentSchema>;
 /** What an experiment file may omit (defaults fill it in). */
 export type ExperimentInput = z.input<typeof experimentSchema>;

@@ -28,7 +28,7 @@ export const modelNameSchema = z.enum(modelNames);
 const TOPOLOGY_PREFIX = 'crowdfl_';
 
 // Callers outside TypeScript (JSON, the wire) can pass any string.
-function zooModel(name: string): (typeof zooModels)[number] | undefined {
+export function zooModel(name: string): (typeof zooModels)[number] | undefined {
   return zooModels.find((model) => model.name === name);
 }
 

@@ -17,6 +17,7 @@ function imageShape(featureShape: readonly number[]): [number, number, number] {
 /** McMahan et al. 2017, the FedAvg CNN. */
 export const cnn: ZooModel<'cnn'> = {
   name: 'cnn',
+  needsImages: true,
   layers: ({ featureShape, numClasses }) => {
     const image = imageShape(featureShape);
     const needsReshape = featureShape.length !== 3;

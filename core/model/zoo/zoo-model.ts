@@ -10,6 +10,8 @@ export interface ModelInput {
 export interface ZooModel<Name extends string = string> {
   /** The experiment file's `model` value; the topology is named `crowdfl_<name>`. */
   readonly name: Name;
+  /** Set for models that convolve images: an experiment must pair them with an image dataset (one with packaged images). */
+  readonly needsImages?: true;
   /**
    * The layers for `input`, which core/model/zoo.ts modelSpec has already
    * checked (positive dimensions, at least 2 classes) and gives to the first
