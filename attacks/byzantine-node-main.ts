@@ -8,6 +8,7 @@
 // The operator's binary (dist/cli/index.js) never imports this folder.
 import { Command } from 'commander';
 import { register as registerNode } from '../cli/node.js';
+import { claimedExamples } from '../aggregator/experiment/attack-schema.js';
 import { adversary, poisonData, readAttackFile } from './byzantine-node.js';
 
 const argv = [...process.argv];
@@ -23,5 +24,6 @@ const program = new Command().name('crowdfl-byzantine-node');
 registerNode(program, {
   data: (data) => poisonData(file.attack, data),
   adversary: (nodeId, log) => adversary(file, nodeId, log),
+  claimedExamples: claimedExamples(file.attack),
 });
 await program.parseAsync(argv);

@@ -48,6 +48,9 @@ export function craftUpdate(spec: AttackSpec, honest: Float32Array, ctx: CraftCo
       return { delta: new Float32Array(honest.length) };
     case 'label-flip':
       return { delta: Float32Array.from(honest) };
+    case 'example-inflation':
+      // The lie is in the claimed count (byzantine-node-main.ts declares it); the update is scale·delta.
+      return { delta: scaled(honest, spec.scale) };
     case 'alie': {
       const z = spec.z ?? alieZMax(ctx.n, ctx.f);
       const { samples, note } = collusionSamples(honest, ctx.colluders);

@@ -126,6 +126,8 @@ export interface NodeRunHooks {
   data?: (data: Dataset) => Dataset;
   /** The adversary that replaces each honest update just before it is signed. */
   adversary?: (nodeId: string, log: (msg: string) => void) => UpdateAdversary;
+  /** The example count to declare and claim instead of the real one (example inflation). */
+  claimedExamples?: number;
 }
 
 export function register(program: Command, hooks: NodeRunHooks = {}): void {
@@ -283,6 +285,7 @@ async function runNodeCommand(flags: Flags, hooks: NodeRunHooks): Promise<void> 
     log,
     signal: controller.signal,
     adversary: hooks.adversary?.(nodeId, log),
+    claimedExamples: hooks.claimedExamples,
     minEpochFraction: config.min_epoch_fraction,
     caps: config.caps,
     availability,

@@ -82,3 +82,47 @@ test('colluding ALIE attackers share their honest updates and send the same craf
   }
   close();
 });
+
+test('a node claiming 1e9 examples under the default rule is counted at the cap, and the run ends as a clean one does', async (t) => {
+  // MNIST's 2,000 held-out digits: one point of accuracy is 20 of them, finer than run-to-run noise.
+  const base = {
+    dataset: { name: 'mnist', partition: { kind: 'iid' } },
+    model: 'logreg',
+    training: { epochs: 1, batch_size: 32, learning_rate: 0.1 },
+    nodes: 4,
+    rounds: 5,
+    selection: { nodes_per_round: 4, min_updates: 4, deadline_seconds: 60 },
+  } as const;
+  const runsDir = tempDir('inflation');
+  const clean = await simulate({ experiment: tinyExperiment(base), runsDir, runId: 'clean', progress: false, log: () => {} });
+  const attacked = await simulate({
+    experiment: tinyExperiment({ ...base, attack: { kind: 'example-inflation', fraction: 0.25 } }),
+    runsDir,
+    runId: 'inflated',
+    progress: false,
+    log: () => {},
+  });
+  const [liar] = attacked.attack!.byzantine_nodes;
+  const { db, close } = openDatabase(join(runsDir, 'inflated', 'crowdfl.db'));
+  try {
+    const store = new RunStore(db);
+    for (let round = 1; round <= base.rounds; round++) {
+      const updates = store.updatesOfRound('inflated', round);
+      const mine = updates.find((u) => u.nodeId === liar)!;
+      const others = updates.filter((u) => u.nodeId !== liar);
+      t.is(mine.numExamples, 1e9, 'the claim is what the node signed');
+      t.is(mine.verdict, 'kept', 'capped, which is no evidence against the node');
+      t.regex(mine.reason ?? '', /^weight capped from 0\.999 to 0\.\d+: claimed 1\.00e\+9 examples, the round's median claim is [\d,.]+ \(counted as [\d,.]+, max_examples_ratio 2\)/);
+      // Counted at twice the round's median claim: at most 2 / (2 + 3 × its share of the smallest honest claim).
+      const smallest = Math.min(...others.map((u) => u.numExamples));
+      const median = [...updates.map((u) => u.numExamples)].sort((a, b) => a - b).slice(1, 3).reduce((a, b) => a + b) / 2;
+      t.true(mine.weight <= (2 * median) / (2 * median + 3 * smallest) + 1e-9, `weight ${mine.weight}`);
+      t.true(others.every((u) => u.verdict === 'kept'));
+    }
+  } finally {
+    close();
+  }
+  const final = (s: typeof clean) => s.rounds.at(-1)!.accuracy;
+  t.log(`final accuracy: clean ${final(clean)}, with the inflated claim ${final(attacked)}`);
+  t.true(Math.abs(final(attacked) - final(clean)) <= 0.01, `clean ${final(clean)}, attacked ${final(attacked)}`);
+});

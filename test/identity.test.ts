@@ -28,6 +28,7 @@ import { caps, joinAs, nextTask, statusOf } from './support/grpc.js';
 async function aggregator(admission: AdmissionPolicy = { mode: 'open' }, nodesPerRound = 1) {
   const experiment = tinyExperiment({
     rounds: 1,
+    nodes: Math.max(3, nodesPerRound),
     selection: { nodes_per_round: nodesPerRound, min_updates: 1, deadline_seconds: 20 },
   });
   const { test: testSet } = await federatedData(experiment.dataset, experiment.nodes, experiment.seed);
@@ -201,12 +202,12 @@ test('a node refuses an impostor aggregator and any task that is not signed for 
 });
 
 test('updates must be signed by the node they were assigned to, over the bytes sent', async (t) => {
-  const { agg, address, runDir, runId, identity } = await aggregator({ mode: 'open' }, 3);
+  const { agg, address, runDir, runId, identity } = await aggregator({ mode: 'open' }, 4);
   const proto = loadProto();
   const client = new proto.crowdfl.v1.Aggregator(address, grpc.credentials.createInsecure());
   try {
-    const [a, b, c] = await Promise.all([join2(address), join2(address), join2(address)]);
-    const [ta, tb, tc] = await Promise.all([nextTask(a.conn), nextTask(b.conn), nextTask(c.conn)]);
+    const [a, b, c, d] = await Promise.all([join2(address), join2(address), join2(address), join2(address)]);
+    const [ta, tb, tc, td] = await Promise.all([nextTask(a.conn), nextTask(b.conn), nextTask(c.conn), nextTask(d.conn)]);
     const manifest = weightManifest(parseModelJson(ta.model_json));
     const n = manifest.reduce((sum, m) => sum + m.shape.reduce((x, y) => x * y, 1), 0);
     const delta = new Float32Array(n).fill(1e-3);
@@ -264,9 +265,13 @@ test('updates must be signed by the node they were assigned to, over the bytes s
     t.is(s.code, grpc.status.UNAUTHENTICATED);
     t.regex(s.details, /bad signature/);
     // Signed by the right node, but a field changed after signing: the signature no longer covers it.
-    s = await upload(tc, c.conn.session!.session_id, { examples: 5000, signature: signedBy(c.identity, tc, sha256Hex(bytes), 50) });
+    s = await upload(tc, c.conn.session!.session_id, { examples: 60, signature: signedBy(c.identity, tc, sha256Hex(bytes), 50) });
     t.is(s.code, grpc.status.UNAUTHENTICATED);
     t.regex(s.details, /bad signature/);
+    // Correctly signed, but claiming more examples than the node declared at hello (100): refused, naming both.
+    s = await upload(td, d.conn.session!.session_id, { examples: 5000, signature: signedBy(d.identity, td, sha256Hex(bytes), 5000) });
+    t.is(s.code, grpc.status.INVALID_ARGUMENT);
+    t.regex(s.details, /^num_examples 5000 is more than the 100 local examples this node declared at hello; num_examples counts local examples, not examples × epochs$/);
 
     // Round 1 had no valid update: abandoned, and its retry would wait for nodes that never answer.
     await agg.stop();

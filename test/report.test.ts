@@ -77,7 +77,8 @@ test('the report states each run from its database and draws every run on every 
     t.true(markdown.includes(`[experiment.json](../runs/${runId}/experiment.json)`));
   }
   t.regex(markdown, /- aggregation: krum f=0\n/);
-  t.regex(markdown, /- aggregation: mean\n/);
+  // The mean as the schema fills it in: the safe defaults an experiment did not write are stated.
+  t.regex(markdown, /- aggregation: mean max_norm_ratio=10 max_examples_ratio=2\n/);
 
   // The aggregator's own count of rejections, from summary.json, against the report's reasons table.
   const krumSummary = JSON.parse(readFileSync(join(runsDir, 'krum', 'summary.json'), 'utf8')) as RunSummary;

@@ -48,6 +48,11 @@ export interface NodeOptions {
   signal?: AbortSignal;
   adversary?: UpdateAdversary;
   /**
+   * Attack simulations only (attacks/byzantine-node-main.ts): the example count this node declares at
+   * hello and claims in every update instead of its real one. Operators never set it.
+   */
+  claimedExamples?: number;
+  /**
    * Fault injection for experiments only: when it says so for a task, the node
    * goes silent mid-round (no heartbeat, no upload, connection closed) and
    * comes back after the task's deadline, like a machine that went to sleep.
@@ -127,7 +132,7 @@ export async function runNode(o: NodeOptions): Promise<{ tasksDone: number }> {
     backends: [backendName],
     cores: Math.min(cpus().length, caps.cores ?? Infinity),
     memory_bytes: totalmem(),
-    num_examples: o.data.numExamples,
+    num_examples: o.claimedExamples ?? o.data.numExamples,
     feature_shape: [...o.data.featureShape],
     num_classes: o.data.numClasses,
     limits: limitsForHello(caps),
@@ -399,7 +404,7 @@ async function work(
           round: task.round,
           baseModelSha256: task.base_model_sha256,
           // FedAvg weighs a node by its data, not by how many passes it made over it.
-          numExamples: submitted.examples,
+          numExamples: o.claimedExamples ?? submitted.examples,
           manifest,
           delta,
           metrics: {

@@ -61,6 +61,20 @@ export const attackSchema = z.discriminatedUnion('kind', [
     .strict(),
   // Sends a zero delta (the base model unchanged) while still claiming its examples.
   z.object({ kind: z.literal('free-ride'), fraction }).strict(),
+  z
+    .object({
+      kind: z.literal('example-inflation'),
+      fraction,
+      claimed: z
+        .number()
+        .int()
+        .positive()
+        .max(Number.MAX_SAFE_INTEGER)
+        .default(1e9)
+        .describe('declares this many local examples at hello and claims them in every update, to outweigh honest nodes under example-weighted rules'),
+      scale: z.number().default(1).describe('sends scale·delta (1: its honest update; −1: reversed, so the claim carries the damage)'),
+    })
+    .strict(),
 ]);
 
 export type AttackSpec = z.infer<typeof attackSchema>;
@@ -72,6 +86,11 @@ export type CollusionAttackSpec = Extract<AttackSpec, { kind: 'alie' | 'ipm' }>;
 /** ALIE and IPM need the colluders' honest updates of the round (see collusion.ts). */
 export function needsCollusion(spec: AttackSpec): spec is CollusionAttackSpec {
   return spec.kind === 'alie' || spec.kind === 'ipm';
+}
+
+/** The example count a Byzantine node declares and claims instead of its real one, if its attack lies about it. */
+export function claimedExamples(spec: AttackSpec): number | undefined {
+  return spec.kind === 'example-inflation' ? spec.claimed : undefined;
 }
 
 /** Label flipping changes the node's training data, not its update. */

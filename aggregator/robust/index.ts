@@ -91,18 +91,18 @@ export function aggregate(
     const v = result.verdicts[k]!;
     const note = filtered.notes[i];
     const cap = filtered.caps[i];
-    const adjustments = [
-      ...(note?.kind === 'clipped' ? [note.reason] : []),
-      ...(cap
-        ? [
-            `weight capped from ${share(cap.shareClaimed)} to ${share(v.weight)}: claimed ${count(cap.claimed)} examples, ` +
-              `the round's median claim is ${count(cap.median)} (counted as ${count(cap.counted)}, max_examples_ratio ${cap.ratio})`,
-          ]
-        : []),
-    ];
-    verdicts[i] = adjustments.length
-      ? { ...v, verdict: v.verdict === 'kept' ? 'down-weighted' : v.verdict, reason: `${adjustments.join('; ')}; ${v.reason}` }
-      : v;
+    // A capped claim keeps its verdict: a large honest node looks the same as a liar, so the cap limits
+    // influence without counting as evidence against the node (reputation moves on verdicts).
+    const capped = cap
+      ? `weight capped from ${share(cap.shareClaimed)} to ${share(v.weight)}: claimed ${count(cap.claimed)} examples, ` +
+        `the round's median claim is ${count(cap.median)} (counted as ${count(cap.counted)}, max_examples_ratio ${cap.ratio}); `
+      : '';
+    verdicts[i] =
+      note?.kind === 'clipped'
+        ? { ...v, verdict: v.verdict === 'kept' ? 'down-weighted' : v.verdict, reason: `${note.reason}; ${capped}${v.reason}` }
+        : cap
+          ? { ...v, reason: `${capped}${v.reason}` }
+          : v;
   });
   return { aggregate: result.aggregate, verdicts };
 }
