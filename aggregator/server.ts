@@ -234,6 +234,9 @@ export async function startAggregatorServer(o: ServerOptions): Promise<RunningSe
         }
       });
       call.on('error', (err) => finish(err));
+      // gRPC itself ended the call (e.g. a message over the size limit: RESOURCE_EXHAUSTED, already sent to
+      // the node): the upload failed, so the task is freed at once for the node's retry.
+      call.on('cancelled', () => finish(new RpcError(grpc.status.CANCELLED, 'the upload was cancelled before it finished')));
     },
 
     Heartbeat(call, callback) {

@@ -214,3 +214,38 @@ async function waitForRound(runDir: string, runId: string, round: number) {
   }
   throw new Error(`round ${round} never committed`);
 }
+
+test('an upload cut off by gRPC (a message over the size limit) frees its task at once: the honest retry is taken', async (t) => {
+  const experiment = tinyExperiment({ rounds: 1, selection: { nodes_per_round: 1, min_updates: 1, deadline_seconds: 600 } });
+  const { test: testSet } = await federatedData(experiment.dataset, experiment.nodes, experiment.seed);
+  const agg = await startAggregator({ experiment, runDir: tempDir('oversized'), runId: 'oversized', test: testSet, identity: generateIdentity() });
+  const client = rawClient(agg.port);
+  try {
+    const { conn, task, identity } = await join2(agg.port);
+    const manifest = weightManifest(parseModelJson(task.model_json));
+    const n = manifest.reduce((sum, m) => sum + m.shape.reduce((x, y) => x * y, 1), 0);
+    const oversized = await statusOf(
+      new Promise((res, rej) => {
+        const call = client.SubmitUpdate((e, r) => (e ? rej(e) : res(r)));
+        call.write({
+          meta: {
+            session_id: conn.session!.session_id, task_id: task.task_id, experiment_id: task.experiment_id, round: task.round,
+            base_model_sha256: task.base_model_sha256, num_examples: 50,
+            manifest: { tensors: manifest.map((m) => ({ name: m.name, dtype: 'FLOAT32', shape: [...m.shape] })), total_bytes: n * 4 },
+          },
+        });
+        call.write({ data: Buffer.alloc(5 * 1024 * 1024) });
+        call.end();
+      }),
+    );
+    t.is(oversized.code, grpc.status.RESOURCE_EXHAUSTED, oversized.details);
+    // The retry comes long before the round's 600 s deadline: a task left "receiving" would refuse it ALREADY_EXISTS.
+    const message = await conn.submitUpdate(submission(task, manifest, new Float32Array(n).fill(1e-3)), identity);
+    t.regex(message, /accepted into round 1/);
+    const summary = await agg.done;
+    t.is(summary.rounds.length, 1);
+  } finally {
+    client.close();
+    await agg.stop();
+  }
+});
