@@ -17,6 +17,8 @@ export interface ContributionTotals {
   rejected: Map<string, number>;
   /** Accepted uploads that went into no committed round (the aggregator restarted mid-round). */
   missing: number;
+  /** Updates whose round attempt was abandoned (no quorum): in no model, and not held against the node. */
+  abandoned: number;
   awaitingVerdict: number;
   /** Updates a committed round's signed record lists (kept or down-weighted). */
   credited: number;
@@ -42,6 +44,7 @@ export function emptyTotals(): ContributionTotals {
     downWeighted: 0,
     rejected: new Map(),
     missing: 0,
+    abandoned: 0,
     awaitingVerdict: 0,
     credited: 0,
     unconfirmed: [],
@@ -83,6 +86,7 @@ export function formatTotals(t: ContributionTotals): string {
     `  refused at upload  ${sum(t.refusedAtUpload)}`,
     ...[...t.refusedAtUpload].map(([why, n]) => `    ${n} × ${why}`),
     ...(t.missing ? [`  in no round        ${t.missing}`] : []),
+    ...(t.abandoned ? [`  round abandoned    ${t.abandoned}`] : []),
     ...(t.awaitingVerdict ? [`  awaiting a verdict ${t.awaitingVerdict}`] : []),
     `credited (signed)    ${t.credited}`,
     ...(t.unconfirmed.length ? [`NOT confirmed        ${t.unconfirmed.length}`, ...t.unconfirmed.map((u) => `    ${u}`)] : []),

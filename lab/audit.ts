@@ -5,6 +5,7 @@ import { publicKeyFromString } from '../core/signing/keys.js';
 import { digestHex, signatureFromString, verify } from '../core/signing/ed25519.js';
 import { roundDigest, updateDigest } from '../core/signing/layouts.js';
 import type { RunStore } from '../aggregator/store/run-store.js';
+import { inModel } from '../aggregator/store/schema.js';
 
 export interface RoundAudit {
   round: number;
@@ -23,7 +24,7 @@ export function auditRun(store: RunStore, runId: string): RoundAudit[] {
       problems.push(`round ${r.round} starts from ${r.previousModelSha256.slice(0, 12)}, not from the previous round's model ${previous.slice(0, 12)}`);
     }
     previous = r.modelSha256;
-    const kept = store.updatesOfRound(runId, r.round).filter((u) => u.verdict !== 'rejected');
+    const kept = store.updatesOfRound(runId, r.round).filter((u) => inModel(u.verdict));
     for (const u of kept) {
       const key = keys.get(u.nodeId);
       const signature = signatureFromString(u.signature);

@@ -2,6 +2,7 @@
 // database, in the same totals the node computes from its own ledger.
 import { bump, emptyTotals, type ContributionTotals } from '../../core/contribution-totals.js';
 import type { RunStore } from '../store/run-store.js';
+import { inModel } from '../store/schema.js';
 
 export function nodeContribution(store: RunStore, runId: string, nodeId: string): ContributionTotals {
   const t = emptyTotals();
@@ -21,8 +22,9 @@ export function nodeContribution(store: RunStore, runId: string, nodeId: string)
     if (u.verdict === 'rejected' && u.inputReputation === null) bump(t.refusedAtUpload, u.reason);
     else if (u.verdict === 'rejected') bump(t.rejected, u.reason || 'no reason given');
     else if (u.verdict === 'kept') t.kept++;
+    else if (u.verdict === 'abandoned') t.abandoned++;
     else t.downWeighted++;
-    if (u.verdict !== 'rejected' && committed.has(u.round)) t.credited++;
+    if (inModel(u.verdict) && committed.has(u.round)) t.credited++;
   }
   t.roundsJoined = rounds.size;
   return t;

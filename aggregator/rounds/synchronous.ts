@@ -265,7 +265,7 @@ export class RoundEngine extends DeskEngine<IssuedTask> {
       },
       updates: [
         ...open.accepted.map((u) =>
-          updateRow(runId, open.round, u, { verdict: 'rejected', weight: 0, reason: `round abandoned: ${reason}` }),
+          updateRow(runId, open.round, u, { verdict: 'abandoned', weight: 0, reason: `round abandoned: ${reason}` }),
         ),
         ...open.rejected,
       ],

@@ -424,7 +424,10 @@ export function refusedRow(runId: string, round: number, taskId: string, nodeId:
   };
 }
 
-export function updateRow(runId: string, round: number, u: AcceptedUpdate, v: Verdict, inputReputation: number | null = null): UpdateRow {
+/** A rule's verdict, or the outcome of an update whose round was abandoned before any rule saw it. */
+export type UpdateOutcome = Verdict | { readonly verdict: 'abandoned'; readonly weight: 0; readonly reason: string; readonly score?: undefined };
+
+export function updateRow(runId: string, round: number, u: AcceptedUpdate, v: UpdateOutcome, inputReputation: number | null = null): UpdateRow {
   return {
     runId,
     round,

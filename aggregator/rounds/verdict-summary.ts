@@ -1,6 +1,8 @@
 // One line per round that says what the aggregator did with the updates it
 // received, e.g. "4 of 20 rejected (krum score), 1 down-weighted (clipped)".
-import type { Verdict } from '../robust/verdict.js';
+
+/** A verdict as rules give it or the store keeps it (which adds 'abandoned'). */
+type SummarisedVerdict = { readonly verdict: string; readonly reason: string; readonly weight?: number };
 
 /** The reason without its figures: "krum score 12.3, not among …" → "krum score", "clipped from 9 to 5" → "clipped". */
 export function reasonKind(reason: string): string {
@@ -9,7 +11,7 @@ export function reasonKind(reason: string): string {
   return head || reason.trim();
 }
 
-function byKind(verdicts: readonly Verdict[]): string {
+function byKind(verdicts: readonly SummarisedVerdict[]): string {
   const counts = new Map<string, number>();
   for (const v of verdicts) counts.set(reasonKind(v.reason), (counts.get(reasonKind(v.reason)) ?? 0) + 1);
   return [...counts.entries()]
@@ -18,7 +20,7 @@ function byKind(verdicts: readonly Verdict[]): string {
     .join(', ');
 }
 
-export function summarizeVerdicts(verdicts: readonly Verdict[]): string {
+export function summarizeVerdicts(verdicts: readonly SummarisedVerdict[]): string {
   const n = verdicts.length;
   const rejected = verdicts.filter((v) => v.verdict === 'rejected');
   const down = verdicts.filter((v) => v.verdict === 'down-weighted');

@@ -5,7 +5,7 @@ import { and, asc, eq, getTableColumns, sql } from 'drizzle-orm';
 import { byTaskId } from '../../core/signing/layouts.js';
 import type { ReputationChange } from '../nodes/reputation.js';
 import type { Db } from './db.js';
-import { invitations, nodes, refusals, rounds, runs, tasks, updates, type NodeRow, type RoundRow, type RunRow, type UpdateRow } from './schema.js';
+import { inModel, invitations, nodes, refusals, rounds, runs, tasks, updates, type NodeRow, type RoundRow, type RunRow, type UpdateRow } from './schema.js';
 
 export interface RoundOutcome {
   round: typeof rounds.$inferInsert;
@@ -114,9 +114,10 @@ export class RunStore {
       tx.insert(rounds).values(outcome.round).run();
       for (const u of outcome.updates) {
         tx.insert(updates).values(u).run();
-        const kept = u.verdict !== 'rejected';
+        // An abandoned round's updates count neither as accepted nor as rejected.
+        if (u.verdict === 'abandoned') continue;
         tx.update(nodes)
-          .set(kept ? { accepted: sql`${nodes.accepted} + 1` } : { rejected: sql`${nodes.rejected} + 1` })
+          .set(inModel(u.verdict) ? { accepted: sql`${nodes.accepted} + 1` } : { rejected: sql`${nodes.rejected} + 1` })
           .where(eq(nodes.nodeId, u.nodeId))
           .run();
       }
@@ -181,11 +182,11 @@ export class RunStore {
 
   /**
    * The accepted list of a round's signed record ("crowdfl/round/v1"): the
-   * updates its model was built from (every verdict but rejected), by task id.
+   * updates its model was built from (kept or down-weighted), by task id.
    */
   creditedUpdates(runId: string, round: number): { task_id: string; update_digest_hex: string; signature_b64: string }[] {
     return this.updatesOfRound(runId, round)
-      .filter((u) => u.verdict !== 'rejected')
+      .filter((u) => inModel(u.verdict))
       .map((u) => ({ task_id: u.taskId, update_digest_hex: u.updateDigest, signature_b64: u.signature }))
       .sort(byTaskId);
   }

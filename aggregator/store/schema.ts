@@ -95,7 +95,9 @@ export const updates = sqliteTable(
     updateDigest: text('update_digest').notNull().default(''),
     signature: text('signature').notNull().default(''),
     metrics: text('metrics').notNull(),
-    verdict: text('verdict', { enum: ['kept', 'down-weighted', 'rejected'] }).notNull(),
+    // 'abandoned': the update was fine but its round attempt was abandoned (no quorum, the rule refused the
+    // round); it went into no model and counts neither for nor against its node.
+    verdict: text('verdict', { enum: ['kept', 'down-weighted', 'rejected', 'abandoned'] }).notNull(),
     weight: real('weight').notNull(),
     // The rule's score behind the verdict (e.g. Krum score, share of coordinates trimmed); null when it has none.
     score: real('score'),
@@ -133,3 +135,8 @@ export const refusals = sqliteTable('refusals', {
   publicKey: text('public_key').notNull(),
   reason: text('reason').notNull(),
 });
+
+/** Whether an update row's verdict put it into its round's model: kept or down-weighted (not rejected, not abandoned). */
+export function inModel(verdict: string): boolean {
+  return verdict === 'kept' || verdict === 'down-weighted';
+}
