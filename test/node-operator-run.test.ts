@@ -34,7 +34,7 @@ function startNode(
   aggregatorKey: Uint8Array,
   data: Dataset,
   dir: string,
-  extra: { caps?: Caps; availability?: Availability; slowdown?: number } = {},
+  extra: { caps?: Caps; availability?: Availability; slowdown?: number; signal?: AbortSignal; onGlobalModel?: () => void } = {},
 ): TestNode {
   const identity = generateIdentity();
   const nodeId = nodeIdFromPublicKey(identity.publicKey);
@@ -196,5 +196,54 @@ test("after a simulated run each node's `crowdfl node status` agrees with the ag
     t.regex(noNode.stderr, /no node in .* \(no key\.json\)/);
   } finally {
     close();
+  }
+});
+
+test.serial('the memory cap holds during training: resident memory passing it mid-task stops training and declines the task OVER_CAP', async (t) => {
+  // Long enough local training that it is still running when the memory grows.
+  const experiment = tinyExperiment({
+    nodes: 1,
+    rounds: 1,
+    selection: { nodes_per_round: 1, min_updates: 1, deadline_seconds: 600 },
+    training: { epochs: 1000, batch_size: 16, learning_rate: 0.1 },
+  });
+  const data = await federatedData(experiment.dataset, 1, experiment.seed);
+  const runDir = tempDir('memory-cap');
+  const identity = generateIdentity();
+  let ballast: Buffer | undefined;
+  let declined: (reason: string) => void = () => {};
+  const decline = new Promise<string>((resolve) => (declined = resolve));
+  const agg = await startAggregator({
+    experiment,
+    runDir,
+    runId: 'memcap',
+    test: data.test,
+    identity,
+    onEvent: (e: EngineEvent) => {
+      if (e.type === 'task-declined') declined(e.reason);
+      // A node that ignored the cap trains to the end and its round commits: fail then, not at the test's timeout.
+      if (e.type === 'round-committed') declined('(no decline: the round committed)');
+    },
+  });
+  const stop = new AbortController();
+  // Room for the task as the node estimates it before training (it passes the check at the start), not for the ballast.
+  const capMb = Math.ceil(process.memoryUsage.rss() / (1024 * 1024)) + 256;
+  const node = startNode(`127.0.0.1:${agg.port}`, identity.publicKey, data.partitions[0]!, runDir, {
+    caps: { memory_mb: capMb },
+    signal: stop.signal,
+    // The task passed the node's checks and its base model is in: training starts next, and from now on
+    // this process holds 512 MiB more than the cap allowed for.
+    onGlobalModel: () => void (ballast = Buffer.alloc(512 * 1024 * 1024, 1)),
+  });
+  try {
+    const reason = await decline;
+    t.regex(reason, new RegExp(`^over the memory cap: the node passed ${capMb} MiB while training$`));
+    t.true(node.logs.some((l) => /declined task .*over the memory cap: the node passed/.test(l)), node.logs.join('\n'));
+    t.false(node.logs.some((l) => /trained \d+ examples/.test(l)), 'the task was not trained to the end');
+  } finally {
+    ballast = undefined;
+    stop.abort();
+    await agg.stop();
+    await node.done.catch(() => undefined);
   }
 });
