@@ -4,9 +4,12 @@
 // — since every node's update depends only on (round, node, base model) — the
 // models it commits are bit-identical to those of a run that was never killed.
 //
-// The kill plan comes from a seeded generator; a failure prints the seed, and
-// CRASH_TEST_SEED=<seed> replays the same plan. CRASH_TEST_KILLS sets how
-// many kills (the short form here uses 4; the bench's long form more).
+// Every run kills the aggregator at each injected crash point once, in a fixed
+// order (so no run leaves the commit order untested), then at seeded random
+// points, outside kills included. The seed picks the rounds and the later
+// kills; a failure prints it, and CRASH_TEST_SEED=<seed> replays the same
+// plan. CRASH_TEST_KILLS sets how many kills (the short form here uses one
+// per crash point plus one; the bench's long form more).
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import test from 'ava';
@@ -54,7 +57,7 @@ const committedModels = (runDir: string, runId: string) => readRun(runDir, runId
 
 test('an aggregator killed with SIGKILL at random points of 10 rounds loses no round, doubles none, and ends with the model of an unkilled run', async (t) => {
   const seed = Number(process.env.CRASH_TEST_SEED ?? Date.now() % 1_000_000);
-  const kills = Number(process.env.CRASH_TEST_KILLS ?? 4);
+  const kills = Number(process.env.CRASH_TEST_KILLS ?? CRASH_POINTS.length + 1);
   t.log(`kill plan seed ${seed} (replay with CRASH_TEST_SEED=${seed}), ${kills} kills`);
   const rng = new Rng(seed);
 
@@ -98,9 +101,9 @@ test('an aggregator killed with SIGKILL at random points of 10 rounds loses no r
     for (let k = 0; k < kills && committed() < ROUNDS - 1; k++) {
       const round = Math.min(ROUNDS, committed() + 1 + rng.int(2));
       // Four points the aggregator kills itself at (the moments an outside kill rarely hits), and a plain
-      // outside kill. The first two kills are injected ones: an outside kill lands whenever the machine
-      // lets it, possibly after the last round, and the plan must kill the aggregator at least twice.
-      const choice = rng.int(CRASH_POINTS.length + (k < 2 ? 0 : 1));
+      // outside kill. The first kills visit every injected point in order; later ones draw a point or an
+      // outside kill (which lands whenever the machine lets it, possibly after the last round).
+      const choice = k < CRASH_POINTS.length ? k : rng.int(CRASH_POINTS.length + 1);
       const point = CRASH_POINTS[choice];
       const agg = point
         ? spawnCli(args, { CROWDFL_CRASH_AT: `${point}:${round}` })
@@ -137,7 +140,9 @@ test('an aggregator killed with SIGKILL at random points of 10 rounds loses no r
       t.regex(finisher, new RegExp(`rounds committed : ${ROUNDS}/${ROUNDS}`));
     }
     t.log(`kills survived: ${survived.length} (${survived.join(', ')})`);
-    t.true(survived.length >= Math.min(kills, 2), 'the plan really killed the aggregator');
+    t.true(survived.length >= Math.min(kills, CRASH_POINTS.length), 'the plan really killed the aggregator');
+    // Each crash point was hit in this run, whatever the seed.
+    for (const point of CRASH_POINTS.slice(0, kills)) t.true(survived.some((s) => s.startsWith(`${point} in round`)), `killed at ${point}`);
     const results = await Promise.all(nodes.map(exited));
     t.true(results.every((r) => r.code === 0), 'nodes carried on through every kill and finished by themselves');
 
