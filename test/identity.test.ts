@@ -290,10 +290,10 @@ test('updates must be signed by the node they were assigned to, over the bytes s
 });
 
 test('a signed update whose bytes differ from the signed hash, or whose fields were altered, is refused', async (t) => {
-  const { agg, address } = await aggregator({ mode: 'open' }, 2);
+  const { agg, address } = await aggregator({ mode: 'open' }, 4);
   try {
-    const [a, b] = await Promise.all([join2(address), join2(address)]);
-    const [ta, tb] = await Promise.all([nextTask(a.conn), nextTask(b.conn)]);
+    const [a, b, c, d] = await Promise.all([join2(address), join2(address), join2(address), join2(address)]);
+    const [ta, tb, tc, td] = await Promise.all([nextTask(a.conn), nextTask(b.conn), nextTask(c.conn), nextTask(d.conn)]);
     const manifest = weightManifest(parseModelJson(ta.model_json));
     const n = manifest.reduce((sum, m) => sum + m.shape.reduce((x, y) => x * y, 1), 0);
     const metrics = { loss: 1, accuracy: 0.5, train_seconds: 0.1, examples_per_second: 500, epochs_completed: 1, partial: false };
@@ -330,9 +330,43 @@ test('a signed update whose bytes differ from the signed hash, or whose fields w
         call.end();
       }),
     );
-    client.close();
     t.is(s.code, grpc.status.INVALID_ARGUMENT);
     t.regex(s.details, /but the signed update_sha256 is/);
+
+    // Tamper with signed fields in transit: the bytes and their hash are true, a metric the node signed is not.
+    const tamperedField = (node: typeof c, task: Task__Output, sentMetrics: typeof metrics) => {
+      const sig = sign(
+        updateDigest({
+          experiment_id: task.experiment_id, round: task.round, task_id: task.task_id, base_model_sha256: task.base_model_sha256,
+          update_sha256: trueSha, num_examples: 50, metrics, node_public_key: node.identity.publicKey,
+        }),
+        node.identity,
+      );
+      return statusOf(
+        new Promise((res, rej) => {
+          const call = client.SubmitUpdate((e, r) => (e ? rej(e) : res(r)));
+          call.write({
+            meta: {
+              session_id: node.conn.session!.session_id, task_id: task.task_id, experiment_id: task.experiment_id, round: task.round,
+              base_model_sha256: task.base_model_sha256, num_examples: 50, metrics: sentMetrics,
+              manifest: { tensors: manifest.map((m) => ({ name: m.name, dtype: 'FLOAT32', shape: [...m.shape] })), total_bytes: n * 4 },
+            },
+          });
+          call.write({ data: trueBytes });
+          call.write({ seal: { update_sha256: trueSha, signature: Buffer.from(sig) } });
+          call.end();
+        }),
+      );
+    };
+    for (const [node, task, sentMetrics] of [
+      [c, tc, { ...metrics, accuracy: 0.99 }],
+      [d, td, { ...metrics, partial: true }],
+    ] as const) {
+      const altered = await tamperedField(node, task, sentMetrics);
+      t.is(altered.code, grpc.status.UNAUTHENTICATED, altered.details);
+      t.regex(altered.details, /^bad signature: the update's signature does not verify under node n-[0-9a-f]+'s key$/);
+    }
+    client.close();
     t.regex(await b.conn.submitUpdate(good(tb), b.identity), /accepted/);
   } finally {
     await stop(agg);
