@@ -47,6 +47,32 @@ test('mistakes get a message that says what to do', async (t) => {
   t.regex(notData.stderr, /crowdfl-data\.json/);
 });
 
+test('a CSV of raw 0..255 pixels is warned about with its range and the fix; --scale 1/255 imports it in range; an existing --out needs --force', async (t) => {
+  const dir = tempDir('cli-csv');
+  const csv = join(dir, 'pixels.csv');
+  // Two 4-pixel examples of raw bytes, labels first.
+  writeFileSync(csv, 'label,p0,p1,p2,p3\n0,0,128,255,17\n1,255,0,64,200\n');
+  const raw = await runCli(['data', 'import-csv', csv, '--out', join(dir, 'raw')]);
+  t.is(raw.code, 0, raw.stderr);
+  t.regex(raw.stderr, /^crowdfl: warning: 4 of 4 features have values outside \[0, 1\], the range the models expect \(values span 0 to 255\); a node training on them may diverge\. Rescale with --scale \(e\.g\. --scale 1\/255 if these are 0\.\.255 pixels\)/);
+  t.regex(raw.stdout, /2 examples, features \[4\], 2 classes; .*feature values 0 to 255/);
+
+  const again = await runCli(['data', 'import-csv', csv, '--out', join(dir, 'raw'), '--scale', '1/255']);
+  t.is(again.code, 2);
+  t.regex(again.stderr, /raw already exists; choose another --out, or pass --force to overwrite it/);
+
+  const scaled = await runCli(['data', 'import-csv', csv, '--out', join(dir, 'raw'), '--scale', '1/255', '--force']);
+  t.is(scaled.code, 0, scaled.stderr);
+  t.notRegex(scaled.stderr, /warning/);
+  t.regex(scaled.stdout, /feature values 0 to 1\b/);
+
+  // inspect reports the range too, and warns against the range given.
+  const inspect = await runCli(['data', 'inspect', join(dir, 'raw'), '--expect-range', '0,0.5']);
+  t.is(inspect.code, 0, inspect.stderr);
+  t.regex(inspect.stdout, /feature values 0 to 1\b/);
+  t.regex(inspect.stderr, /warning: 4 of 4 features have values outside \[0, 0\.5\], the range the models expect \(values span 0 to 1\); a node training on them may diverge\. Rescale with --scale, or state/);
+});
+
 test('an evaluator can list a run, see every verdict and catch a tampered checkpoint', async (t) => {
   const dir = tempDir('cli-run');
   const file = join(dir, 'tiny.json');
