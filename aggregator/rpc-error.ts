@@ -2,6 +2,12 @@ import { status } from '@grpc/grpc-js';
 
 /** An error that reaches the caller as this gRPC status and message. */
 export class RpcError extends Error {
+  /**
+   * Set when the refusal is already kept with its round (as a rejected update row); every other refused
+   * call is kept in the refusals table, so no refusal goes unrecorded and none is recorded twice.
+   */
+  recorded = false;
+
   constructor(
     readonly code: status,
     message: string,

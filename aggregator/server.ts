@@ -187,8 +187,17 @@ export async function startAggregatorServer(o: ServerOptions): Promise<RunningSe
         clearTimeout(timer);
         if (err) {
           if (meta && assembler && !assembler.complete) engine.abortSubmission(meta);
+          recordUploadRefusal(err);
           callback(toServiceError(err, o.log));
         } else callback(null, { accepted: true, message: ok ?? '' });
+      };
+      // Every refused upload is on record: as its round's rejected update, or else here (bounded per source).
+      const recordUploadRefusal = (err: unknown) => {
+        if (err instanceof BusyError || (err instanceof RpcError && err.recorded)) return;
+        const reason = err instanceof Error ? err.message : String(err);
+        const source = session?.nodeId ?? `peer ${call.getPeer()}`;
+        const key = session ? publicKeyToString(session.publicKey) : '';
+        store.recordRefusal(source, key, reason, { kind: 'upload', taskId: meta?.task_id ?? '', round: meta?.round });
       };
       // An upload may not outlive its task by much: a stalled stream is cut off.
       let timer = setTimeout(() => finish(new RpcError(grpc.status.DEADLINE_EXCEEDED, 'no metadata received')), 30_000);

@@ -5,7 +5,7 @@ import type { RunSummary } from '../aggregator/aggregator.js';
 import { checkpointDirName, readCheckpointWeights } from '../aggregator/store/checkpoints.js';
 import { auditRun } from '../lab/audit.js';
 import { action, UsageError } from './errors.js';
-import { summarizeVerdicts } from '../aggregator/rounds/verdict-summary.js';
+import { reasonKind, summarizeVerdicts } from '../aggregator/rounds/verdict-summary.js';
 import { openRunStore, runOfDirectory } from '../lab/report.js';
 
 export function resolveRun(runsDir: string, run: string): string {
@@ -76,6 +76,20 @@ export function register(program: Command): void {
           if (opts.updates) {
             for (const u of ups) {
               out.write(`         ${u.nodeId}  ${u.numExamples} examples  ${u.verdict} (weight ${u.weight.toFixed(3)}${u.score === null ? '' : `, score ${u.score.toPrecision(4)}`})  ${u.reason}\n`);
+            }
+          }
+        }
+        // Calls refused before they could be any round's update: hellos turned away, uploads for unknown or
+        // foreign tasks, stale bases, broken streams. Kept per source up to a bound.
+        const refused = store.refusalRows();
+        if (refused.length) {
+          out.write(`refused before any round: ${refused.length} call(s)\n`);
+          const kinds = new Map<string, number>();
+          for (const r of refused) kinds.set(`${r.kind}: ${reasonKind(r.reason)}`, (kinds.get(`${r.kind}: ${reasonKind(r.reason)}`) ?? 0) + 1);
+          for (const [kind, n] of [...kinds].sort((a, b) => b[1] - a[1])) out.write(`  ${String(n).padStart(5)}  ${kind}\n`);
+          if (opts.updates) {
+            for (const r of refused) {
+              out.write(`         ${r.nodeId}  ${r.kind}${r.round === null ? '' : ` round ${r.round}`}${r.taskId ? ` task ${r.taskId}` : ''}  ${r.reason}\n`);
             }
           }
         }

@@ -15,6 +15,7 @@ import type { Task__Output } from '../proto/generated/crowdfl/v1/Task.js';
 import { AggregatorConnection } from '../trainer/client.js';
 import { weightManifest } from '../core/model/spec.js';
 import { parseModelJson } from '../core/model/zoo.js';
+import { runCli } from './support/cli.js';
 import { tempDir, tinyExperiment } from './support/fixtures.js';
 import { caps, joinAs, nextTask, statusOf } from './support/grpc.js';
 import { generateIdentity, type Identity } from '../core/signing/keys.js';
@@ -199,9 +200,26 @@ test('bad input gets clear statuses and never touches the global model', async (
   // Every refusal tied to a task is on record with its reason.
   const { db, close } = openDatabase(join(runDir, 'crowdfl.db'));
   const ups = new RunStore(db).updatesOfRound('bad-input', 1);
+  const refused = new RunStore(db).refusalRows();
   close();
   t.deepEqual(ups.map((u) => u.verdict).sort(), ['kept', 'rejected']);
   t.true(ups.some((u) => /does not fit the model/.test(u.reason)));
+  // Every other refused upload is on record too, kept as an upload refusal with its reason.
+  const uploads = refused.filter((r) => r.kind === 'upload');
+  for (const why of [
+    /already answered/,
+    /first message of SubmitUpdate must carry meta/,
+    /cancelled before it finished/,
+    /was not assigned to this node/,
+    /stream ended after 8 of/,
+    /the seal must be the last message/,
+    /round 1 closed/,
+    /stale base model/,
+  ]) {
+    t.true(uploads.some((r) => why.test(r.reason)), `no refusal row matches ${why}`);
+  }
+  const show = await runCli(['runs', 'show', runDir]);
+  t.regex(show.stdout, new RegExp(`refused before any round: ${refused.length} call\\(s\\)\\n(  +\\d+  (hello|upload): .+\\n)+`));
 });
 
 async function waitForRound(runDir: string, runId: string, round: number) {

@@ -238,6 +238,7 @@ export class UploadDesk<T extends IssuedTask> {
   /** Records a refused upload as a rejected verdict and returns the error to send. */
   private refuse(t: T, meta: UpdateMeta__Output, error: RpcError, updateSha = ''): RpcError {
     const row = refusedRow(this.o.runId, this.book.roundNow(t), t.task.task_id!, t.nodeId, meta, error.message, updateSha);
+    error.recorded = true;
     this.end(t, { state: 'rejected', row });
     this.updateEvent(t, false, error.message);
     this.book.wake();

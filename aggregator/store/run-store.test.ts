@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import test from 'ava';
 import { openDatabase, openDatabaseReadOnly } from './db.js';
-import { RunStore } from './run-store.js';
+import { MAX_REFUSALS_PER_SOURCE, RunStore } from './run-store.js';
 import { tempDir } from '../../test/support/fixtures.js';
 
 const digest = (path: string) => createHash('sha256').update(readFileSync(path)).digest('hex');
@@ -19,6 +19,7 @@ function makeRun(path: string): void {
     id: 'r', experimentName: 'x', experimentJson: '{}', seed: 1, backend: 'cpu', aggregatorPublicKey: 'k', software: 's', status: 'finished', startedAt: 1,
   });
   store.recordTask({ taskId: 't1', runId: 'r', round: 1, nodeId: 'n-1', issuedAt: 1, deadline: 2 });
+  store.recordRefusal('n-2', 'k', 'not on the allowlist');
   close();
 }
 
@@ -38,16 +39,35 @@ test('a current database is read in place and cannot be written through the read
 test('an older database is read through a migrated copy and left untouched', (t) => {
   const path = join(tempDir('readonly-old'), 'crowdfl.db');
   makeRun(path);
-  // Roll the file back to the schema before the newest migration (decline kinds).
+  // Roll the file back to the schema before the newest migration (refusal kinds, tasks and rounds).
   const raw = new Database(path);
-  raw.exec('alter table tasks drop column decline_kind');
+  raw.exec('drop index refusals_node');
+  for (const column of ['kind', 'task_id', 'round']) raw.exec(`alter table refusals drop column ${column}`);
   raw.exec('delete from __drizzle_migrations where created_at = (select max(created_at) from __drizzle_migrations)');
   raw.close();
   const before = digest(path);
   const { db, close, migratedCopy } = openDatabaseReadOnly(path);
   t.true(migratedCopy);
-  const task = new RunStore(db).task('t1');
-  t.is(task?.declineKind, null, 'the copy has the new column');
+  t.like(new RunStore(db).refusalRows()[0], { nodeId: 'n-2', kind: 'hello', taskId: '', round: null }, 'the copy has the new columns');
   close();
   t.is(digest(path), before);
+});
+
+test('refusals are kept per source up to a bound, across store instances, so a flood cannot fill the disk', (t) => {
+  const path = join(tempDir('refusals'), 'crowdfl.db');
+  const { db, close } = openDatabase(path);
+  const store = new RunStore(db);
+  let kept = 0;
+  for (let i = 0; i < MAX_REFUSALS_PER_SOURCE + 50; i++) if (store.recordRefusal('peer 127.0.0.1:1', '', `garbage ${i}`, { kind: 'upload' })) kept++;
+  t.is(kept, MAX_REFUSALS_PER_SOURCE);
+  t.true(store.recordRefusal('n-other', 'k', 'wrong round', { kind: 'upload', taskId: 't', round: 3 }), 'another source is still recorded');
+  close();
+  // A restarted aggregator counts what is already on disk.
+  const again = openDatabase(path);
+  const reopened = new RunStore(again.db);
+  t.false(reopened.recordRefusal('peer 127.0.0.1:1', '', 'more garbage', { kind: 'upload' }));
+  const rows = reopened.refusalRows();
+  again.close();
+  t.is(rows.length, MAX_REFUSALS_PER_SOURCE + 1);
+  t.like(rows.at(-1), { nodeId: 'n-other', kind: 'upload', taskId: 't', round: 3, reason: 'wrong round' });
 });

@@ -14,7 +14,13 @@ export interface RoundOutcome {
   reputations?: readonly ReputationChange[];
 }
 
+/** Refusal rows kept per source (node id, or peer address without a session). */
+export const MAX_REFUSALS_PER_SOURCE = 100;
+
 export class RunStore {
+  /** Refusal rows per source, read from the database on a source's first refusal in this process. */
+  private readonly refusalCounts = new Map<string, number>();
+
   constructor(private readonly db: Db) {}
 
   createRun(row: typeof runs.$inferInsert): void {
@@ -57,8 +63,22 @@ export class RunStore {
       .run();
   }
 
-  recordRefusal(nodeId: string, publicKey: string, reason: string): void {
-    this.db.insert(refusals).values({ at: Date.now(), nodeId, publicKey, reason }).run();
+  /**
+   * Keeps a refused call. Returns false, writing nothing, once its source (a node id, or a peer address
+   * for calls without a session) has MAX_REFUSALS_PER_SOURCE rows: a flood cannot fill the disk.
+   */
+  recordRefusal(nodeId: string, publicKey: string, reason: string, call: { kind?: 'hello' | 'upload'; taskId?: string; round?: number } = {}): boolean {
+    let count = this.refusalCounts.get(nodeId);
+    if (count === undefined) {
+      count = this.db.select({ n: sql<number>`count(*)` }).from(refusals).where(eq(refusals.nodeId, nodeId)).get()?.n ?? 0;
+    }
+    if (count >= MAX_REFUSALS_PER_SOURCE) return false;
+    this.refusalCounts.set(nodeId, count + 1);
+    this.db
+      .insert(refusals)
+      .values({ at: Date.now(), nodeId, publicKey, reason: reason.slice(0, 1000), kind: call.kind ?? 'hello', taskId: call.taskId ?? '', round: call.round ?? null })
+      .run();
+    return true;
   }
 
   refusalRows(): (typeof refusals.$inferSelect)[] {

@@ -1,7 +1,7 @@
 // The one schema of the aggregator's stored state. Migrations in ./migrations
 // are generated from it by `npm run db:generate`; never edit them by hand.
 import { sql } from 'drizzle-orm';
-import { integer, primaryKey, real, sqliteTable, text, uniqueIndex } from 'drizzle-orm/sqlite-core';
+import { index, integer, primaryKey, real, sqliteTable, text, uniqueIndex } from 'drizzle-orm/sqlite-core';
 
 export const runs = sqliteTable('runs', {
   id: text('id').primaryKey(),
@@ -128,13 +128,24 @@ export const invitations = sqliteTable('invitations', {
 export type NodeRow = typeof nodes.$inferSelect;
 
 /** Hellos refused (bad proof, banned, not admitted): who tried, when, and why. */
-export const refusals = sqliteTable('refusals', {
-  id: integer('id').primaryKey({ autoIncrement: true }),
-  at: integer('at').notNull(),
-  nodeId: text('node_id').notNull(),
-  publicKey: text('public_key').notNull(),
-  reason: text('reason').notNull(),
-});
+// Calls refused before anything reached a round: hellos turned away, and uploads refused before they
+// could be a round's rejected update (unknown or foreign task, wrong round, stale base, a broken or cut
+// off stream, an unknown session). At most MAX_REFUSALS_PER_SOURCE rows per node (or, without a
+// session, per peer address), so a flood cannot fill the disk (run-store.ts).
+export const refusals = sqliteTable(
+  'refusals',
+  {
+    id: integer('id').primaryKey({ autoIncrement: true }),
+    at: integer('at').notNull(),
+    nodeId: text('node_id').notNull(),
+    publicKey: text('public_key').notNull(),
+    reason: text('reason').notNull(),
+    kind: text('kind', { enum: ['hello', 'upload'] }).notNull().default('hello'),
+    taskId: text('task_id').notNull().default(''),
+    round: integer('round'),
+  },
+  (t) => [index('refusals_node').on(t.nodeId)],
+);
 
 /** Whether an update row's verdict put it into its round's model: kept or down-weighted (not rejected, not abandoned). */
 export function inModel(verdict: string): boolean {
