@@ -181,7 +181,11 @@ export class UploadDesk<T extends IssuedTask> {
     }
     const t = this.held(meta.task_id, 'upload', 'the update came too late');
     const node = this.o.store.node(session.nodeId);
-    if (node?.status === 'banned') throw new RpcError(status.PERMISSION_DENIED, `node ${session.nodeId} is banned: ${node.statusReason}`);
+    // Banned while its task was out (e.g. by `crowdfl nodes ban`): refused, and the task ends here, so the round
+    // does not wait on it until its deadline.
+    if (node?.status === 'banned') {
+      throw this.refuse(t, meta, new RpcError(status.PERMISSION_DENIED, `node ${session.nodeId} is banned: ${node.statusReason}`));
+    }
     if (t.nodeId !== session.nodeId) throw new RpcError(status.PERMISSION_DENIED, `task ${meta.task_id} was not assigned to this node`);
     if (meta.round !== t.task.round) throw precondition(`task ${meta.task_id} belongs to round ${t.task.round}, not ${meta.round}`);
     if (t.state !== 'assigned') throw alreadyExists(`task ${meta.task_id} was already answered (${t.state})`);
