@@ -7,29 +7,11 @@ import * as grpc from '@grpc/grpc-js';
 import test from 'ava';
 import { startAggregator } from '../aggregator/aggregator.js';
 import type { EngineEvent } from '../aggregator/rounds/synchronous.js';
-import { weightManifest } from '../core/model/spec.js';
-import { parseModelJson } from '../core/model/zoo.js';
 import { generateIdentity, nodeIdFromPublicKey } from '../core/signing/keys.js';
 import { federatedData } from '../datasets/index.js';
-import type { Task__Output } from '../proto/generated/crowdfl/v1/Task.js';
-import type { AggregatorConnection } from '../trainer/client.js';
-import type { Identity } from '../core/signing/keys.js';
 import { runCli } from './support/cli.js';
 import { tempDir, tinyExperiment } from './support/fixtures.js';
-import { joinAs, nextTask, statusOf } from './support/grpc.js';
-
-function submit(node: { conn: AggregatorConnection; identity: Identity }, task: Task__Output) {
-  const manifest = weightManifest(parseModelJson(task.model_json));
-  const n = manifest.reduce((sum, m) => sum + m.shape.reduce((x, y) => x * y, 1), 0);
-  return node.conn.submitUpdate(
-    {
-      taskId: task.task_id, experimentId: task.experiment_id, round: task.round, baseModelSha256: task.base_model_sha256, numExamples: 50,
-      metrics: { loss: 1, accuracy: 0.5, train_seconds: 0.1, examples_per_second: 500, epochs_completed: 1, partial: false },
-      manifest, delta: new Float32Array(n).fill(1e-3),
-    },
-    node.identity,
-  );
-}
+import { joinAs, nextTask, statusOf, submitSmallUpdate } from './support/grpc.js';
 
 test('a node banned by the operator while connected is refused at upload and given no more tasks', async (t) => {
   const experiment = tinyExperiment({ nodes: 2, rounds: 2, selection: { nodes_per_round: 2, min_updates: 1, deadline_seconds: 600 } });
@@ -53,10 +35,10 @@ test('a node banned by the operator while connected is refused at upload and giv
     const ban = await runCli(['nodes', 'ban', 'ban', bannedId, '--reason', 'sent garbage to the operator', '--runs-dir', runsDir]);
     t.is(ban.code, 0, ban.stderr);
 
-    const refused = await statusOf(submit(banned, t1));
+    const refused = await statusOf(submitSmallUpdate(banned, t1));
     t.is(refused.code, grpc.status.PERMISSION_DENIED);
     t.regex(refused.details, new RegExp(`^node ${bannedId} is banned: sent garbage to the operator$`));
-    t.regex(await submit(honest, h1), /accepted into round 1/);
+    t.regex(await submitSmallUpdate(honest, h1), /accepted into round 1/);
 
     // Round 2 goes to the honest node only; the banned one, still connected, polls and gets nothing.
     const h2 = await nextTask(honest.conn);

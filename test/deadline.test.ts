@@ -9,12 +9,10 @@ import { nodeContribution } from '../aggregator/nodes/contribution.js';
 import type { EngineEvent } from '../aggregator/rounds/synchronous.js';
 import { openDatabase } from '../aggregator/store/db.js';
 import { RunStore } from '../aggregator/store/run-store.js';
-import { weightManifest } from '../core/model/spec.js';
-import { parseModelJson } from '../core/model/zoo.js';
 import { generateIdentity, nodeIdFromPublicKey } from '../core/signing/keys.js';
 import { federatedData } from '../datasets/index.js';
 import { tempDir, tinyExperiment } from './support/fixtures.js';
-import { joinAs, nextTask } from './support/grpc.js';
+import { joinAs, nextTask, submitSmallUpdate } from './support/grpc.js';
 
 test('a node that heartbeats but never uploads is not waited for past the deadline; the round is abandoned and the honest update is recorded as abandoned', async (t) => {
   const experiment = tinyExperiment({ nodes: 2, rounds: 1, selection: { nodes_per_round: 2, min_updates: 2, deadline_seconds: 3 } });
@@ -47,16 +45,7 @@ test('a node that heartbeats but never uploads is not waited for past the deadli
         await new Promise((r) => setTimeout(r, 200));
       }
     })();
-    const manifest = weightManifest(parseModelJson(task.model_json));
-    const n = manifest.reduce((sum, m) => sum + m.shape.reduce((x, y) => x * y, 1), 0);
-    await honest.conn.submitUpdate(
-      {
-        taskId: task.task_id, experimentId: task.experiment_id, round: task.round, baseModelSha256: task.base_model_sha256, numExamples: 50,
-        metrics: { loss: 1, accuracy: 0.5, train_seconds: 0.1, examples_per_second: 500, epochs_completed: 1, partial: false },
-        manifest, delta: new Float32Array(n).fill(1e-3),
-      },
-      honest.identity,
-    );
+    await submitSmallUpdate(honest, task);
     const reason = await roundAbandoned;
     stalling = false;
     await heartbeats;
