@@ -1,7 +1,7 @@
 // A node's reputation: an exponential moving average of the verdicts its
 // updates received, so one bad round dents it and a history of bad rounds
 // sinks it. Pure functions; the round engine stores what they return.
-import type { ReputationSpec } from '../experiment/schema.js';
+import type { ReputationSpec } from '../experiment/sections.js';
 import type { Verdict } from '../robust/verdict.js';
 
 const VERDICT_SCORE: Record<Verdict['verdict'], number> = { kept: 1, 'down-weighted': 0.5, rejected: 0 };

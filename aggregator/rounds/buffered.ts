@@ -13,9 +13,9 @@
 import type { StrategySpec } from '../experiment/schema.js';
 import { Rng } from '../../core/rng.js';
 import { commitAggregation } from './commit.js';
-import { byNodeThenTask, DeskEngine, eligibleSessions, sleepUnlessWoken, type EngineOptions, type RoundRecord } from './engine.js';
+import { byNodeThenTask, eligibleSessions, sleepUnlessWoken, type EngineOptions, type RoundRecord } from './engine.js';
 import { ServedModels } from './served-models.js';
-import { refusedRow, UploadDesk, UPLOAD_SLACK_MS, type AcceptedUpdate, type IssuedTask, type TaskEnd } from './uploads.js';
+import { DeskEngine, refusedRow, UploadDesk, UPLOAD_SLACK_MS, type AcceptedUpdate, type IssuedTask, type TaskEnd } from './uploads.js';
 import { AggregationError } from '../robust/verdict.js';
 import { precondition } from '../rpc-error.js';
 import type { Session } from '../nodes/sessions.js';

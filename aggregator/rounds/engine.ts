@@ -1,9 +1,9 @@
 // What a round engine is, whichever way it schedules work: the interface the
 // gRPC handlers (server.ts) call, what it is given (EngineOptions), what it
-// reports (EngineEvent, RoundRecord), the part of it a node's calls reach
-// (DeskEngine), and the small scheduling helpers the synchronous engine
+// reports (EngineEvent, RoundRecord), and the small scheduling helpers the synchronous engine
 // (synchronous.ts) and the buffered one (buffered.ts) share.
-// The task and upload lifecycle lives in uploads.ts, the models served for
+// The task and upload lifecycle, and the part of an engine a node's calls reach (DeskEngine),
+// live in uploads.ts, the models served for
 // download in served-models.ts, the commit of an aggregation in commit.ts.
 import type { Experiment } from '../experiment/schema.js';
 import type { Identity } from '../../core/signing/keys.js';
@@ -12,8 +12,6 @@ import type { TensorSpec } from '../../proto/generated/crowdfl/v1/TensorSpec.js'
 import type { UpdateMeta__Output } from '../../proto/generated/crowdfl/v1/UpdateMeta.js';
 import type { UpdateSeal__Output } from '../../proto/generated/crowdfl/v1/UpdateSeal.js';
 import { selectable } from '../nodes/reputation.js';
-import { manifestForWire, type ServedModels } from './served-models.js';
-import type { IssuedTask, UploadDesk } from './uploads.js';
 import type { Session, Sessions } from '../nodes/sessions.js';
 import type { RunStore } from '../store/run-store.js';
 import type { UpdateBlobs } from '../store/update-blobs.js';
@@ -94,56 +92,6 @@ export interface Engine {
   completeSubmission(session: Session, meta: UpdateMeta__Output, seal: UpdateSeal__Output | undefined, delta: Float32Array, receivedSha: string): void;
   run(): Promise<RoundRecord[]>;
   stop(): void;
-}
-
-/**
- * The Engine methods a node's calls reach, the same for both engines:
- * downloads come from the engine's ServedModels, and everything about a task
- * goes through its UploadDesk. The engines differ only in how they schedule
- * work (run, stop, and when a task's outcome is final).
- */
-export abstract class DeskEngine<T extends IssuedTask> implements Engine {
-  protected abstract readonly served: ServedModels;
-  protected abstract readonly desk: UploadDesk<T>;
-
-  constructor(protected readonly o: EngineOptions) {}
-
-  abstract run(): Promise<RoundRecord[]>;
-  abstract stop(): void;
-  abstract taskPending(taskId: string): boolean;
-
-  modelBytes(sha256: string): Buffer {
-    return this.served.bytes(sha256);
-  }
-
-  manifestForWire(): TensorSpec[] {
-    return manifestForWire(this.o.manifest);
-  }
-
-  uploadDeadline(taskId: string): number {
-    return this.desk.uploadDeadline(taskId);
-  }
-
-  /** Is the node still wanted on this task (heartbeats ask)? */
-  taskStillWanted(taskId: string): boolean {
-    return this.desk.stillWanted(taskId);
-  }
-
-  declineTask(session: Session, taskId: string, reason: string, kind: string): void {
-    this.desk.decline(session, taskId, reason, kind);
-  }
-
-  beginSubmission(session: Session, meta: UpdateMeta__Output): number {
-    return this.desk.begin(session, meta);
-  }
-
-  abortSubmission(meta: UpdateMeta__Output): void {
-    this.desk.abort(meta);
-  }
-
-  completeSubmission(session: Session, meta: UpdateMeta__Output, seal: UpdateSeal__Output | undefined, delta: Float32Array, receivedSha: string): void {
-    this.desk.complete(session, meta, seal, delta, receivedSha);
-  }
 }
 
 /**

@@ -4,8 +4,8 @@
 import { ServedModels } from './served-models.js';
 import { Rng } from '../../core/rng.js';
 import { commitAggregation } from './commit.js';
-import { byNodeThenTask, DeskEngine, eligibleSessions, sleepUnlessWoken, type EngineOptions, type RoundRecord } from './engine.js';
-import { updateRow, UploadDesk, type AcceptedUpdate, type IssuedTask, type TaskState } from './uploads.js';
+import { byNodeThenTask, eligibleSessions, sleepUnlessWoken, type EngineOptions, type RoundRecord } from './engine.js';
+import { DeskEngine, updateRow, UploadDesk, type AcceptedUpdate, type IssuedTask, type TaskState } from './uploads.js';
 import { AggregationError } from '../robust/verdict.js';
 import { precondition } from '../rpc-error.js';
 import type { Session } from '../nodes/sessions.js';

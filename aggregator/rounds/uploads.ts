@@ -28,7 +28,9 @@ import type { RunStore } from '../store/run-store.js';
 import type { UpdateRow } from '../store/schema.js';
 import type { UpdateBlobs } from '../store/update-blobs.js';
 import type { ReceivedUpdate, RoundTraining } from '../strategies/strategy.js';
-import type { EngineOptions } from './engine.js';
+import type { Engine, EngineOptions, RoundRecord } from './engine.js';
+import { manifestForWire, type ServedModels } from './served-models.js';
+import type { TensorSpec } from '../../proto/generated/crowdfl/v1/TensorSpec.js';
 
 /** How long past its task's deadline an upload under way may take to finish the transfer. */
 export const UPLOAD_SLACK_MS = 10_000;
@@ -452,4 +454,54 @@ export function updateRow(runId: string, round: number, u: AcceptedUpdate, v: Up
     staleness: inputReputation === null ? null : u.staleness ?? null,
     receivedAt: u.receivedAt,
   };
+}
+
+/**
+ * The Engine methods a node's calls reach, the same for both engines:
+ * downloads come from the engine's ServedModels, and everything about a task
+ * goes through its UploadDesk. The engines differ only in how they schedule
+ * work (run, stop, and when a task's outcome is final).
+ */
+export abstract class DeskEngine<T extends IssuedTask> implements Engine {
+  protected abstract readonly served: ServedModels;
+  protected abstract readonly desk: UploadDesk<T>;
+
+  constructor(protected readonly o: EngineOptions) {}
+
+  abstract run(): Promise<RoundRecord[]>;
+  abstract stop(): void;
+  abstract taskPending(taskId: string): boolean;
+
+  modelBytes(sha256: string): Buffer {
+    return this.served.bytes(sha256);
+  }
+
+  manifestForWire(): TensorSpec[] {
+    return manifestForWire(this.o.manifest);
+  }
+
+  uploadDeadline(taskId: string): number {
+    return this.desk.uploadDeadline(taskId);
+  }
+
+  /** Is the node still wanted on this task (heartbeats ask)? */
+  taskStillWanted(taskId: string): boolean {
+    return this.desk.stillWanted(taskId);
+  }
+
+  declineTask(session: Session, taskId: string, reason: string, kind: string): void {
+    this.desk.decline(session, taskId, reason, kind);
+  }
+
+  beginSubmission(session: Session, meta: UpdateMeta__Output): number {
+    return this.desk.begin(session, meta);
+  }
+
+  abortSubmission(meta: UpdateMeta__Output): void {
+    this.desk.abort(meta);
+  }
+
+  completeSubmission(session: Session, meta: UpdateMeta__Output, seal: UpdateSeal__Output | undefined, delta: Float32Array, receivedSha: string): void {
+    this.desk.complete(session, meta, seal, delta, receivedSha);
+  }
 }

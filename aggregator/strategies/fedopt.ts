@@ -2,7 +2,8 @@
 // builds a FedOpt with its own options, so the weighted aggregate through the
 // robust rule, the server optimizer step and the staleness discount exist once.
 import { z } from 'zod';
-import type { AggregationSpec, ReputationSpec, TrainingSpec } from '../experiment/schema.js';
+import type { AggregationSpec } from '../robust/rules.js';
+import type { ReputationSpec, TrainingSpec } from '../experiment/sections.js';
 import { aggregate, aggregationSchema } from '../robust/index.js';
 import { sharedFloat32 } from '../robust/kernels/pool.js';
 import { applyServerOptimizer, type ServerOptimizerSpec } from './server-optimizers.js';

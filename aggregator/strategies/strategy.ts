@@ -10,7 +10,8 @@
 // The math lives in ../robust and ./server-optimizers.ts as pure functions
 // over Float32Arrays.
 import type { z } from 'zod';
-import type { AggregationSpec, ReputationSpec, SelectionSpec, TrainingSpec } from '../experiment/schema.js';
+import type { AggregationSpec } from '../robust/rules.js';
+import type { ReputationSpec, SelectionSpec, TrainingSpec } from '../experiment/sections.js';
 import type { Verdict } from '../robust/verdict.js';
 import type { ServerOptimizerState } from './server-optimizers.js';
 
