@@ -36,8 +36,10 @@ test('a node killed mid-round frees its slot and the round commits without it', 
       test: data.test,
       port,
       heartbeatIntervalMs: 500,
-      // Round 1 waits for all three, so the node killed during it is one the round asked.
+      // Round 1 waits for all three however long their processes take to start (a loaded machine can take
+      // seconds), so the node killed during it is one the round asked.
       firstRoundNodes: 3,
+      firstRoundGraceMs: 600_000,
       onEvent: (e) => {
         if (e.type === 'round-started' && e.round === 1 && !killedAt) {
           killedAt = Date.now();
