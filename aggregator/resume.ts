@@ -57,13 +57,14 @@ export function resumePoint(
       participants: r.participants,
       selected: r.selected,
       rejected: ups.filter((u) => u.verdict === 'rejected').length,
+      not_selected: ups.filter((u) => u.verdict === 'not-selected').length,
       examples: r.examples,
       seconds: r.seconds,
       overhead_seconds: r.overheadSeconds,
       model_sha256: r.modelSha256,
       round_digest: r.roundDigest,
       aggregator_signature: r.aggregatorSignature,
-      verdicts: summarizeVerdicts(ups.map((u) => ({ verdict: u.verdict, weight: u.weight, reason: u.reason }))),
+      verdicts: summarizeVerdicts(ups),
     };
   });
   const stateFile = join(checkpointsDir, checkpointDirName(last?.round ?? 0), SERVER_STATE_FILE);

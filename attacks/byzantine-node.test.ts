@@ -12,15 +12,20 @@ test('Byzantine nodes are chosen by the seed, round(fraction × nodes) of them',
   t.is(chooseByzantine(20, 0.3, 7).length, 6);
 });
 
-test('detection counts verdicts on Byzantine and honest updates separately', (t) => {
+test('detection counts verdicts on Byzantine and honest updates separately, and evidence as flagged', (t) => {
   const d = detection(
     [
-      { nodeId: 'b', verdict: 'rejected' },
-      { nodeId: 'b', verdict: 'down-weighted' },
-      { nodeId: 'h', verdict: 'kept' },
-      { nodeId: 'h', verdict: 'rejected' },
+      { nodeId: 'b', verdict: 'rejected', evidence: 'identical to 3 other updates' },
+      { nodeId: 'b', verdict: 'down-weighted', evidence: null },
+      { nodeId: 'b', verdict: 'kept', evidence: 'identical to 3 other updates' },
+      { nodeId: 'h', verdict: 'kept', evidence: null },
+      { nodeId: 'h', verdict: 'not-selected', evidence: null },
+      { nodeId: 'h', verdict: 'rejected', evidence: 'L2 norm 50 exceeds max_norm 20' },
     ],
     new Set(['b']),
   );
-  t.deepEqual(d, { byzantine: { updates: 2, rejected: 1, down_weighted: 1 }, honest: { updates: 2, rejected: 1, down_weighted: 0 } });
+  t.deepEqual(d, {
+    byzantine: { updates: 3, rejected: 1, down_weighted: 1, not_selected: 0, flagged: 2 },
+    honest: { updates: 3, rejected: 1, down_weighted: 0, not_selected: 1, flagged: 1 },
+  });
 });

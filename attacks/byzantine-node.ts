@@ -78,22 +78,29 @@ export function adversary(file: AttackFile, nodeId: string, log: (msg: string) =
 
 export interface DetectionCounts {
   updates: number;
+  /** Rejected on evidence (the pre-filter, the rule, or the evidence checks). */
   rejected: number;
   down_weighted: number;
+  /** Left out by the rule without evidence (its capacity). */
+  not_selected: number;
+  /** With evidence against them: the rejected, and those the rule used but flagged. */
+  flagged: number;
 }
 
 /** How the aggregator's verdicts fell on Byzantine and on honest nodes' updates. */
 export function detection(
-  updates: readonly Pick<UpdateRow, 'nodeId' | 'verdict'>[],
+  updates: readonly Pick<UpdateRow, 'nodeId' | 'verdict' | 'evidence'>[],
   byzantineIds: ReadonlySet<string>,
 ): { byzantine: DetectionCounts; honest: DetectionCounts } {
-  const counts = (): DetectionCounts => ({ updates: 0, rejected: 0, down_weighted: 0 });
+  const counts = (): DetectionCounts => ({ updates: 0, rejected: 0, down_weighted: 0, not_selected: 0, flagged: 0 });
   const out = { byzantine: counts(), honest: counts() };
   for (const u of updates) {
     const c = byzantineIds.has(u.nodeId) ? out.byzantine : out.honest;
     c.updates++;
     if (u.verdict === 'rejected') c.rejected++;
     if (u.verdict === 'down-weighted') c.down_weighted++;
+    if (u.verdict === 'not-selected') c.not_selected++;
+    if (u.verdict === 'rejected' || (u.evidence !== null && u.evidence !== undefined)) c.flagged++;
   }
   return out;
 }

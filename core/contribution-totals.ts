@@ -13,7 +13,9 @@ export interface ContributionTotals {
   refusedAtUpload: Map<string, number>;
   kept: number;
   downWeighted: number;
-  /** Updates the aggregation rule rejected, by reason. */
+  /** Updates the aggregation rule left out without evidence against them (its capacity: Multi-Krum's m). */
+  notSelected: number;
+  /** Updates the aggregation rule rejected on evidence, by reason. */
   rejected: Map<string, number>;
   /** Accepted uploads that went into no committed round (the aggregator restarted mid-round). */
   missing: number;
@@ -42,6 +44,7 @@ export function emptyTotals(): ContributionTotals {
     refusedAtUpload: new Map(),
     kept: 0,
     downWeighted: 0,
+    notSelected: 0,
     rejected: new Map(),
     missing: 0,
     abandoned: 0,
@@ -81,6 +84,7 @@ export function formatTotals(t: ContributionTotals): string {
     `updates submitted    ${t.updatesSubmitted}`,
     `  kept               ${t.kept}`,
     `  down-weighted      ${t.downWeighted}`,
+    `  not selected       ${t.notSelected}`,
     `  rejected           ${sum(t.rejected)}`,
     ...[...t.rejected].map(([why, n]) => `    ${n} × ${why}`),
     `  refused at upload  ${sum(t.refusedAtUpload)}`,

@@ -9,7 +9,7 @@ import { auditRun } from './audit.js';
 import { byNodeThenTask } from '../aggregator/rounds/engine.js';
 import { checkpointDirName, readCheckpointWeights, SERVER_STATE_FILE } from '../aggregator/store/checkpoints.js';
 import type { RunStore } from '../aggregator/store/run-store.js';
-import type { RunRow } from '../aggregator/store/schema.js';
+import { inModel, type RunRow } from '../aggregator/store/schema.js';
 import { UPDATE_BLOBS_DIR, UpdateBlobs } from '../aggregator/store/update-blobs.js';
 import { strategyFor } from '../aggregator/strategies/index.js';
 import type { ReceivedUpdate, Strategy, StrategyHistory } from '../aggregator/strategies/strategy.js';
@@ -235,14 +235,13 @@ function replayAggregation(
   }
   step.verdicts.forEach((v, i) => {
     const u = rows[i]!;
-    if (v.verdict !== u.verdict || v.reason !== u.reason || Math.abs(v.weight - u.weight) > 1e-12) {
+    if (v.verdict !== u.verdict || v.reason !== u.reason || (v.evidence ?? null) !== u.evidence || Math.abs(v.weight - u.weight) > 1e-12) {
       problems.push(`update ${u.taskId} from ${u.nodeId}: recorded ${u.verdict} (${u.reason || 'no reason'}), the rule now says ${v.verdict} (${v.reason || 'no reason'})`);
       outcome = 'differs';
     }
   });
-  if (r.participants !== step.verdicts.filter((v) => v.verdict !== 'rejected').length) {
-    problems.push(`the round records ${r.participants} participants, the verdicts keep ${step.verdicts.filter((v) => v.verdict !== 'rejected').length}`);
-  }
+  const used = step.verdicts.filter((v) => inModel(v.verdict)).length;
+  if (r.participants !== used) problems.push(`the round records ${r.participants} participants, the verdicts keep ${used}`);
   return { inputs: inputs.length, outcome, weights: step.weights, serverState: step.serverState };
 }
 

@@ -24,6 +24,10 @@ export interface ReportRound {
   participants: number;
   rejected: number;
   downWeighted: number;
+  /** Left out by the rule without evidence against them. */
+  notSelected: number;
+  /** Updates with evidence against them: every rejected one, and those the rule used but flagged. */
+  flagged: number;
   examples: number;
   seconds: number;
   overheadSeconds: number;
@@ -44,7 +48,7 @@ export interface AbandonedAttempt {
 }
 
 export interface ReasonCount {
-  verdict: 'rejected' | 'down-weighted';
+  verdict: 'rejected' | 'down-weighted' | 'not-selected';
   kind: string;
   updates: number;
 }
@@ -121,11 +125,11 @@ function describeRule(aggregation: Record<string, unknown> & { rule: string }): 
   return [aggregation.rule, ...parameters].join(' ');
 }
 
-function countReasons(verdicts: readonly { verdict: string; reason: string }[]): ReasonCount[] {
+function countReasons(verdicts: readonly { verdict: string; reason: string; evidence?: string | null }[]): ReasonCount[] {
   const counts = new Map<string, ReasonCount>();
   for (const v of verdicts) {
-    if (v.verdict !== 'rejected' && v.verdict !== 'down-weighted') continue;
-    const kind = reasonKind(v.reason);
+    if (v.verdict !== 'rejected' && v.verdict !== 'down-weighted' && v.verdict !== 'not-selected') continue;
+    const kind = reasonKind(v.evidence ?? v.reason);
     const key = `${v.verdict}\u0000${kind}`;
     const entry = counts.get(key) ?? { verdict: v.verdict, kind, updates: 0 };
     entry.updates++;
@@ -151,12 +155,14 @@ export function loadRun(dir: string): Omit<RunReport, 'label'> {
       participants: a.participants,
       rejected: updates.filter((u) => u.verdict === 'rejected').length,
       downWeighted: updates.filter((u) => u.verdict === 'down-weighted').length,
+      notSelected: updates.filter((u) => u.verdict === 'not-selected').length,
+      flagged: updates.filter((u) => u.verdict === 'rejected' || u.evidence !== null).length,
       examples: a.examples,
       seconds: a.seconds,
       overheadSeconds: a.overheadSeconds,
       attempts: attempts.filter((other) => other.round === a.round).length,
       verdicts: updates.length
-        ? summarizeVerdicts(updates.map((u) => ({ verdict: u.verdict, weight: u.weight, reason: u.reason })))
+        ? summarizeVerdicts(updates)
         : 'no updates',
       modelSha256: a.modelSha256,
       partial: updates.filter((u) => (JSON.parse(u.metrics) as { partial?: unknown }).partial === true).length,

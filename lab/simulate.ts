@@ -185,8 +185,9 @@ export async function simulate(o: SimulateOptions): Promise<RunSummary & { run_d
     };
     writeFileSync(join(runDir, 'attack.json'), JSON.stringify(attack, null, 2));
     log(
-      `attack ${attack.kind}: ${attack.detection.byzantine.rejected} of ${attack.detection.byzantine.updates} Byzantine updates rejected, ` +
-        `${attack.detection.byzantine.down_weighted} down-weighted; ${attack.detection.honest.rejected} of ${attack.detection.honest.updates} honest updates rejected`,
+      `attack ${attack.kind}: ${attack.detection.byzantine.flagged} of ${attack.detection.byzantine.updates} Byzantine updates flagged on evidence ` +
+        `(${attack.detection.byzantine.rejected} rejected), ${attack.detection.byzantine.down_weighted} down-weighted, ` +
+        `${attack.detection.byzantine.not_selected} not selected; ${attack.detection.honest.flagged} of ${attack.detection.honest.updates} honest updates flagged`,
     );
     return { ...summary, run_dir: runDir, attack };
   } finally {

@@ -49,7 +49,7 @@ test('a scaling attacker is rejected by the norm pre-check every round, loses it
     t.true(n.reputation > 0.5, `${n.nodeId} reputation ${n.reputation}`);
   }
   close();
-  t.deepEqual(summary.attack!.detection.byzantine, { updates: 2, rejected: 2, down_weighted: 0 });
+  t.deepEqual(summary.attack!.detection.byzantine, { updates: 2, rejected: 2, down_weighted: 0, not_selected: 0, flagged: 2 });
   t.is(summary.attack!.detection.honest.rejected, 0);
   // The attacker's own log says what it did; the run says who attacked.
   const attackFile = JSON.parse(readFileSync(join(runsDir, 'byz', 'attack.json'), 'utf8'));
@@ -59,26 +59,66 @@ test('a scaling attacker is rejected by the norm pre-check every round, loses it
   t.regex(show.stdout, /verdicts: 1 of 5 rejected \(L2 norm\)/);
 });
 
-test('colluding ALIE attackers share their honest updates and send the same crafted update', async (t) => {
+test('colluding ALIE attackers send the same crafted update; the copies are evidence, stored, and get them banned', async (t) => {
   const experiment = tinyExperiment({
     nodes: 5,
-    rounds: 2,
-    selection: { nodes_per_round: 5, min_updates: 5, deadline_seconds: 60 },
+    rounds: 3,
+    selection: { nodes_per_round: 5, min_updates: 3, deadline_seconds: 60 },
     aggregation: { rule: 'trimmed-mean', beta: 0.2 },
     attack: { kind: 'alie', fraction: 0.4, z: 1 },
+    reputation: { decay: 0.5, ban_below: 0.3, ban_after: 2 },
   });
   const runsDir = tempDir('alie');
   const summary = await simulate({ experiment, runsDir, runId: 'alie', progress: false, log: () => {} });
-  t.is(summary.rounds.length, 2);
+  t.is(summary.rounds.length, 3);
   const attackers = summary.attack!.byzantine_nodes;
   t.is(attackers.length, 2);
   const { db, close } = openDatabase(join(runsDir, 'alie', 'crowdfl.db'));
   const store = new RunStore(db);
   for (const round of [1, 2]) {
-    const theirs = store.updatesOfRound('alie', round).filter((u) => attackers.includes(u.nodeId));
+    const updates = store.updatesOfRound('alie', round);
+    const theirs = updates.filter((u) => attackers.includes(u.nodeId));
     t.is(theirs.length, 2);
     // Both computed mean − z·std over the same two honest updates: identical bytes.
     t.is(theirs[0]!.updateSha256, theirs[1]!.updateSha256, `round ${round}`);
+    // The trimmed mean uses them (they sit inside the honest spread); the copy is the evidence.
+    for (const u of theirs) t.regex(u.evidence ?? '', /^identical to 1 other update of this round/, `round ${round}`);
+    for (const u of updates.filter((x) => !attackers.includes(x.nodeId))) t.is(u.evidence, null, `round ${round}: honest ${u.nodeId}`);
+  }
+  t.regex(summary.rounds[0]!.verdicts, /2 used but flagged \(identical\)/);
+  // Two verdicts with evidence (0.5, then 0.25 < 0.3): both banned, so round 3 has the honest three only.
+  for (const id of attackers) t.is(store.node(id)!.status, 'banned', id);
+  t.is(store.updatesOfRound('alie', 3).length, 3);
+  for (const n of store.nodeRows().filter((r) => !attackers.includes(r.nodeId))) t.is(n.reputation, 1, n.nodeId);
+  close();
+  t.like(summary.attack!.detection.byzantine, { updates: 4, flagged: 4, rejected: 0 });
+  t.like(summary.attack!.detection.honest, { updates: 9, flagged: 0 });
+});
+
+test('what Multi-Krum leaves out without evidence is not selected, and costs its node no reputation', async (t) => {
+  const experiment = tinyExperiment({
+    nodes: 5,
+    rounds: 3,
+    selection: { nodes_per_round: 5, min_updates: 5, deadline_seconds: 60 },
+    aggregation: { rule: 'multi-krum', f: 1, m: 2 },
+    reputation: { decay: 0.5, ban_below: 0.3, ban_after: 2 },
+  });
+  const runsDir = tempDir('mkrum');
+  const summary = await simulate({ experiment, runsDir, runId: 'mkrum', progress: false, log: () => {} });
+  t.is(summary.rounds.length, 3);
+  const { db, close } = openDatabase(join(runsDir, 'mkrum', 'crowdfl.db'));
+  const store = new RunStore(db);
+  for (const round of [1, 2, 3]) {
+    const updates = store.updatesOfRound('mkrum', round);
+    t.is(updates.filter((u) => u.verdict === 'kept').length, 2, `round ${round}`);
+    t.is(updates.filter((u) => u.verdict === 'not-selected').length, 3, `round ${round}`);
+    t.true(updates.every((u) => u.evidence === null), `round ${round}`);
+    t.is(summary.rounds[round - 1]!.not_selected, 3);
+    t.is(summary.rounds[round - 1]!.rejected, 0);
+  }
+  for (const n of store.nodeRows()) {
+    t.is(n.status, 'active', n.nodeId);
+    t.is(n.reputation, 1, n.nodeId);
   }
   close();
 });

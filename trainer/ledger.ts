@@ -120,7 +120,8 @@ export function outcomeEntry(submitted: Submitted, reply: TaskOutcomeReply__Outp
     weight: reply.weight,
     confirmed: false,
   };
-  if (reply.verdict === 'rejected' || reply.verdict === 'missing' || reply.verdict === 'declined' || reply.verdict === 'abandoned') return entry;
+  // Only kept and down-weighted updates are in the round's signed record.
+  if (reply.verdict === 'rejected' || reply.verdict === 'not-selected' || reply.verdict === 'missing' || reply.verdict === 'declined' || reply.verdict === 'abandoned') return entry;
   const problem = recordProblem(submitted, reply, aggregatorKey);
   return problem ? { ...entry, problem } : { ...entry, confirmed: true };
 }
@@ -176,6 +177,7 @@ export function contributionTotals(entries: readonly LedgerEntry[]): Contributio
       if (!o) t.awaitingVerdict++;
       else if (o.verdict === 'kept') t.kept++;
       else if (o.verdict === 'down-weighted') t.downWeighted++;
+      else if (o.verdict === 'not-selected') t.notSelected++;
       else if (o.verdict === 'rejected') bump(t.rejected, o.reason || 'no reason given');
       else if (o.verdict === 'abandoned') t.abandoned++;
       else t.missing++;

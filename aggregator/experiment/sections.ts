@@ -12,8 +12,9 @@ export const trainingSchema = z
   .strict();
 export type TrainingSpec = z.infer<typeof trainingSchema>;
 
-// A node's reputation is a moving average of its verdicts (kept 1,
-// down-weighted 0.5, rejected 0), kept in the node registry across rounds.
+// A node's reputation is a moving average of its verdicts (0 when a verdict
+// holds evidence against its update, else 1; nodes/reputation.ts), kept in the
+// node registry across rounds.
 export const reputationSchema = z
   .object({
     decay: z

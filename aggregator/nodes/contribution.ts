@@ -22,6 +22,7 @@ export function nodeContribution(store: RunStore, runId: string, nodeId: string)
     if (u.verdict === 'rejected' && u.inputReputation === null) bump(t.refusedAtUpload, u.reason);
     else if (u.verdict === 'rejected') bump(t.rejected, u.reason || 'no reason given');
     else if (u.verdict === 'kept') t.kept++;
+    else if (u.verdict === 'not-selected') t.notSelected++;
     else if (u.verdict === 'abandoned') t.abandoned++;
     else t.downWeighted++;
     if (inModel(u.verdict) && committed.has(u.round)) t.credited++;

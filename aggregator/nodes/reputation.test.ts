@@ -6,11 +6,11 @@ import { tinyExperiment } from '../../test/support/fixtures.js';
 
 const spec = (o: object = {}) => tinyExperiment({ reputation: { decay: 0.5, ...o } }).reputation;
 
-test('reputation is a moving average of verdict scores', (t) => {
-  t.is(nextReputation(1, 'rejected', 0.5), 0.5);
-  t.is(nextReputation(0.5, 'down-weighted', 0.5), 0.5);
-  t.is(nextReputation(0.5, 'kept', 0.5), 0.75);
-  t.is(nextReputation(0.2, 'kept', 1), 1);
+test('reputation is a moving average of 0 for evidence and 1 for none', (t) => {
+  t.is(nextReputation(1, true, 0.5), 0.5);
+  t.is(nextReputation(0.5, false, 0.5), 0.75);
+  t.is(nextReputation(0.2, false, 1), 1);
+  t.is(nextReputation(0.2, true, 1), 0);
 });
 
 test('reputation changes apply a round of verdicts and ban past the threshold only after enough verdicts', (t) => {
@@ -19,16 +19,16 @@ test('reputation changes apply a round of verdicts and ban past the threshold on
     ['b', { reputation: 0.5, verdicts: 0 }],
   ]);
   const changes = reputationChanges(spec({ ban_below: 0.3, ban_after: 2 }), (id) => standing.get(id) ?? { reputation: 1, verdicts: 0 }, [
-    { nodeId: 'a', verdict: 'rejected' },
-    { nodeId: 'b', verdict: 'rejected' },
-    { nodeId: 'c', verdict: 'kept' },
+    { nodeId: 'a', evidence: true },
+    { nodeId: 'b', evidence: true },
+    { nodeId: 'c', evidence: false },
   ]);
   t.deepEqual(changes, [
     { nodeId: 'a', reputation: 0.25, verdicts: 2, ban: 'reputation 0.250 fell below 0.3 after 2 verdicts' },
     { nodeId: 'b', reputation: 0.25, verdicts: 1 },
     { nodeId: 'c', reputation: 1, verdicts: 1 },
   ]);
-  t.false(reputationChanges(spec(), () => ({ reputation: 0, verdicts: 99 }), [{ nodeId: 'x', verdict: 'rejected' }])[0]!.ban !== undefined);
+  t.false(reputationChanges(spec(), () => ({ reputation: 0, verdicts: 99 }), [{ nodeId: 'x', evidence: true }])[0]!.ban !== undefined);
 });
 
 test('selection by reputation', (t) => {

@@ -1,10 +1,10 @@
-// A node's reputation: an exponential moving average of the verdicts its
-// updates received, so one bad round dents it and a history of bad rounds
-// sinks it. Pure functions; the round engine stores what they return.
+// A node's reputation: an exponential moving average over its verdicts of
+// 0 (the verdict holds evidence against the update) and 1 (it does not), so
+// one bad round dents it and a history of bad rounds sinks it. A rule's
+// capacity is no evidence: an honest update Multi-Krum did not select, or one
+// a median used little, scores 1 (robust/verdict.ts says what evidence is).
+// Pure functions; the round engine stores what they return.
 import type { ReputationSpec } from '../experiment/sections.js';
-import type { Verdict } from '../robust/verdict.js';
-
-const VERDICT_SCORE: Record<Verdict['verdict'], number> = { kept: 1, 'down-weighted': 0.5, rejected: 0 };
 
 export interface NodeStanding {
   readonly reputation: number;
@@ -17,8 +17,9 @@ export interface ReputationChange extends NodeStanding {
   readonly ban?: string;
 }
 
-export function nextReputation(current: number, verdict: Verdict['verdict'], decay: number): number {
-  return (1 - decay) * current + decay * VERDICT_SCORE[verdict];
+/** One verdict's effect on a node's reputation: `evidence` says whether it held evidence against the update. */
+export function nextReputation(current: number, evidence: boolean, decay: number): number {
+  return (1 - decay) * current + decay * (evidence ? 0 : 1);
 }
 
 /**
@@ -29,12 +30,12 @@ export function nextReputation(current: number, verdict: Verdict['verdict'], dec
 export function reputationChanges(
   spec: ReputationSpec,
   standing: (nodeId: string) => NodeStanding,
-  verdicts: readonly { nodeId: string; verdict: Verdict['verdict'] }[],
+  verdicts: readonly { nodeId: string; evidence: boolean }[],
 ): ReputationChange[] {
   const latest = new Map<string, ReputationChange>();
-  for (const { nodeId, verdict } of verdicts) {
+  for (const { nodeId, evidence } of verdicts) {
     const before = latest.get(nodeId) ?? standing(nodeId);
-    const reputation = nextReputation(before.reputation, verdict, spec.decay);
+    const reputation = nextReputation(before.reputation, evidence, spec.decay);
     const count = before.verdicts + 1;
     const ban =
       spec.ban_below !== undefined && count >= spec.ban_after && reputation < spec.ban_below

@@ -34,7 +34,7 @@ export const bulyanRule: RobustRule<typeof bulyanSchema> = {
  * mean of the β = θ − 2f selected values closest to the selection's median.
  * Unweighted.
  *
- * Verdicts: updates left out in stage 1 are rejected (score: their Krum score
+ * Verdicts: updates left out in stage 1 are not selected (score: their Krum score
  * over all n updates); selected ones get stage 2's coordinate-wise verdict
  * (weight: average share of the aggregate; 'kept' from half of a fair share,
  * 1/θ, up; score: fraction of coordinates where they were not among the β).
@@ -69,7 +69,7 @@ export function bulyan(updates: readonly Float32Array[], f: number): Aggregation
     const s = step.get(i);
     if (s === undefined) {
       verdicts.push({
-        verdict: 'rejected',
+        verdict: 'not-selected',
         weight: 0,
         score: firstScores[i]!,
         reason: `krum score ${num(firstScores[i]!)}, not among the θ=${theta} selected by Bulyan's iterated Krum`,
@@ -80,7 +80,7 @@ export function bulyan(updates: readonly Float32Array[], f: number): Aggregation
     const weight = usage.weight[c]!;
     const unused = usage.unused[c]!;
     verdicts.push({
-      verdict: weight === 0 ? 'rejected' : weight >= 0.5 * fair ? 'kept' : 'down-weighted',
+      verdict: weight === 0 ? 'not-selected' : weight >= 0.5 * fair ? 'kept' : 'down-weighted',
       weight,
       score: unused,
       reason:

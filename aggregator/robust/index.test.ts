@@ -19,6 +19,7 @@ import {
   type AggregationResult,
 } from './index.js';
 import { batcherNetwork, NETWORK_MAX, pruneNetwork, selectionCost, selectionNetwork } from './kernels/order-statistics.js';
+import { EVIDENCE_OFF } from './evidence.js';
 
 const f32 = (...xs: number[]) => Float32Array.from(xs);
 const points = (...ps: number[][]) => ps.map((p) => Float32Array.from(p));
@@ -34,7 +35,7 @@ function closeTo(t: { true(c: boolean, m?: string): void }, actual: ArrayLike<nu
 }
 
 function sumOfWeights(r: AggregationResult): number {
-  return r.verdicts.filter((v) => v.verdict !== 'rejected').reduce((a, v) => a + v.weight, 0);
+  return r.verdicts.filter((v) => v.weight > 0).reduce((a, v) => a + v.weight, 0);
 }
 
 // --- median ---------------------------------------------------------------
@@ -44,7 +45,7 @@ test('median of [1, 5, 3] per coordinate, and who it came from', (t) => {
   const r = coordinateMedian(points([1, 10, -1], [5, 20, -5], [3, 0, 0]));
   t.deepEqual(Array.from(r.aggregate), [3, 10, -1]);
   closeTo(t, weights(r), [2 / 3, 0, 1 / 3]);
-  t.deepEqual(kinds(r), ['kept', 'rejected', 'kept']);
+  t.deepEqual(kinds(r), ['kept', 'not-selected', 'kept']);
   t.is(r.verdicts[1]!.score, 1);
   t.regex(r.verdicts[1]!.reason, /unused in 100% of coordinates/);
   closeTo(t, [r.verdicts[0]!.score!, r.verdicts[2]!.score!], [1 / 3, 2 / 3]);
@@ -54,7 +55,7 @@ test('median of an even count is the mean of the two middle values, shared by bo
   const r = coordinateMedian(points([1], [4], [2], [3]));
   t.deepEqual(Array.from(r.aggregate), [2.5]);
   closeTo(t, weights(r), [0, 0, 0.5, 0.5]);
-  t.deepEqual(kinds(r), ['rejected', 'rejected', 'kept', 'kept']);
+  t.deepEqual(kinds(r), ['not-selected', 'not-selected', 'kept', 'kept']);
 });
 
 test('median of one or two updates', (t) => {
@@ -87,7 +88,7 @@ test('trimmed mean with β = 0.2 on 5 updates drops one value from each end', (t
   const r = trimmedMean(points([1, 0], [2, 1], [3, 2], [4, -10], [100, 3]), 0.2);
   t.deepEqual(Array.from(r.aggregate), [3, 1]);
   closeTo(t, weights(r), [1 / 6, 1 / 3, 1 / 3, 1 / 6, 0]);
-  t.deepEqual(kinds(r), ['kept', 'kept', 'kept', 'kept', 'rejected']);
+  t.deepEqual(kinds(r), ['kept', 'kept', 'kept', 'kept', 'not-selected']);
   t.regex(r.verdicts[4]!.reason, /^trimmed in 100% of coordinates/);
   t.regex(r.verdicts[0]!.reason, /^trimmed in 50% of coordinates; share 17% of the aggregate \(a fair share is 20%\)/);
   t.is(r.verdicts[0]!.score, 0.5);
@@ -118,7 +119,7 @@ test('trimmed mean counts ⌊βn⌋ without floating-point loss (β = 0.29, n = 
     0.29,
   );
   t.deepEqual(Array.from(r.aggregate), [49.5]);
-  t.is(r.verdicts[28]!.verdict, 'rejected');
+  t.is(r.verdicts[28]!.verdict, 'not-selected');
   t.is(r.verdicts[29]!.verdict, 'kept');
 });
 
@@ -141,7 +142,7 @@ test('Krum picks the point whose 3 nearest neighbours are closest', (t) => {
     r.verdicts.map((v) => v.score),
     [7, 7, 11, 5, 330, 414],
   );
-  t.deepEqual(kinds(r), ['rejected', 'rejected', 'rejected', 'kept', 'rejected', 'rejected']);
+  t.deepEqual(kinds(r), ['not-selected', 'not-selected', 'not-selected', 'kept', 'not-selected', 'not-selected']);
   t.deepEqual(weights(r), [0, 0, 0, 1, 0, 0]);
   t.is(r.verdicts[3]!.reason, 'krum score 5, among the 1 selected (rank 1 of 6)');
   t.is(r.verdicts[5]!.reason, 'krum score 414, not among the 1 selected (rank 6 of 6)');
@@ -151,7 +152,7 @@ test('Multi-Krum averages the m best-scored points', (t) => {
   const r = multiKrum(SIX, 1, 3);
   // p3, p0, p1 → ((1 + 0 + 1)/3, (1 + 0 + 0)/3)
   closeTo(t, r.aggregate, [2 / 3, 1 / 3]);
-  t.deepEqual(kinds(r), ['kept', 'kept', 'rejected', 'kept', 'rejected', 'rejected']);
+  t.deepEqual(kinds(r), ['kept', 'kept', 'not-selected', 'kept', 'not-selected', 'not-selected']);
   closeTo(t, weights(r), [1 / 3, 1 / 3, 0, 1 / 3, 0, 0]);
   t.regex(r.verdicts[2]!.reason, /^krum score 11, not among the 3 selected/);
 });
@@ -177,7 +178,7 @@ test('Bulyan on 7 points with f = 1: iterated Krum picks 5, then the 3 closest t
   // Selected 0 1 2 3 4: median 2, the 3 closest are 1 2 3 → 2.
   const r = bulyan(points([0], [1], [2], [3], [4], [100], [-50]), 1);
   t.deepEqual(Array.from(r.aggregate), [2]);
-  t.deepEqual(kinds(r), ['rejected', 'kept', 'kept', 'kept', 'rejected', 'rejected', 'rejected']);
+  t.deepEqual(kinds(r), ['not-selected', 'kept', 'kept', 'kept', 'not-selected', 'not-selected', 'not-selected']);
   closeTo(t, weights(r), [0, 1 / 3, 1 / 3, 1 / 3, 0, 0, 0]);
   t.regex(r.verdicts[5]!.reason, /^krum score 38030, /);
   t.regex(r.verdicts[5]!.reason, /not among the θ=5 selected by Bulyan's iterated Krum/);
@@ -283,7 +284,7 @@ test('weighted mean over many updates (the blocked, unrolled kernel) matches a p
 
 test('the pre-filter rejects wrong lengths, non-finite values and big norms, and clips', (t) => {
   const r = aggregate(
-    { rule: 'mean', max_norm_ratio: null, max_examples_ratio: null, max_norm: 20, clip_norm: 5 },
+    { rule: 'mean', ...EVIDENCE_OFF, max_norm_ratio: null, max_examples_ratio: null, max_norm: 20, clip_norm: 5 },
     points([3, 4], [NaN, 0], [1, 2, 3], [30, 40], [6, 8], [0, Infinity]),
     [1, 1, 1, 1, 1, 1],
   );
@@ -301,67 +302,67 @@ test('the pre-filter rejects wrong lengths, non-finite values and big norms, and
 
 test('the pre-filter checks lengths against the model size when given, and example counts for weighted rules', (t) => {
   const us = points([1, 1], [2, 2], [3, 3]);
-  const r = aggregate({ rule: 'mean', max_norm_ratio: null, max_examples_ratio: null }, us, [1, 0, 1], { length: 2 });
+  const r = aggregate({ rule: 'mean', ...EVIDENCE_OFF, max_norm_ratio: null, max_examples_ratio: null }, us, [1, 0, 1], { length: 2 });
   t.deepEqual(kinds(r), ['kept', 'rejected', 'kept']);
   t.regex(r.verdicts[1]!.reason, /^reported 0 examples/);
   // The median does not use example counts, so it does not reject on them.
-  t.deepEqual(kinds(aggregate({ rule: 'median' }, us, [1, 0, 1])), ['rejected', 'kept', 'rejected']);
-  t.throws(() => aggregate({ rule: 'median' }, us, [1, 1, 1], { length: 3 }), {
+  t.deepEqual(kinds(aggregate({ rule: 'median', ...EVIDENCE_OFF }, us, [1, 0, 1])), ['not-selected', 'kept', 'not-selected']);
+  t.throws(() => aggregate({ rule: 'median', ...EVIDENCE_OFF }, us, [1, 1, 1], { length: 3 }), {
     message: /^no update passed the pre-filter \(the pre-filter rejected 3 of 3: update 0 has 2 values; the model has 3; /,
   });
 });
 
 test('clipped updates keep the rule\'s verdict, down-weighted, with both reasons', (t) => {
-  const r = aggregate({ rule: 'krum', f: 1, clip_norm: 100 }, SIX.map((p, i) => (i === 5 ? f32(1200, 1000) : p)), ones(6));
+  const r = aggregate({ rule: 'krum', ...EVIDENCE_OFF, f: 1, clip_norm: 100 }, SIX.map((p, i) => (i === 5 ? f32(1200, 1000) : p)), ones(6));
   t.deepEqual(Array.from(r.aggregate), [1, 1]);
-  t.is(r.verdicts[5]!.verdict, 'rejected');
+  t.is(r.verdicts[5]!.verdict, 'not-selected');
   t.regex(r.verdicts[5]!.reason, /^clipped from 1562 to 100; krum score .*, not among the 1 selected/);
 });
 
 test('aggregate explains when too few updates survive the pre-filter', (t) => {
   const us = points([0], [1], [2], [3], [4], [5], [NaN]);
-  t.throws(() => aggregate({ rule: 'bulyan', f: 1 }, us, ones(7)), {
+  t.throws(() => aggregate({ rule: 'bulyan', ...EVIDENCE_OFF, f: 1 }, us, ones(7)), {
     instanceOf: AggregationError,
     message: /^bulyan with f=1 needs at least 7 updates \(n ≥ 4f \+ 3\); this round has 6 \(the pre-filter rejected 1 of 7: update 6 contains 1 non-finite value/,
   });
-  t.throws(() => aggregate({ rule: 'median' }, points([NaN]), [1]), { message: /^no update passed the pre-filter/ });
-  t.throws(() => aggregate({ rule: 'median' }, points([1]), [1, 2]), { message: '1 updates but 2 example counts' });
+  t.throws(() => aggregate({ rule: 'median', ...EVIDENCE_OFF }, points([NaN]), [1]), { message: /^no update passed the pre-filter/ });
+  t.throws(() => aggregate({ rule: 'median', ...EVIDENCE_OFF }, points([1]), [1, 2]), { message: '1 updates but 2 example counts' });
 });
 
 test('aggregate dispatches every rule and returns one verdict per input, weights summing to 1', (t) => {
   const us = Array.from({ length: 11 }, (_, i) => f32(Math.sin(i), Math.cos(3 * i), i % 2));
   const ex = us.map((_, i) => 10 + i);
   const specs: AggregationSpec[] = [
-    { rule: 'mean', max_norm_ratio: null, max_examples_ratio: null },
-    { rule: 'median' },
-    { rule: 'trimmed-mean', beta: 0.2 },
-    { rule: 'krum', f: 2 },
-    { rule: 'multi-krum', f: 2, m: 4 },
-    { rule: 'bulyan', f: 2 },
-    { rule: 'geometric-median', max_iterations: 50, smoothing: 1e-6, tolerance: 1e-6, max_examples_ratio: null },
-    { rule: 'centered-clipping', tau: 0.5, iterations: 3 },
+    { rule: 'mean', ...EVIDENCE_OFF, max_norm_ratio: null, max_examples_ratio: null },
+    { rule: 'median', ...EVIDENCE_OFF },
+    { rule: 'trimmed-mean', ...EVIDENCE_OFF, beta: 0.2 },
+    { rule: 'krum', ...EVIDENCE_OFF, f: 2 },
+    { rule: 'multi-krum', ...EVIDENCE_OFF, f: 2, m: 4 },
+    { rule: 'bulyan', ...EVIDENCE_OFF, f: 2 },
+    { rule: 'geometric-median', ...EVIDENCE_OFF, max_iterations: 50, smoothing: 1e-6, tolerance: 1e-6, max_examples_ratio: null },
+    { rule: 'centered-clipping', ...EVIDENCE_OFF, tau: 0.5, iterations: 3 },
   ];
   for (const spec of specs) {
     const r = aggregate(spec, us, ex);
     t.is(r.verdicts.length, us.length, spec.rule);
     t.is(r.aggregate.length, 3, spec.rule);
     t.true(Math.abs(sumOfWeights(r) - 1) < 1e-9, `${spec.rule}: ${sumOfWeights(r)}`);
-    t.true(r.verdicts.every((v) => v.reason.length > 0 && (v.verdict === 'rejected') === (v.weight === 0)), spec.rule);
+    t.true(r.verdicts.every((v) => v.reason.length > 0 && (v.verdict === 'rejected' || v.verdict === 'not-selected') === (v.weight === 0)), spec.rule);
     t.is(precondition(spec, us.length), undefined);
     t.true(minUpdates(spec) <= us.length);
   }
 });
 
 test('precondition and minUpdates tell in advance what a rule needs', (t) => {
-  t.is(precondition({ rule: 'krum', f: 4 }, 8), 'krum with f=4 needs more than 10 updates (n > 2f + 2); this round has 8');
-  t.is(precondition({ rule: 'krum', f: 4 }, 11), undefined);
-  t.is(minUpdates({ rule: 'krum', f: 4 }), 11);
-  t.is(minUpdates({ rule: 'multi-krum', f: 1, m: 5 }), 6);
-  t.regex(precondition({ rule: 'multi-krum', f: 1, m: 5 }, 5)!, /m ≤ n − f/);
-  t.is(minUpdates({ rule: 'bulyan', f: 2 }), 11);
-  t.is(precondition({ rule: 'bulyan', f: 2 }, 10), 'bulyan with f=2 needs at least 11 updates (n ≥ 4f + 3); this round has 10');
-  t.is(minUpdates({ rule: 'trimmed-mean', beta: 0.45 }), 1);
-  t.is(precondition({ rule: 'median' }, 0), 'median needs at least 1 update; this round has 0');
+  t.is(precondition({ rule: 'krum', ...EVIDENCE_OFF, f: 4 }, 8), 'krum with f=4 needs more than 10 updates (n > 2f + 2); this round has 8');
+  t.is(precondition({ rule: 'krum', ...EVIDENCE_OFF, f: 4 }, 11), undefined);
+  t.is(minUpdates({ rule: 'krum', ...EVIDENCE_OFF, f: 4 }), 11);
+  t.is(minUpdates({ rule: 'multi-krum', ...EVIDENCE_OFF, f: 1, m: 5 }), 6);
+  t.regex(precondition({ rule: 'multi-krum', ...EVIDENCE_OFF, f: 1, m: 5 }, 5)!, /m ≤ n − f/);
+  t.is(minUpdates({ rule: 'bulyan', ...EVIDENCE_OFF, f: 2 }), 11);
+  t.is(precondition({ rule: 'bulyan', ...EVIDENCE_OFF, f: 2 }, 10), 'bulyan with f=2 needs at least 11 updates (n ≥ 4f + 3); this round has 10');
+  t.is(minUpdates({ rule: 'trimmed-mean', ...EVIDENCE_OFF, beta: 0.45 }), 1);
+  t.is(precondition({ rule: 'median', ...EVIDENCE_OFF }, 0), 'median needs at least 1 update; this round has 0');
   t.is(PRECONDITIONS.bulyan, 'n ≥ 4f + 3');
 });
 

@@ -3,12 +3,14 @@
 // rule to the updates that passed, and returns a verdict for every input in
 // input order.
 
+import { findEvidence } from './evidence.js';
 import { preFilter } from './pre-filter.js';
 import type { AggregateOptions } from './rule.js';
 import { RULES, ruleFor, type AggregationRule, type AggregationSpec } from './rules.js';
 import { AggregationError, type AggregationResult, type Verdict } from './verdict.js';
 
-export { AggregationError, type AggregationResult, type Verdict } from './verdict.js';
+export { AggregationError, hasEvidence, type AggregationResult, type Verdict, type VerdictKind } from './verdict.js';
+export { findEvidence, evidenceFields, type EvidenceSpec } from './evidence.js';
 export { weightedMean, MEAN_MIN_UPDATES } from './mean.js';
 export { coordinateMedian, MEDIAN_MIN_UPDATES } from './median.js';
 export { trimmedMean, trimmedCount, trimmedMeanMinUpdates, trimmedMeanPrecondition } from './trimmed-mean.js';
@@ -56,8 +58,10 @@ export function applyRule(
  * The round's aggregate under `spec`: pre-filter (wrong length, non-finite
  * values, unusable example counts for weighted rules, max_norm → rejected;
  * clip_norm → scaled down, down-weighted), then the rule on the updates that
- * passed. Returns a verdict for every input, in input order; weights of the
- * updates not rejected sum to 1.
+ * passed, then the evidence checks (evidence.ts) on those. Returns a verdict for
+ * every input, in input order; weights of the updates in the aggregate sum to 1.
+ * Every 'rejected' verdict has evidence; an update the rule left out without
+ * evidence is 'not-selected'.
  *
  * Throws AggregationError when no update passes the pre-filter or the rule's
  * precondition does not hold for the ones that did.
@@ -81,14 +85,21 @@ export function aggregate(
   if (problem) throw new AggregationError(problem + afterFilter);
 
   const result = applyRule(spec, filtered.updates, filtered.examples, options);
+  const evidence = findEvidence(filtered.updates, result.aggregate, spec);
   // A pre-filter rejection's score is the update's L2 norm (NaN, i.e. none, when its length was wrong).
   const verdicts: Verdict[] = filtered.notes.map((note, i) =>
     note?.kind === 'rejected'
-      ? { verdict: 'rejected', weight: 0, reason: note.reason, ...(Number.isFinite(filtered.norms[i]!) ? { score: filtered.norms[i]! } : {}) }
+      ? {
+          verdict: 'rejected',
+          weight: 0,
+          reason: note.reason,
+          evidence: note.reason,
+          ...(Number.isFinite(filtered.norms[i]!) ? { score: filtered.norms[i]! } : {}),
+        }
       : { verdict: 'kept', weight: 0, reason: '' },
   );
   filtered.passed.forEach((i, k) => {
-    const v = result.verdicts[k]!;
+    const v = withEvidence(result.verdicts[k]!, evidence[k]);
     const note = filtered.notes[i];
     const cap = filtered.caps[i];
     // A capped claim keeps its verdict: a large honest node looks the same as a liar, so the cap limits
@@ -105,6 +116,18 @@ export function aggregate(
           : v;
   });
   return { aggregate: result.aggregate, verdicts };
+}
+
+/**
+ * The rule's verdict with the evidence checks' finding: an update the rule left out and the checks
+ * flagged is rejected; one the rule used keeps its share and carries the evidence. A rule's own
+ * rejection is evidence (its reason) when the rule gave none.
+ */
+function withEvidence(v: Verdict, found: string | undefined): Verdict {
+  const evidence = [v.evidence ?? (v.verdict === 'rejected' ? v.reason : undefined), found].filter((e) => e !== undefined).join('; ');
+  if (!evidence) return v;
+  const verdict = v.weight === 0 ? 'rejected' : v.verdict;
+  return { ...v, verdict, evidence, reason: found === undefined ? v.reason : `${v.reason}; flagged: ${found}` };
 }
 
 /** A weight share, truncated (not rounded) to three decimals, so 0.99998 reads 0.999 and never 1. */

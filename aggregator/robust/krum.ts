@@ -115,7 +115,7 @@ function selectByKrum(updates: readonly Float32Array[], f: number, m: number, pr
     verdicts.push(
       r < m
         ? { verdict: 'kept', weight: 1 / m, score, reason: `krum score ${num(score)}, among ${what} (rank ${r + 1} of ${n})` }
-        : { verdict: 'rejected', weight: 0, score, reason: `krum score ${num(score)}, not among ${what} (rank ${r + 1} of ${n})` },
+        : { verdict: 'not-selected', weight: 0, score, reason: `krum score ${num(score)}, not among ${what} (rank ${r + 1} of ${n})` },
     );
   }
   return { aggregate, verdicts };

@@ -18,6 +18,7 @@ import {
 } from './index.js';
 import { gramMatrix, pairwiseSquaredDistances } from './kernels/vectors.js';
 import { NETWORK_MAX } from './kernels/order-statistics.js';
+import { EVIDENCE_OFF } from './evidence.js';
 
 const RUNS = { numRuns: 150 };
 
@@ -238,18 +239,18 @@ test('Bulyan\'s aggregate stays within the honest range when f updates are wild'
   t.pass();
 });
 
-test('verdicts: one per input, weights of the updates not rejected sum to 1, rejected means weight 0', (t) => {
+test('verdicts: one per input, weights in the model sum to 1, weight 0 means not selected or rejected, rejected means evidence, evidence never changes the aggregate', (t) => {
   const spec: fc.Arbitrary<AggregationSpec> = fc.oneof(
-    fc.constant<AggregationSpec>({ rule: 'mean', max_norm_ratio: null, max_examples_ratio: null }),
+    fc.constant<AggregationSpec>({ rule: 'mean', ...EVIDENCE_OFF, max_norm_ratio: null, max_examples_ratio: null }),
     // The mean as experiments get it by default: relative norm check and claim cap on.
-    fc.constant<AggregationSpec>({ rule: 'mean', max_norm_ratio: 10, max_examples_ratio: 2 }),
-    fc.constant<AggregationSpec>({ rule: 'median' }),
-    fc.double({ min: 0, max: 0.45, noNaN: true }).map((beta): AggregationSpec => ({ rule: 'trimmed-mean', beta })),
-    fc.constant<AggregationSpec>({ rule: 'krum', f: 1 }),
-    fc.constant<AggregationSpec>({ rule: 'multi-krum', f: 1, m: 3 }),
-    fc.constant<AggregationSpec>({ rule: 'bulyan', f: 1 }),
-    fc.constant<AggregationSpec>({ rule: 'geometric-median', max_iterations: 30, smoothing: 1e-6, tolerance: 1e-6, max_examples_ratio: 2 }),
-    fc.double({ min: 0.01, max: 10, noNaN: true }).map((tau): AggregationSpec => ({ rule: 'centered-clipping', tau, iterations: 3 })),
+    fc.constant<AggregationSpec>({ rule: 'mean', ...EVIDENCE_OFF, max_norm_ratio: 10, max_examples_ratio: 2 }),
+    fc.constant<AggregationSpec>({ rule: 'median', ...EVIDENCE_OFF }),
+    fc.double({ min: 0, max: 0.45, noNaN: true }).map((beta): AggregationSpec => ({ rule: 'trimmed-mean', ...EVIDENCE_OFF, beta })),
+    fc.constant<AggregationSpec>({ rule: 'krum', ...EVIDENCE_OFF, f: 1 }),
+    fc.constant<AggregationSpec>({ rule: 'multi-krum', ...EVIDENCE_OFF, f: 1, m: 3 }),
+    fc.constant<AggregationSpec>({ rule: 'bulyan', ...EVIDENCE_OFF, f: 1 }),
+    fc.constant<AggregationSpec>({ rule: 'geometric-median', ...EVIDENCE_OFF, max_iterations: 30, smoothing: 1e-6, tolerance: 1e-6, max_examples_ratio: 2 }),
+    fc.double({ min: 0.01, max: 10, noNaN: true }).map((tau): AggregationSpec => ({ rule: 'centered-clipping', ...EVIDENCE_OFF, tau, iterations: 3 })),
   );
   fc.assert(
     fc.property(
@@ -257,18 +258,31 @@ test('verdicts: one per input, weights of the updates not rejected sum to 1, rej
       updatesOf(7, 30, 6),
       fc.option(fc.double({ min: 1, max: 200, noNaN: true }), { nil: undefined }),
       fc.integer({ min: 0, max: 100 }),
-      (s, us, clip, poison) => {
-        // Sometimes poison one update with a NaN.
+      // The evidence checks: off, at their defaults, or at other thresholds; sometimes with a copied update.
+      fc.constantFrom(EVIDENCE_OFF, { outlier_distance_ratio: 2, duplicate_distance_ratio: 0.1 }, { outlier_distance_ratio: 1.01, duplicate_distance_ratio: 0.9 }),
+      fc.integer({ min: 0, max: 100 }),
+      (s, us, clip, poison, evidence, copy) => {
+        // Sometimes poison one update with a NaN, sometimes copy one.
         if (poison < us.length && us.length > 7) us[poison] = Float32Array.from(us[poison]!, (x, j) => (j === 0 ? NaN : x));
-        const r = aggregate({ ...s, clip_norm: clip }, us, us.map((_, i) => 1 + (i % 5)));
-        const kept = r.verdicts.filter((v) => v.verdict !== 'rejected');
-        const total = kept.reduce((a, v) => a + v.weight, 0);
+        if (copy + 1 < us.length) us[copy + 1] = Float32Array.from(us[copy]!);
+        const examples = us.map((_, i) => 1 + (i % 5));
+        const r = aggregate({ ...s, ...evidence, clip_norm: clip }, us, examples);
+        const off = aggregate({ ...s, ...EVIDENCE_OFF, clip_norm: clip }, us, examples);
+        const total = r.verdicts.reduce((a, v) => a + v.weight, 0);
         return (
           r.verdicts.length === us.length &&
           Math.abs(total - 1) < 1e-9 &&
-          r.verdicts.every((v) => (v.verdict === 'rejected') === (v.weight === 0) && v.weight >= 0 && v.reason.length > 0) &&
+          r.verdicts.every(
+            (v) =>
+              (v.verdict === 'rejected' || v.verdict === 'not-selected') === (v.weight === 0) &&
+              (v.verdict !== 'rejected' || (v.evidence ?? '').length > 0) &&
+              (v.verdict !== 'not-selected' || v.evidence === undefined) &&
+              v.weight >= 0 &&
+              v.reason.length > 0,
+          ) &&
           us.every((u, i) => !u.some(Number.isNaN) || r.verdicts[i]!.verdict === 'rejected') &&
-          r.aggregate.every(Number.isFinite)
+          r.aggregate.every(Number.isFinite) &&
+          r.aggregate.every((x, j) => Object.is(x, off.aggregate[j]))
         );
       },
     ),

@@ -2,6 +2,7 @@
 // descriptor per rule, kept beside the rule's code, listed in rules.ts.
 
 import { z } from 'zod';
+import { evidenceFields, type EvidenceSpec } from './evidence.js';
 import { normRatioField, preFilterFields, type PreFilterSpec } from './pre-filter.js';
 import type { AggregationResult } from './verdict.js';
 
@@ -12,8 +13,8 @@ export interface AggregateOptions {
   readonly length?: number;
 }
 
-/** What every rule's spec has: the rule's name and the pre-filter fields. */
-export type RuleSpec = { readonly rule: string } & PreFilterSpec;
+/** What every rule's spec has: the rule's name, the pre-filter fields and the evidence checks' fields. */
+export type RuleSpec = { readonly rule: string } & PreFilterSpec & EvidenceSpec;
 
 /**
  * One robust aggregation rule. `Schema` is the zod object of its experiment
@@ -49,7 +50,7 @@ const UNWEIGHTED_CHECKS = { max_norm_ratio: normRatioField() };
 
 /**
  * A rule's `aggregation` section: `rule` (the name), the rule's own fields, the pre-filter fields,
- * then its relative checks: by default the relative norm check, off; a weighted rule passes the
+ * the evidence checks' fields (evidence.ts), then its relative checks: by default the relative norm check, off; a weighted rule passes the
  * claim cap (examplesCapField) too, and a rule with no robustness of its own a default for the norm check.
  */
 export function ruleSchema<Name extends string, Fields extends z.ZodRawShape, Checks extends RelativeChecks = typeof UNWEIGHTED_CHECKS>(
@@ -57,7 +58,7 @@ export function ruleSchema<Name extends string, Fields extends z.ZodRawShape, Ch
   fields: Fields,
   checks: Checks = UNWEIGHTED_CHECKS as unknown as Checks,
 ) {
-  return z.object({ rule: z.literal(name), ...fields, ...preFilterFields, ...checks }).strict();
+  return z.object({ rule: z.literal(name), ...fields, ...preFilterFields, ...evidenceFields, ...checks }).strict();
 }
 
 /** The precondition of the rules that take any non-empty round. */

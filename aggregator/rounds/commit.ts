@@ -19,7 +19,8 @@ import { reputationChanges, type ReputationChange } from '../nodes/reputation.js
 import type { Sessions } from '../nodes/sessions.js';
 import { checkpointDirName, writeCheckpoint } from '../store/checkpoints.js';
 import type { RunStore } from '../store/run-store.js';
-import type { UpdateRow } from '../store/schema.js';
+import { inModel, type UpdateRow } from '../store/schema.js';
+import { hasEvidence } from '../robust/verdict.js';
 import { encodeServerState } from '../strategies/server-optimizers.js';
 import type { StrategyStep } from '../strategies/strategy.js';
 import type { RoundRecord } from './engine.js';
@@ -72,14 +73,14 @@ export async function commitAggregation(c: CommitContext, a: AggregationToCommit
   const closedAt = Date.now();
   const seconds = (closedAt - a.startedAt) / 1000;
   const longestTraining = Math.max(0, ...updates.map((u) => u.meta.metrics?.train_seconds ?? 0));
-  const kept = step.verdicts.filter((v) => v.verdict !== 'rejected').length;
+  const kept = step.verdicts.filter((v) => inModel(v.verdict)).length;
   const audit = roundDigest({
     experiment_id: runId,
     round: a.round,
     previous_model_sha256: a.previousModelSha256,
     model_sha256: checkpoint.sha256,
     accepted: updates
-      .filter((_, i) => step.verdicts[i]!.verdict !== 'rejected')
+      .filter((_, i) => inModel(step.verdicts[i]!.verdict))
       .map((u) => ({ task_id: u.taskId, update_digest_hex: u.digest, signature_b64: u.signature }))
       .sort(byTaskId),
   });
@@ -91,21 +92,22 @@ export async function commitAggregation(c: CommitContext, a: AggregationToCommit
     loss,
     participants: kept,
     selected: a.selected,
-    rejected: updates.length - kept + a.refused.length,
+    rejected: step.verdicts.filter((v) => v.verdict === 'rejected').length + a.refused.length,
+    not_selected: step.verdicts.filter((v) => v.verdict === 'not-selected').length,
     examples,
     seconds,
     overhead_seconds: Math.max(0, seconds - longestTraining),
     model_sha256: checkpoint.sha256,
     round_digest: digestHex(audit),
     aggregator_signature: auditSignature,
-    verdicts: summarizeVerdicts([...step.verdicts, ...a.refused.map((r) => ({ verdict: r.verdict, weight: 0, reason: r.reason ?? '' }))]),
+    verdicts: summarizeVerdicts([...step.verdicts, ...a.refused.map((r) => ({ verdict: r.verdict, weight: 0, reason: r.reason ?? '', evidence: r.evidence }))]),
   };
   const reputations = reputationChanges(
     c.experiment.reputation,
     (nodeId) => store.node(nodeId) ?? { reputation: 1, verdicts: 0 },
     [
-      ...updates.map((u, i) => ({ nodeId: u.nodeId, verdict: step.verdicts[i]!.verdict })),
-      ...a.refused.map((r) => ({ nodeId: r.nodeId, verdict: 'rejected' as const })),
+      ...updates.map((u, i) => ({ nodeId: u.nodeId, evidence: hasEvidence(step.verdicts[i]!) })),
+      ...a.refused.map((r) => ({ nodeId: r.nodeId, evidence: true })),
     ],
   );
   store.commitRound({

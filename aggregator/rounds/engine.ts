@@ -24,7 +24,10 @@ export interface RoundRecord {
   loss: number;
   participants: number;
   selected: number;
+  /** Updates rejected on evidence, and uploads refused. */
   rejected: number;
+  /** Updates the rule left out without evidence against them (its capacity). */
+  not_selected: number;
   examples: number;
   seconds: number;
   overhead_seconds: number;

@@ -427,12 +427,17 @@ export function refusedRow(runId: string, round: number, taskId: string, nodeId:
     verdict: 'rejected',
     weight: 0,
     reason,
+    // The node sent what the protocol refuses (a bad signature, a claim above its declaration, a wrong
+    // shape, non-finite values) or was banned meanwhile: evidence, as a rule's rejection is.
+    evidence: reason,
     receivedAt: Date.now(),
   };
 }
 
 /** A rule's verdict, or the outcome of an update whose round was abandoned before any rule saw it. */
-export type UpdateOutcome = Verdict | { readonly verdict: 'abandoned'; readonly weight: 0; readonly reason: string; readonly score?: undefined };
+export type UpdateOutcome =
+  | Verdict
+  | { readonly verdict: 'abandoned'; readonly weight: 0; readonly reason: string; readonly score?: undefined; readonly evidence?: undefined };
 
 export function updateRow(runId: string, round: number, u: AcceptedUpdate, v: UpdateOutcome, inputReputation: number | null = null): UpdateRow {
   return {
@@ -450,6 +455,7 @@ export function updateRow(runId: string, round: number, u: AcceptedUpdate, v: Up
     weight: v.weight,
     score: v.score ?? null,
     reason: v.reason,
+    evidence: v.evidence ?? null,
     inputReputation,
     staleness: inputReputation === null ? null : u.staleness ?? null,
     receivedAt: u.receivedAt,

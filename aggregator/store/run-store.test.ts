@@ -39,16 +39,24 @@ test('a current database is read in place and cannot be written through the read
 test('an older database is read through a migrated copy and left untouched', (t) => {
   const path = join(tempDir('readonly-old'), 'crowdfl.db');
   makeRun(path);
-  // Roll the file back to the schema before the newest migration (refusal kinds, tasks and rounds).
+  // Roll the file back to the schema before the newest migration (verdict evidence), with a rejection and a
+  // kept update as that schema recorded them.
   const raw = new Database(path);
-  raw.exec('drop index refusals_node');
-  for (const column of ['kind', 'task_id', 'round']) raw.exec(`alter table refusals drop column ${column}`);
+  raw.exec('alter table updates drop column evidence');
   raw.exec('delete from __drizzle_migrations where created_at = (select max(created_at) from __drizzle_migrations)');
+  const insert = raw.prepare(
+    `insert into updates (run_id, round, task_id, node_id, num_examples, base_model_sha256, update_sha256, metrics, verdict, weight, reason, received_at)
+     values ('r', 1, ?, 'n-1', 10, 'b', 'u', '{}', ?, ?, ?, 1)`,
+  );
+  insert.run('t1', 'rejected', 0, 'krum score 9, not among the 1 selected');
+  insert.run('t2', 'kept', 1, 'krum score 1, among the 1 selected');
   raw.close();
   const before = digest(path);
   const { db, close, migratedCopy } = openDatabaseReadOnly(path);
   t.true(migratedCopy);
-  t.like(new RunStore(db).refusalRows()[0], { nodeId: 'n-2', kind: 'hello', taskId: '', round: null }, 'the copy has the new columns');
+  const rows = new RunStore(db).updatesOfNode('r', 'n-1');
+  t.like(rows.find((u) => u.taskId === 't1'), { evidence: 'krum score 9, not among the 1 selected' }, 'an old rejection still counts as evidence');
+  t.like(rows.find((u) => u.taskId === 't2'), { evidence: null });
   close();
   t.is(digest(path), before);
 });

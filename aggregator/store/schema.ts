@@ -97,11 +97,15 @@ export const updates = sqliteTable(
     metrics: text('metrics').notNull(),
     // 'abandoned': the update was fine but its round attempt was abandoned (no quorum, the rule refused the
     // round); it went into no model and counts neither for nor against its node.
-    verdict: text('verdict', { enum: ['kept', 'down-weighted', 'rejected', 'abandoned'] }).notNull(),
+    // 'not-selected': the rule left it out without evidence against it (its capacity: Multi-Krum's m).
+    verdict: text('verdict', { enum: ['kept', 'down-weighted', 'not-selected', 'rejected', 'abandoned'] }).notNull(),
     weight: real('weight').notNull(),
     // The rule's score behind the verdict (e.g. Krum score, share of coordinates trimmed); null when it has none.
     score: real('score'),
     reason: text('reason').notNull().default(''),
+    // Evidence against the update (robust/verdict.ts): set on every rejected one, and on updates the rule
+    // used but flagged (far from the aggregate, a copy of another's). Only this moves reputation.
+    evidence: text('evidence'),
     // The reputation the aggregation weighed this update with; null when the update never reached
     // the aggregation (refused by the protocol checks, or its attempt was abandoned).
     inputReputation: real('input_reputation'),

@@ -1,6 +1,7 @@
 import test from 'ava';
 import { weightedMean } from '../robust/mean.js';
 import { fedavgStrategy } from './fedavg.js';
+import { EVIDENCE_OFF } from '../robust/evidence.js';
 
 test('weightedMean weights each update by its examples and explains every verdict', (t) => {
   const a = Float32Array.from([1, 0, -2]);
@@ -44,12 +45,12 @@ test('FedAvg weights by examples × reputation when the experiment asks for it, 
     { nodeId: 'b', taskId: '2', numExamples: 100, reputation: 0.25, delta: Float32Array.from([-1, 3]) },
   ];
   // (1·1 + 0.25·(−1)) / 1.25 = 0.6; (1·1 + 0.25·3) / 1.25 = 1.4
-  const weighted = fedavgStrategy.create({ name: 'fedavg' }, { training, aggregation: { rule: 'mean', max_norm_ratio: null, max_examples_ratio: null }, reputation: { weight_updates: true } }).aggregate(global, ups, {});
+  const weighted = fedavgStrategy.create({ name: 'fedavg' }, { training, aggregation: { rule: 'mean', ...EVIDENCE_OFF, max_norm_ratio: null, max_examples_ratio: null }, reputation: { weight_updates: true } }).aggregate(global, ups, {});
   t.deepEqual(Array.from(weighted.weights).map((x) => +x.toFixed(6)), [0.6, 1.4]);
-  const plain = fedavgStrategy.create({ name: 'fedavg' }, { training, aggregation: { rule: 'mean', max_norm_ratio: null, max_examples_ratio: null }, reputation: { weight_updates: false } }).aggregate(global, ups, {});
+  const plain = fedavgStrategy.create({ name: 'fedavg' }, { training, aggregation: { rule: 'mean', ...EVIDENCE_OFF, max_norm_ratio: null, max_examples_ratio: null }, reputation: { weight_updates: false } }).aggregate(global, ups, {});
   t.deepEqual(Array.from(plain.weights), [0, 2]);
   // The median of three: the outlier moves nothing.
-  const median = fedavgStrategy.create({ name: 'fedavg' }, { training, aggregation: { rule: 'median' } }).aggregate(global, [
+  const median = fedavgStrategy.create({ name: 'fedavg' }, { training, aggregation: { rule: 'median', ...EVIDENCE_OFF } }).aggregate(global, [
     ...ups,
     { nodeId: 'c', taskId: '3', numExamples: 100, reputation: 1, delta: Float32Array.from([1000, -1000]) },
   ], {});
@@ -59,7 +60,7 @@ test('FedAvg weights by examples × reputation when the experiment asks for it, 
 test('centered clipping starts from the last global step, which comes in the history, not from state kept between calls', (t) => {
   const strategy = fedavgStrategy.create(
     { name: 'fedavg' },
-    { training: { epochs: 1, batch_size: 10, learning_rate: 0.1 }, aggregation: { rule: 'centered-clipping', tau: 1, iterations: 1 } },
+    { training: { epochs: 1, batch_size: 10, learning_rate: 0.1 }, aggregation: { rule: 'centered-clipping', ...EVIDENCE_OFF, tau: 1, iterations: 1 } },
   );
   const global = Float32Array.from([10, 10]);
   const ups = [{ nodeId: 'a', taskId: '1', numExamples: 1, reputation: 1, delta: Float32Array.from([10, 0]) }];

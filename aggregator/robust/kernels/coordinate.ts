@@ -371,7 +371,8 @@ function usage(aggregate: Float32Array, used: Int32Array, extra: Float64Array, m
 
 /**
  * 'kept' from half a fair share (0.5/n) up, 'down-weighted' below it,
- * 'rejected' at 0; score = the fraction of coordinates where it was `what`
+ * 'not-selected' at 0 (a coordinate-wise rule uses some values of each
+ * coordinate by construction: that is no evidence); score = the fraction of coordinates where it was `what`
  * (trimmed, unused).
  */
 export function coordinateVerdicts(usage: CoordinateUsage, what: string): Verdict[] {
@@ -382,7 +383,7 @@ export function coordinateVerdicts(usage: CoordinateUsage, what: string): Verdic
     const weight = usage.weight[i]!;
     const unused = usage.unused[i]!;
     const reason = `${what} in ${percent(unused)} of coordinates; share ${percent(weight)} of the aggregate (a fair share is ${percent(fair)})`;
-    const verdict = weight === 0 ? 'rejected' : weight >= 0.5 * fair ? 'kept' : 'down-weighted';
+    const verdict = weight === 0 ? 'not-selected' : weight >= 0.5 * fair ? 'kept' : 'down-weighted';
     verdicts.push({ verdict, weight, reason, score: unused });
   }
   return verdicts;
