@@ -71,7 +71,10 @@ export function adversary(file: AttackFile, nodeId: string, log: (msg: string) =
     }
     const rng = Rng.derive(file.seed, 'attack', nodeId, round);
     const crafted = craftUpdate(attack, delta, { rng, colluders, n: file.n, f: file.f });
-    log(`round ${round}: ${attack.kind} attack${colluders ? ` with ${colluders.length} colluders' updates` : ''}${crafted.note ? ` (${crafted.note})` : ''}`);
+    log(
+      `round ${round}: ${attack.kind} attack${colluders ? ` with ${colluders.length} colluders' updates` : ''}` +
+        `${crafted.gamma !== undefined ? `, γ = ${crafted.gamma}` : ''}${crafted.note ? ` (${crafted.note})` : ''}`,
+    );
     return crafted.delta;
   };
 }

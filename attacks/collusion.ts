@@ -8,7 +8,11 @@
 // that honest update, and waits for the others'; the colluders' honest updates
 // are the samples. IPM (Xie et al. 2019) assumes an omniscient attacker that
 // knows the mean of the honest updates; it is approximated the same way, by
-// the mean of the colluders' honest updates.
+// the mean of the colluders' honest updates. min-max and min-sum (Shejwalkar &
+// Houmansadr 2021) need the benign updates themselves: their mean, spread and
+// pairwise distances. The paper's full-knowledge attacker has them; its
+// partial-knowledge variant uses the compromised clients' own benign updates,
+// which is what is done here: the colluders' honest updates are the benign set.
 //
 // Layout: `<dir>/r<round>-<nodeId>.f32` holds one node's honest update for a
 // round as raw float32 in the machine's byte order (all colluders run on this

@@ -5,9 +5,10 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import test from 'ava';
 import { Rng } from '../core/rng.js';
-import { alieZMax, craftUpdate, flipLabel, flipLabels, inverseNormalCdf } from './craft.js';
+import { alieZMax, craftUpdate, flipLabel, flipLabels, halvingSearch, inverseNormalCdf } from './craft.js';
 import { awaitColluders, shareHonestUpdate } from './collusion.js';
 import { attackSchema, needsCollusion, poisonsData, type AttackSpec } from '../aggregator/experiment/attack-schema.js';
+import { parseExperiment } from '../aggregator/experiment/schema.js';
 
 const run = promisify(execFile);
 const ctx = { n: 20, f: 4 };
@@ -55,11 +56,11 @@ test('schema refuses a bad fraction with a clear message, and unknown kinds and 
   t.regex(message({ kind: 'gaussian-noise', fraction: 0.1, sigma: 0 }), /^sigma: /);
 });
 
-test('needsCollusion is true for alie and ipm only; poisonsData for label-flip only', (t) => {
-  const kinds = ['sign-flip', 'gaussian-noise', 'scaling', 'label-flip', 'alie', 'ipm', 'free-ride'];
+test('needsCollusion is true for alie, ipm, min-max and min-sum only; poisonsData for label-flip only', (t) => {
+  const kinds = ['sign-flip', 'gaussian-noise', 'scaling', 'label-flip', 'alie', 'ipm', 'min-max', 'min-sum', 'free-ride', 'example-inflation'];
   t.deepEqual(
     kinds.filter((kind) => needsCollusion(attack({ kind, fraction: 0.1 }))),
-    ['alie', 'ipm'],
+    ['alie', 'ipm', 'min-max', 'min-sum'],
   );
   t.deepEqual(
     kinds.filter((kind) => poisonsData(attack({ kind, fraction: 0.1 }))),
@@ -218,6 +219,183 @@ test('collusion attacks without colluders fall back to the own update and say so
   });
   t.deepEqual(mismatched.delta, new Float32Array([-2, 1, -2]));
   t.regex(mismatched.note ?? '', /ignored 1 colluder update\(s\) whose length is not 3/);
+});
+
+// --- min-max and min-sum -------------------------------------------------------
+
+test('schema: min-max and min-sum default to ∇p = −std, γ_init 50, τ 1e-5, and refuse bad values', (t) => {
+  for (const kind of ['min-max', 'min-sum'] as const) {
+    t.deepEqual(attack({ kind, fraction: 0.2 }), { kind, fraction: 0.2, perturbation: 'inverse-std', gamma_init: 50, tolerance: 1e-5 });
+    t.deepEqual(attack({ kind, fraction: 0.2, perturbation: 'inverse-sign', gamma_init: 10, tolerance: 1e-3 }), {
+      kind,
+      fraction: 0.2,
+      perturbation: 'inverse-sign',
+      gamma_init: 10,
+      tolerance: 1e-3,
+    });
+    t.false(attackSchema.safeParse({ kind, fraction: 0.2, perturbation: 'std' }).success);
+    t.false(attackSchema.safeParse({ kind, fraction: 0.2, gamma_init: 0 }).success);
+    t.false(attackSchema.safeParse({ kind, fraction: 0.2, z: 1 }).success);
+    const r = attackSchema.safeParse({ kind, fraction: 0.2, gamma_init: 1, tolerance: 1 });
+    t.false(r.success);
+    t.regex(r.success ? '' : r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('\n'), /^tolerance: .*below gamma_init/);
+  }
+});
+
+test('an experiment file\'s attack section "min-max" with a fraction only parses with the defaults filled in', (t) => {
+  const experiment = parseExperiment({
+    name: 'min-max-defaults',
+    seed: 7,
+    dataset: { name: 'fashion-mnist', partition: { kind: 'iid' } },
+    model: '2nn',
+    nodes: 6,
+    rounds: 2,
+    selection: { nodes_per_round: 6, min_updates: 5, deadline_seconds: 90 },
+    training: { epochs: 1, batch_size: 32, learning_rate: 0.05 },
+    aggregation: { rule: 'mean' },
+    attack: { kind: 'min-max', fraction: 0.34 },
+  });
+  t.deepEqual(experiment.attack, { kind: 'min-max', fraction: 0.34, perturbation: 'inverse-std', gamma_init: 50, tolerance: 1e-5 });
+  t.true(needsCollusion(experiment.attack!));
+  t.throws(() => parseExperiment({ ...experiment, attack: { kind: 'min-sum', fraction: 0.2, perturbation: 'sign' } }), { message: /perturbation/ });
+});
+
+test('halvingSearch: Algorithm 1 lands within 2τ below the edge of the feasible interval', (t) => {
+  for (const edge of [3.7, 0.01, 12.5, 19.99, Math.PI]) {
+    const { gamma, failed, probes } = halvingSearch((g) => g <= edge, 10, 1e-5);
+    t.true(gamma <= edge && gamma > edge - 2e-5, `edge ${edge}: γ ${gamma}`);
+    t.true(failed);
+    t.true(probes <= 25, `${probes} probes`); // ⌈log2(γ_init/τ)⌉ + 1 = 21
+  }
+  // Nothing feasible: γ_succ stays 0. Everything feasible: the top of [0, 2·γ_init), and no failure.
+  t.deepEqual(halvingSearch(() => false, 10, 1e-5).gamma, 0);
+  const top = halvingSearch(() => true, 10, 1e-5);
+  t.false(top.failed);
+  t.true(top.gamma < 20 && top.gamma > 20 - 2e-5, `${top.gamma}`);
+  // A τ below float resolution still stops.
+  t.true(halvingSearch((g) => g <= 3.7, 10, 1e-300).probes <= 200);
+  t.throws(() => halvingSearch(() => true, 0, 1e-5), { instanceOf: RangeError });
+});
+
+// Six colluders' honest updates of 9 coordinates, from a fixed seed.
+const cloud = ((): Float32Array[] => {
+  const rng = new Rng(11);
+  return Array.from({ length: 6 }, () => Float32Array.from({ length: 9 }, () => rng.normal(0.3, 1)));
+})();
+
+/** Independent of craft.ts: the benign mean, the perturbation, and each attack's constraint, all in float64. */
+function reference(samples: readonly Float32Array[], perturbation: string) {
+  const m = samples.length;
+  const d = samples[0].length;
+  const mean = Array.from({ length: d }, (_, k) => samples.reduce((a, s) => a + s[k], 0) / m);
+  const std = mean.map((mu, k) => Math.sqrt(samples.reduce((a, s) => a + (s[k] - mu) ** 2, 0) / (m - 1)));
+  const norm = Math.hypot(...mean);
+  const p =
+    perturbation === 'inverse-std' ? std.map((x) => -x) : perturbation === 'inverse-unit' ? mean.map((x) => -x / norm) : mean.map((x) => -Math.sign(x));
+  const sq = (a: ArrayLike<number>, b: ArrayLike<number>) => Array.from(a).reduce((acc, x, k) => acc + (x - b[k]) ** 2, 0);
+  const maxPair = Math.max(...samples.flatMap((a) => samples.map((b) => sq(a, b))));
+  const maxSum = Math.max(...samples.map((a) => samples.reduce((acc, b) => acc + sq(a, b), 0)));
+  const holds = {
+    'min-max': (v: ArrayLike<number>) => Math.max(...samples.map((b) => sq(v, b))) <= maxPair,
+    'min-sum': (v: ArrayLike<number>) => samples.reduce((acc, b) => acc + sq(v, b), 0) <= maxSum,
+  };
+  // The exact γ* in float64. min-sum: Σ‖a_i + γp‖² = Σ‖a_i‖² + mγ²‖p‖² (Σ a_i = 0, a_i = mean − b_i).
+  // min-max: the smallest positive root over i of ‖a_i + γp‖² = max pair distance².
+  const pp = sq(p, new Array(d).fill(0));
+  const a = samples.map((b) => mean.map((mu, k) => mu - b[k]));
+  const dot = (x: number[], y: number[]) => x.reduce((acc, v, k) => acc + v * y[k], 0);
+  const gammaStar = {
+    'min-sum': Math.sqrt((maxSum - a.reduce((acc, ai) => acc + dot(ai, ai), 0)) / (m * pp)),
+    'min-max': Math.min(...a.map((ai) => (-dot(ai, p) + Math.sqrt(dot(ai, p) ** 2 - pp * (dot(ai, ai) - maxPair))) / pp)),
+  };
+  const at = (gamma: number) => mean.map((mu, k) => mu + gamma * p[k]);
+  return { mean, p, holds, gammaStar, at };
+}
+
+for (const kind of ['min-max', 'min-sum'] as const) {
+  for (const perturbation of ['inverse-std', 'inverse-unit', 'inverse-sign'] as const) {
+    test(`${kind} with ∇p ${perturbation}: mean + γ·∇p meets the constraint at γ, breaks it at 1.05·γ, γ within 2τ of the exact γ*`, (t) => {
+      const ref = reference(cloud, perturbation);
+      const r = craftUpdate(attack({ kind, fraction: 0.2, perturbation }), cloud[2], { ...ctx, colluders: cloud });
+      t.is(r.note, undefined);
+      const gamma = r.gamma!;
+      t.true(gamma > 0.1, `γ ${gamma}`);
+      // The update sent is mean + γ·∇p in the direction asked for.
+      close(t, r.delta, ref.at(gamma), 1e-6);
+      // Maximal: the constraint holds for the update as sent, and no longer 5% further out.
+      t.true(ref.holds[kind](r.delta), 'the constraint holds at γ');
+      t.false(ref.holds[kind](ref.at(1.05 * gamma)), 'the constraint is broken at 1.05·γ');
+      t.false(ref.holds[kind](ref.at(gamma + 1e-3)), 'the constraint is broken at γ + 1e-3');
+      t.true(Math.abs(gamma - ref.gammaStar[kind]) < 2e-5, `γ ${gamma} vs γ* ${ref.gammaStar[kind]}`);
+      t.true(gamma <= ref.gammaStar[kind] + 1e-6, `γ ${gamma} above γ* ${ref.gammaStar[kind]}`);
+    });
+  }
+}
+
+test('min-max and min-sum differ, and the three perturbations point where they say', (t) => {
+  const send = (kind: string, perturbation: string) => craftUpdate(attack({ kind, fraction: 0.2, perturbation }), cloud[0], { ...ctx, colluders: cloud });
+  const { mean } = reference(cloud, 'inverse-std');
+  const sign = send('min-max', 'inverse-sign');
+  // inverse-sign moves every coordinate by exactly γ against the mean's sign.
+  close(t, Array.from(sign.delta, (x, k) => (x - mean[k]) / sign.gamma!), mean.map((x) => -Math.sign(x)), 1e-5);
+  // inverse-unit moves by γ in total, straight back towards the origin.
+  const unit = send('min-sum', 'inverse-unit');
+  const moved = Array.from(unit.delta, (x, k) => x - mean[k]);
+  t.true(Math.abs(Math.hypot(...moved) - unit.gamma!) < 1e-5);
+  close(t, moved.map((x) => x / unit.gamma!), mean.map((x) => -x / Math.hypot(...mean)), 1e-5);
+  // inverse-std moves each coordinate by γ·std, down.
+  const std = send('min-max', 'inverse-std');
+  const { p } = reference(cloud, 'inverse-std');
+  close(t, Array.from(std.delta, (x, k) => (x - mean[k]) / std.gamma!), p, 1e-5);
+  t.notDeepEqual(send('min-max', 'inverse-std').delta, send('min-sum', 'inverse-std').delta);
+});
+
+test('min-max and min-sum: every colluder computes the identical update from the same samples, inputs untouched', (t) => {
+  const copy = cloud.map((c) => Float32Array.from(c));
+  for (const kind of ['min-max', 'min-sum']) {
+    const spec = attack({ kind, fraction: 0.2 });
+    const views = cloud.map((own) => craftUpdate(spec, own, { ...ctx, colluders: cloud }));
+    for (const v of views) t.deepEqual(v, views[0]);
+    t.deepEqual(craftUpdate(spec, cloud[0], { ...ctx, colluders: copy }), views[0]);
+  }
+  t.deepEqual(cloud, copy);
+});
+
+test('min-max and min-sum degrade with a note: no or one sample, a zero ∇p, a search range too small', (t) => {
+  const honest = new Float32Array([1, -2, 4]);
+  for (const kind of ['min-max', 'min-sum']) {
+    for (const perturbation of ['inverse-std', 'inverse-unit', 'inverse-sign']) {
+      const spec = attack({ kind, fraction: 0.2, perturbation });
+      for (const c of [undefined, []]) {
+        const r = craftUpdate(spec, honest, { ...ctx, colluders: c });
+        t.deepEqual(r.delta, honest);
+        t.is(r.gamma, 0);
+        t.regex(r.note ?? '', /fell back to this node's own honest update.*no spread to hide in: sent the mean \(γ = 0\)/);
+      }
+      const single = craftUpdate(spec, honest, { ...ctx, colluders: [honest] });
+      t.deepEqual(single.delta, honest);
+      t.regex(single.note ?? '', /single honest sample.*γ = 0/);
+    }
+    // Identical samples: −std is zero, so there is no direction to move in.
+    const same = craftUpdate(attack({ kind, fraction: 0.2 }), honest, { ...ctx, colluders: [honest, Float32Array.from(honest)] });
+    t.deepEqual(same.delta, honest);
+    t.regex(same.note ?? '', /∇p \(inverse-std\) is zero, every coordinate's std is 0: sent the mean/);
+    // A zero mean has no sign and no unit vector.
+    const zeroMean = [new Float32Array([1, -1]), new Float32Array([-1, 1])];
+    for (const perturbation of ['inverse-unit', 'inverse-sign']) {
+      const r = craftUpdate(attack({ kind, fraction: 0.2, perturbation }), zeroMean[0], { ...ctx, colluders: zeroMean });
+      t.deepEqual(r.delta, new Float32Array(2));
+      t.regex(r.note ?? '', /the mean is 0/);
+    }
+    // γ* ≈ 1 but the search only reaches 2·gamma_init = 0.02: it says so.
+    const capped = craftUpdate(attack({ kind, fraction: 0.2, gamma_init: 0.01, tolerance: 1e-7 }), cloud[0], { ...ctx, colluders: cloud });
+    t.true(capped.gamma! > 0.0199 && capped.gamma! < 0.02, `${capped.gamma}`);
+    t.regex(capped.note ?? '', /held at every γ probed.*2·gamma_init = 0\.02.*raise gamma_init/);
+    // A colluder update of another length is ignored, as for ALIE.
+    const odd = craftUpdate(attack({ kind, fraction: 0.2 }), cloud[0], { ...ctx, colluders: [...cloud, new Float32Array(3)] });
+    t.deepEqual(odd.delta, craftUpdate(attack({ kind, fraction: 0.2 }), cloud[0], { ...ctx, colluders: cloud }).delta);
+    t.regex(odd.note ?? '', /ignored 1 colluder update\(s\) whose length is not 9/);
+  }
 });
 
 // --- the collusion channel ----------------------------------------------------

@@ -5,14 +5,15 @@
 // function returns a new array and leaves its inputs untouched. Arithmetic is
 // done in float64 and rounded to float32 once per coordinate.
 import type { Rng } from '../core/rng.js';
-import type { AttackSpec } from '../aggregator/experiment/attack-schema.js';
+import type { AttackSpec, OptimisationAttackSpec } from '../aggregator/experiment/attack-schema.js';
 
 export interface CraftContext {
   /** Seeded generator; required by gaussian-noise (e.g. `Rng.derive(seed, 'attack', nodeId, round)`). */
   rng?: Pick<Rng, 'normal'>;
   /**
    * The honest updates of all colluders this round, this node's own included,
-   * as `awaitColluders` returns them. Used by alie and ipm only.
+   * as `awaitColluders` returns them (ordered by node id). Used by alie, ipm,
+   * min-max and min-sum only.
    */
   colluders?: readonly Float32Array[];
   /** How many updates the aggregator combines in a round (ALIE's n). */
@@ -29,6 +30,8 @@ export interface CraftResult {
    * collusion attack that had fewer than two honest samples.
    */
   note?: string;
+  /** min-max and min-sum: the γ the search settled on (the update is mean + γ·∇p). */
+  gamma?: number;
 }
 
 /**
@@ -65,6 +68,13 @@ export function craftUpdate(spec: AttackSpec, honest: Float32Array, ctx: CraftCo
       const delta = new Float32Array(honest.length);
       for (let i = 0; i < delta.length; i++) delta[i] = -spec.epsilon * mean[i];
       return withNote(delta, note);
+    }
+    case 'min-max':
+    case 'min-sum': {
+      const { samples, note } = collusionSamples(honest, ctx.colluders);
+      const found = optimisationAttack(spec, samples, honest.length);
+      const notes = [note, found.note].filter((x): x is string => x !== undefined);
+      return { delta: found.delta, gamma: found.gamma, ...(notes.length ? { note: notes.join('; ') } : {}) };
     }
     default: {
       const never: never = spec;
@@ -202,6 +212,140 @@ function coordinateMoments(samples: readonly Float32Array[], length: number): { 
     for (let i = 0; i < length; i++) std[i] = Math.sqrt(std[i] / (m - 1));
   }
   return { mean, std };
+}
+
+// --- min-max and min-sum (Shejwalkar & Houmansadr, NDSS 2021) ------------------
+//
+// Both send ∇m = ∇b + γ·∇p, ∇b the mean of the benign updates b_1..b_m (here
+// the colluders' honest updates, see collusion.ts) and ∇p a fixed perturbation
+// direction, with the largest γ that keeps ∇m inside the benign cloud:
+//   min-max: max_i ‖∇m − b_i‖  ≤ max_{i,j} ‖b_i − b_j‖  (no farther from any
+//            benign update than the two farthest benign ones are apart);
+//   min-sum: Σ_i ‖∇m − b_i‖² ≤ max_i Σ_j ‖b_i − b_j‖²  (no larger a sum of
+//            squared distances than the most outlying benign update has).
+// γ is found by the paper's halving search (Algorithm 1; `halvingSearch`). The
+// min-sum bound is the paper's max_i; the authors' released notebooks compare
+// against min_i instead, a tighter bound. Both constraints are checked on the
+// float32 vector that would be sent, so the update sent satisfies its own
+// constraint exactly (distances in float64).
+
+/** Upper bound on the probes of one search; τ below float resolution would otherwise never be reached. */
+const MAX_PROBES = 200;
+
+/**
+ * Algorithm 1's search for the largest γ with `feasible(γ)`: probe γ_init;
+ * after each probe move by half the previous step, up if the probe was
+ * feasible (remembering it as γ_succ), down if not; stop once the next probe is
+ * within `tolerance` of γ_succ. Returns γ_succ (0 if no probe was feasible) and
+ * whether any probe failed; if none did, γ hit the top of the searched range
+ * [0, 2·γ_init). For a feasible set that is an interval [0, γ*] with
+ * γ* < 2·γ_init this is a bisection: it stops with the last feasible and the
+ * lowest infeasible probe at most 2·tolerance apart, so the result lies in
+ * (γ* − 2·tolerance, γ*].
+ */
+export function halvingSearch(
+  feasible: (gamma: number) => boolean,
+  gammaInit: number,
+  tolerance: number,
+): { gamma: number; failed: boolean; probes: number } {
+  if (!(gammaInit > 0 && Number.isFinite(gammaInit))) throw new RangeError(`gamma_init must be a positive finite number, got ${gammaInit}`);
+  if (!(tolerance > 0)) throw new RangeError(`the γ search tolerance must be positive, got ${tolerance}`);
+  let gamma = gammaInit;
+  let step = gammaInit;
+  let succ = 0;
+  let failed = false;
+  let probes = 0;
+  while (Math.abs(succ - gamma) > tolerance && probes < MAX_PROBES) {
+    probes++;
+    if (feasible(gamma)) {
+      succ = gamma;
+      gamma += step / 2;
+    } else {
+      failed = true;
+      gamma -= step / 2;
+    }
+    step /= 2;
+  }
+  return { gamma: succ, failed, probes };
+}
+
+/** Squared Euclidean distance in float64. */
+function squaredDistance(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let sum = 0;
+  for (let i = 0; i < a.length; i++) {
+    const d = a[i] - b[i];
+    sum += d * d;
+  }
+  return sum;
+}
+
+/** ∇p for the perturbation kind, from the samples' mean and std; `why` says why it is zero, if it is. */
+function perturbationDirection(
+  kind: OptimisationAttackSpec['perturbation'],
+  mean: Float64Array,
+  std: Float64Array,
+): { direction: Float64Array; why?: string } {
+  const direction = new Float64Array(mean.length);
+  switch (kind) {
+    case 'inverse-std':
+      for (let i = 0; i < mean.length; i++) direction[i] = -std[i];
+      break;
+    case 'inverse-unit': {
+      const norm = Math.sqrt(squaredDistance(mean, new Float64Array(mean.length)));
+      if (norm > 0) for (let i = 0; i < mean.length; i++) direction[i] = -mean[i] / norm;
+      break;
+    }
+    case 'inverse-sign':
+      for (let i = 0; i < mean.length; i++) direction[i] = -Math.sign(mean[i]);
+      break;
+  }
+  if (direction.some((x) => x !== 0)) return { direction };
+  return { direction, why: kind === 'inverse-std' ? 'every coordinate\'s std is 0' : 'the mean is 0' };
+}
+
+/** The update min-max or min-sum sends, given the benign samples (ordered by node id). */
+function optimisationAttack(
+  spec: OptimisationAttackSpec,
+  samples: readonly Float32Array[],
+  length: number,
+): { delta: Float32Array; gamma: number; note?: string } {
+  const { mean, std } = coordinateMoments(samples, length);
+  const { direction, why } = perturbationDirection(spec.perturbation, mean, std);
+  /** ∇b + γ·∇p as it would be sent: float64, rounded to float32 once per coordinate. */
+  const candidate = (gamma: number): Float32Array => {
+    const out = new Float32Array(length);
+    for (let i = 0; i < length; i++) out[i] = mean[i] + gamma * direction[i];
+    return out;
+  };
+  if (samples.length < 2) return { delta: candidate(0), gamma: 0, note: 'no spread to hide in: sent the mean (γ = 0)' };
+  if (why !== undefined) return { delta: candidate(0), gamma: 0, note: `∇p (${spec.perturbation}) is zero, ${why}: sent the mean (γ = 0)` };
+
+  const m = samples.length;
+  const pairwise: number[][] = samples.map(() => new Array<number>(m).fill(0));
+  for (let i = 0; i < m; i++) {
+    for (let j = i + 1; j < m; j++) pairwise[i][j] = pairwise[j][i] = squaredDistance(samples[i], samples[j]);
+  }
+  let feasible: (gamma: number) => boolean;
+  if (spec.kind === 'min-max') {
+    const bound = Math.max(...pairwise.map((row) => Math.max(...row)));
+    feasible = (gamma) => {
+      const c = candidate(gamma);
+      return samples.every((b) => squaredDistance(c, b) <= bound);
+    };
+  } else {
+    const bound = Math.max(...pairwise.map((row) => row.reduce((a, b) => a + b, 0)));
+    feasible = (gamma) => {
+      const c = candidate(gamma);
+      let sum = 0;
+      for (const b of samples) sum += squaredDistance(c, b);
+      return sum <= bound;
+    };
+  }
+  const { gamma, failed } = halvingSearch(feasible, spec.gamma_init, spec.tolerance);
+  const note = failed
+    ? undefined
+    : `the constraint held at every γ probed, up to ${gamma} at the top of the search range [0, 2·gamma_init = ${2 * spec.gamma_init}): raise gamma_init`;
+  return { delta: candidate(gamma), gamma, ...(note ? { note } : {}) };
 }
 
 function withNote(delta: Float32Array, note: string | undefined): CraftResult {
