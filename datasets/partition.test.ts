@@ -1,6 +1,6 @@
 import test from 'ava';
 import { DatasetError } from './errors.js';
-import { dirichlet, iid, partitionIndices, quantity, shards, subset } from './partition.js';
+import { dirichlet, iid, partitionIndices, quantity, shards, subset, capPartitions } from './partition.js';
 import { Rng } from '../core/rng.js';
 import type { Dataset } from '../core/dataset.js';
 
@@ -159,4 +159,17 @@ test('subset copies the chosen examples in order', (t) => {
   t.deepEqual([...s.labels], [0, 1]);
   t.deepEqual(s.featureShape, [2]);
   t.throws(() => subset(ds, [4]), { instanceOf: RangeError });
+});
+
+test('capPartitions keeps at most n examples per node, from its own, at random but reproducibly', (t) => {
+  // Label-sorted partitions: a cap that took the first n would keep one label.
+  const parts = [Uint32Array.from({ length: 100 }, (_, i) => i), Uint32Array.from({ length: 100 }, (_, i) => 100 + i), Uint32Array.from([7, 8])];
+  const capped = capPartitions(parts, 10, 3);
+  t.deepEqual(capped.map((p) => p.length), [10, 10, 2]);
+  capped.forEach((p, node) => t.true([...p].every((i) => parts[node]!.includes(i)), `node ${node} keeps only its own examples`));
+  t.true(new Set(capped[0]).size === 10);
+  t.true(Math.max(...capped[0]!) >= 50, 'drawn from the whole partition, not its head');
+  t.deepEqual(capPartitions(parts, 10, 3), capped);
+  t.notDeepEqual(capPartitions(parts, 10, 4)[0], capped[0]);
+  t.throws(() => capPartitions(parts, 0, 3), { message: /examples_per_node must be a positive integer/ });
 });

@@ -266,6 +266,19 @@ export function partitionIndices(
   }
 }
 
+/**
+ * Each node's partition cut to at most `perNode` examples, drawn at random (seeded by `seed` and the
+ * node's position) so that a label-sorted partition keeps its label mix; a smaller partition is kept whole.
+ */
+export function capPartitions(parts: readonly Uint32Array[], perNode: number, seed: number): Uint32Array[] {
+  if (!Number.isInteger(perNode) || perNode < 1) throw new RangeError(`examples_per_node must be a positive integer; got ${perNode}`);
+  return parts.map((indices, node) => {
+    if (indices.length <= perNode) return indices;
+    const order = Rng.derive(seed, 'examples_per_node', node).permutation(indices.length);
+    return Uint32Array.from(order.subarray(0, perNode), (k) => indices[k]!).sort();
+  });
+}
+
 /** A new Dataset holding copies of the given examples, in the given order. */
 export function subset(ds: Dataset, indices: ArrayLike<number>): Dataset {
   const f = featureSize(ds);
