@@ -340,6 +340,7 @@ test('aggregate dispatches every rule and returns one verdict per input, weights
     { rule: 'bulyan', f: 2 },
     { rule: 'geometric-median', max_iterations: 50, smoothing: 1e-6, tolerance: 1e-6, max_examples_ratio: null },
     { rule: 'centered-clipping', tau: 0.5, iterations: 3 },
+    { rule: 'dnc', f: 2, c: 1, niters: 5, b: 2, seed: 0 },
   ];
   for (const spec of specs) {
     const r = aggregate(spec, us, ex);
