@@ -2,6 +2,7 @@
 // updates among honest ones, determinism and the seed, the precondition.
 import test from 'ava';
 import { Rng } from '../../core/rng.js';
+import { summarizeVerdicts } from '../rounds/verdict-summary.js';
 import { dnc, dncMinUpdates, dncPrecondition, dncRule, outlierScores, sampleCoordinates, type DncOptions } from './dnc.js';
 import { aggregate, precondition } from './index.js';
 import { aggregationSchema } from './rules.js';
@@ -36,10 +37,13 @@ test('by hand: the top singular vector is (3, 4)/5 and the scores are the square
   closeTo(t, r.aggregate, [-1, -2 / 3]);
   t.is(
     r.verdicts[0]!.reason,
-    'flagged as an outlier in iterations 1, 2, 3, 4, 5 of 5 (each flags the 1 highest of 4 outlier scores); ' +
-      'in iteration 1 its score was 2.667× the mean, the highest not flagged 0.6667×',
+    'dnc outlier score 2.667× the mean in iteration 1, where the highest not flagged was 0.6667×; ' +
+      'flagged in iterations 1, 2, 3, 4, 5 of 5 (each flags the 1 highest of 4 outlier scores)',
   );
-  t.is(r.verdicts[3]!.reason, 'never flagged in 5 iterations (each flags the 1 highest of 4 outlier scores); highest outlier score 0× the mean; one of 3 kept');
+  t.is(
+    r.verdicts[3]!.reason,
+    'dnc outlier score at most 0× the mean; never flagged in 5 iterations (each flags the 1 highest of 4 outlier scores); one of 3 kept',
+  );
 });
 
 /** 16 honest updates around a common mean, 4 identical copies of that mean shifted by ±2 in every coordinate, interleaved. */
@@ -74,8 +78,13 @@ test('16 honest updates and 4 crafted ones shifted along one direction: DnC reje
     const lowestCrafted = Math.min(...r.verdicts.filter((_, i) => byzantine[i]).map((v) => v.score!));
     const highestHonest = Math.max(...r.verdicts.filter((_, i) => !byzantine[i]).map((v) => v.score!));
     t.true(lowestCrafted > 3.5 && highestHonest < 0.5, `${lowestCrafted} vs ${highestHonest}`);
-    t.regex(r.verdicts[2]!.reason, /^flagged as an outlier in iterations 1, 2, 3, 4, 5 of 5 \(each flags the 4 highest of 20 outlier scores\); in iteration \d its score was [\d.]+× the mean, the highest not flagged 0\.\d+×$/);
-    t.regex(r.verdicts[0]!.reason, /^never flagged in 5 iterations .*; one of 16 kept$/);
+    t.regex(
+      r.verdicts[2]!.reason,
+      /^dnc outlier score [\d.]+× the mean in iteration \d, where the highest not flagged was 0\.\d+×; flagged in iterations 1, 2, 3, 4, 5 of 5 \(each flags the 4 highest of 20 outlier scores\)$/,
+    );
+    t.regex(r.verdicts[0]!.reason, /^dnc outlier score at most 0\.\d+× the mean; never flagged in 5 iterations .*; one of 16 kept$/);
+    // The round's summary line groups them under one kind, as it does Krum's.
+    t.is(summarizeVerdicts(r.verdicts), '4 of 20 rejected (dnc outlier score)');
   }
 });
 
@@ -112,7 +121,7 @@ test('b larger than d: every iteration looks at all coordinates', (t) => {
   const r = dnc(us, options({ f: 1, b: 10000, seed: 5 }));
   t.deepEqual(kinds(r), ['kept', 'kept', 'kept', 'kept', 'rejected']);
   closeTo(t, r.aggregate, [0.5, 0.5, 0.5]);
-  t.regex(r.verdicts[4]!.reason, /^flagged as an outlier in iterations 1, 2, 3, 4, 5 of 5 /);
+  t.regex(r.verdicts[4]!.reason, /; flagged in iterations 1, 2, 3, 4, 5 of 5 /);
   // The seed only chooses coordinates, and there is nothing to choose.
   t.deepEqual(dnc(us, options({ f: 1, b: 3, seed: 6 })), r);
 });

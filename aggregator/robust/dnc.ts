@@ -240,7 +240,7 @@ export function dnc(updates: readonly Float32Array[], options: DncOptions): Aggr
         fewest === 0
           ? `never flagged in ${niters} iteration${niters === 1 ? '' : 's'} (${rule})`
           : `flagged in ${iterations(its)}, the fewest of any update (${rule}; every update was flagged at least once, so the least flagged are kept)`;
-      return { verdict: 'kept', weight: 1 / m, score, reason: `${why}; highest outlier score ${num(score)}× the mean; one of ${m} kept` };
+      return { verdict: 'kept', weight: 1 / m, score, reason: `dnc outlier score at most ${num(score)}× the mean; ${why}; one of ${m} kept` };
     }
     // The flagging iteration where it stood out most, against that iteration's cut.
     const t = its.reduce((a, it) => (normalised[it - 1]![i]! > normalised[a - 1]![i]! ? it : a)) - 1;
@@ -249,8 +249,8 @@ export function dnc(updates: readonly Float32Array[], options: DncOptions): Aggr
       weight: 0,
       score,
       reason:
-        `flagged as an outlier in ${iterations(its)} (${rule}); in iteration ${t + 1} its score was ` +
-        `${num(normalised[t]![i]!)}× the mean, the highest not flagged ${num(cut[t]!)}×` +
+        `dnc outlier score ${num(normalised[t]![i]!)}× the mean in iteration ${t + 1}, where the highest not flagged was ` +
+        `${num(cut[t]!)}×; flagged in ${iterations(its)} (${rule})` +
         (fewest > 0 ? `; every update was flagged at least once, and those flagged ${fewest}× are kept` : ''),
     };
   });
