@@ -341,6 +341,7 @@ test('aggregate dispatches every rule and returns one verdict per input, weights
     { rule: 'bulyan', ...EVIDENCE_OFF, f: 2 },
     { rule: 'geometric-median', ...EVIDENCE_OFF, max_iterations: 50, smoothing: 1e-6, tolerance: 1e-6, max_examples_ratio: null },
     { rule: 'centered-clipping', ...EVIDENCE_OFF, tau: 0.5, iterations: 3 },
+    { rule: 'dnc', ...EVIDENCE_OFF, f: 2, c: 1, niters: 5, b: 2, seed: 0 },
   ];
   for (const spec of specs) {
     const r = aggregate(spec, us, ex);

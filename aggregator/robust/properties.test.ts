@@ -16,6 +16,7 @@ import {
   trimmedMean,
   type AggregationResult,
 } from './index.js';
+import { dnc } from './dnc.js';
 import { gramMatrix, pairwiseSquaredDistances } from './kernels/vectors.js';
 import { NETWORK_MAX } from './kernels/order-statistics.js';
 import { EVIDENCE_OFF } from './evidence.js';
@@ -137,6 +138,8 @@ test('every rule returns n identical updates unchanged', (t) => {
         // From 0 with τ beyond the norm nothing is clipped; from the update itself every distance is 0.
         centeredClipping(us, { tau: norm + 1, iterations: 2 }),
         centeredClipping(us, { tau: 1e-3, iterations: 3, center: u }),
+        // Every outlier score is 0: the ⌊c·f⌋ flagged are copies of the rest.
+        dnc(us, { f, c: 1, niters: 3, b: 4, seed: 0 }),
       ];
       return results.every((r) => sameArray(r.aggregate, u, 1e-6));
     }),
@@ -251,6 +254,10 @@ test('verdicts: one per input, weights in the model sum to 1, weight 0 means not
     fc.constant<AggregationSpec>({ rule: 'bulyan', ...EVIDENCE_OFF, f: 1 }),
     fc.constant<AggregationSpec>({ rule: 'geometric-median', ...EVIDENCE_OFF, max_iterations: 30, smoothing: 1e-6, tolerance: 1e-6, max_examples_ratio: 2 }),
     fc.double({ min: 0.01, max: 10, noNaN: true }).map((tau): AggregationSpec => ({ rule: 'centered-clipping', ...EVIDENCE_OFF, tau, iterations: 3 })),
+    // b below and above d (≤ 6), and c·f up to 5 flagged per iteration of the ≥ 6 updates that pass.
+    fc
+      .record({ f: fc.integer({ min: 0, max: 2 }), c: fc.constantFrom(1, 2.5), b: fc.integer({ min: 1, max: 8 }), seed: fc.integer() })
+      .map(({ f, c, b, seed }): AggregationSpec => ({ rule: 'dnc', ...EVIDENCE_OFF, f, c, niters: 5, b, seed })),
   );
   fc.assert(
     fc.property(

@@ -29,12 +29,21 @@ const SPECS: { readonly [R in AggregationRule]: readonly Extract<AggregationInpu
   bulyan: [0, 1, 2, 3, 4, 10].map((f) => ({ rule: 'bulyan', f })),
   'geometric-median': [{ rule: 'geometric-median' }, { rule: 'geometric-median', max_iterations: 3 }],
   'centered-clipping': [{ rule: 'centered-clipping', tau: 1 }, { rule: 'centered-clipping', tau: 0.1, iterations: 10 }],
+  dnc: [
+    { rule: 'dnc', f: 0 },
+    { rule: 'dnc', f: 1 },
+    { rule: 'dnc', f: 4, niters: 1, b: 100, seed: 7 },
+    // ⌊1.5 · 3⌋ = 4 flagged: n ≥ 5.
+    { rule: 'dnc', f: 3, c: 1.5 },
+    // ⌊0.29 · 100⌋ = 29, though 0.29 · 100 is 28.999999999999996 in floating point.
+    { rule: 'dnc', f: 100, c: 0.29 },
+  ],
 };
 
 test('every registered rule has its own name, and its schema parses a minimal spec into one the registry maps back to it', (t) => {
   t.deepEqual(
     RULES.map((r) => r.name),
-    ['mean', 'median', 'trimmed-mean', 'krum', 'multi-krum', 'bulyan', 'geometric-median', 'centered-clipping'],
+    ['mean', 'median', 'trimmed-mean', 'krum', 'multi-krum', 'bulyan', 'geometric-median', 'centered-clipping', 'dnc'],
   );
   for (const rule of RULES) {
     const minimal = SPECS[rule.name][0]!;
@@ -74,6 +83,7 @@ test('the tables derived from the registry say what they said when they were wri
     ['bulyan', 'n ≥ 4f + 3'],
     ['geometric-median', 'n ≥ 1'],
     ['centered-clipping', 'n ≥ 1'],
+    ['dnc', 'n > c·f'],
   ]);
   t.deepEqual([...WEIGHTED_RULES], ['mean', 'geometric-median']);
 });

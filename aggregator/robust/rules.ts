@@ -17,6 +17,7 @@
 import { z } from 'zod';
 import { bulyanRule } from './bulyan.js';
 import { centeredClippingRule } from './centered-clipping.js';
+import { dncRule } from './dnc.js';
 import { geometricMedianRule } from './geometric-median.js';
 import { krumRule, multiKrumRule } from './krum.js';
 import { meanRule } from './mean.js';
@@ -34,6 +35,7 @@ export const RULES = [
   bulyanRule,
   geometricMedianRule,
   centeredClippingRule,
+  dncRule,
 ] as const;
 
 type SchemasOf<Rules extends readonly RobustRule[]> = { readonly [K in keyof Rules]: Rules[K]['schema'] };
