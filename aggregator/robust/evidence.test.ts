@@ -136,3 +136,24 @@ test('colluders sending one crafted vector are rejected under Multi-Krum and fla
     t.deepEqual([...banned].sort(), ['n-16', 'n-17', 'n-18', 'n-19'], aggregation.rule);
   }
 });
+
+test('reject_flagged aggregates again without the flagged updates, and says so when too few would be left', (t) => {
+  const us = honestRound(16, 300);
+  const crafted = Float32Array.from(mean(us), (x) => x - 0.1);
+  const all = [...us, ...Array.from({ length: 4 }, () => Float32Array.from(crafted))];
+  const r = aggregate(aggregationSchema.parse({ rule: 'mean', reject_flagged: true }), all, all.map(() => 600));
+  const honestMean = mean(us);
+  t.true(r.aggregate.every((x, j) => Math.abs(x - honestMean[j]!) < 1e-5), 'the aggregate is the honest updates\' mean');
+  for (let i = 16; i < 20; i++) {
+    t.like(r.verdicts[i], { verdict: 'rejected', weight: 0 });
+    t.regex(r.verdicts[i]!.reason, /^left out of the second aggregation \(reject_flagged\); first: weighted by examples/);
+  }
+  for (let i = 0; i < 16; i++) t.like(r.verdicts[i], { verdict: 'kept', weight: 1 / 16 });
+  const off = aggregate(aggregationSchema.parse({ rule: 'mean' }), all, all.map(() => 600));
+  t.true(off.verdicts.slice(16).every((v) => v.verdict === 'kept' && v.weight === 1 / 20 && v.evidence !== undefined), 'without it the mean keeps the copies, flagged');
+  // Krum with f = 4 needs more than 10 updates: 10 honest and 4 copies leave too few to aggregate again.
+  const few = [...honestRound(10, 301), ...Array.from({ length: 4 }, () => Float32Array.from(crafted))];
+  const fallback = aggregate(aggregationSchema.parse({ rule: 'krum', f: 4, reject_flagged: true }), few, few.map(() => 600));
+  t.regex(fallback.verdicts[0]!.reason, /reject_flagged not applied: krum with f=4 needs more than 10 updates/);
+  t.true(fallback.verdicts.slice(10).every((v) => v.evidence !== undefined));
+});

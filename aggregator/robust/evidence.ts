@@ -38,14 +38,23 @@ export const evidenceFields = {
     .describe(
       "evidence: updates closer to another node's update than this many times the round's median pairwise distance are flagged as copies (null: no check)",
     ),
+  reject_flagged: z
+    .boolean()
+    .default(false)
+    .describe(
+      'aggregate again without the updates the evidence checks flagged, so copies and far outliers get no weight under any rule ' +
+        '(a similarity defence against Sybils in the spirit of FoolsGold, Fung et al. 2020); off: the rule alone decides weights',
+    ),
 };
 
-/** The evidence checks both off: for looking at a rule's own verdicts alone. */
-export const EVIDENCE_OFF = { outlier_distance_ratio: null, duplicate_distance_ratio: null } as const;
+/** The evidence checks off: for looking at a rule's own verdicts alone. */
+export const EVIDENCE_OFF = { outlier_distance_ratio: null, duplicate_distance_ratio: null, reject_flagged: false } as const;
 
 export interface EvidenceSpec {
   readonly outlier_distance_ratio?: number | null | undefined;
   readonly duplicate_distance_ratio?: number | null | undefined;
+  /** Aggregate again without the flagged updates. */
+  readonly reject_flagged?: boolean | undefined;
 }
 
 /**

@@ -84,8 +84,9 @@ export function aggregate(
   const problem = precondition(spec, survivors);
   if (problem) throw new AggregationError(problem + afterFilter);
 
-  const result = applyRule(spec, filtered.updates, filtered.examples, options);
-  const evidence = findEvidence(filtered.updates, result.aggregate, spec);
+  const first = applyRule(spec, filtered.updates, filtered.examples, options);
+  const evidence = findEvidence(filtered.updates, first.aggregate, spec);
+  const result = spec.reject_flagged ? withoutFlagged(spec, filtered, first, evidence, options) : first;
   // A pre-filter rejection's score is the update's L2 norm (NaN, i.e. none, when its length was wrong).
   const verdicts: Verdict[] = filtered.notes.map((note, i) =>
     note?.kind === 'rejected'
@@ -116,6 +117,37 @@ export function aggregate(
           : v;
   });
   return { aggregate: result.aggregate, verdicts };
+}
+
+/**
+ * reject_flagged: the rule again on the updates the evidence checks did not flag; the flagged get no
+ * weight (withEvidence then rejects them). When too few would be left for the rule's precondition,
+ * the first aggregate stands and says why.
+ */
+function withoutFlagged(
+  spec: AggregationSpec,
+  filtered: { readonly updates: readonly Float32Array[]; readonly examples: readonly number[] },
+  first: AggregationResult,
+  evidence: readonly (string | undefined)[],
+  options: AggregateOptions,
+): AggregationResult {
+  const clean = evidence.flatMap((e, k) => (e === undefined ? [k] : []));
+  if (clean.length === evidence.length) return first;
+  const problem = clean.length === 0 ? 'every update was flagged' : precondition(spec, clean.length);
+  if (problem) {
+    return { ...first, verdicts: first.verdicts.map((v) => ({ ...v, reason: `${v.reason}; reject_flagged not applied: ${problem}` })) };
+  }
+  const again = applyRule(
+    spec,
+    clean.map((k) => filtered.updates[k]!),
+    clean.map((k) => filtered.examples[k]!),
+    options,
+  );
+  const verdicts = first.verdicts.map((v, k): Verdict => {
+    const j = clean.indexOf(k);
+    return j >= 0 ? again.verdicts[j]! : { ...v, verdict: 'not-selected', weight: 0, reason: `left out of the second aggregation (reject_flagged); first: ${v.reason}` };
+  });
+  return { aggregate: again.aggregate, verdicts };
 }
 
 /**
