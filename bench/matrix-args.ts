@@ -6,23 +6,35 @@ export interface MatrixArgs {
   file: string;
   resume?: string;
   only?: Set<string>;
+  /** Only these columns (e.g. attack kinds), where the runner has columns. */
+  columns?: Set<string>;
+  /** Skip the runs after the matrix (the poisoning runner's Byzantine-fraction sweep). */
+  skipSweep: boolean;
   reportOnly: boolean;
 }
 
 /** `onlyWhat` names what --only selects (e.g. "RULE"), for the error message. */
-export function parseMatrixArgs(argv: readonly string[], defaultFile: string, onlyWhat: string): MatrixArgs {
+/** `columns`: whether the runner has columns and a sweep (--columns, --skip-sweep); others refuse those flags. */
+export function parseMatrixArgs(argv: readonly string[], defaultFile: string, onlyWhat: string, columnsWhat?: string): MatrixArgs {
   let file = defaultFile;
   let resume: string | undefined;
   let only: Set<string> | undefined;
   let reportOnly = false;
+  let columns: Set<string> | undefined;
+  let skipSweep = false;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === '--resume') resume = argv[++i];
     else if (a === '--report-only') reportOnly = true;
     else if (a === '--only') only = new Set((argv[++i] ?? '').split(','));
-    else if (a.startsWith('--')) throw new Error(`unknown option ${a}; use --resume DIR, --only ${onlyWhat},${onlyWhat} or --report-only`);
+    else if (a === '--columns' && columnsWhat) columns = new Set((argv[++i] ?? '').split(','));
+    else if (a === '--skip-sweep' && columnsWhat) skipSweep = true;
+    else if (a.startsWith('--')) {
+      const extra = columnsWhat ? `, --columns ${columnsWhat},${columnsWhat}, --skip-sweep` : '';
+      throw new Error(`unknown option ${a}; use --resume DIR, --only ${onlyWhat},${onlyWhat}${extra} or --report-only`);
+    }
     else file = a;
   }
   if (reportOnly && !resume) throw new Error('--report-only needs --resume DIR: the matrix whose results to report');
-  return { file, resume, only, reportOnly };
+  return { file, resume, only, columns, skipSweep, reportOnly };
 }

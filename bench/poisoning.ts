@@ -4,7 +4,14 @@
 // processes, real signatures). Results are appended to results.json as each
 // run ends, so an interrupted matrix resumes where it stopped (--resume DIR).
 //
-//   npm run poisoning [-- experiments/poisoning-matrix.json] [--resume runs/poisoning-…] [--only RULE,…] [--report-only]
+//   npm run poisoning [-- experiments/poisoning-matrix.json] [--resume runs/poisoning-…] [--only RULE,…]
+//                     [--columns ATTACK,…] [--skip-sweep] [--report-only]
+//
+// Besides accuracy, each cell reports what the verdicts said: the detection rate (Byzantine updates
+// with evidence against them), the false-flag rate (honest updates with evidence against them), and
+// which nodes reputation with bans on (`ban_check`) would have banned from that evidence, computed
+// over the run's committed rounds with the aggregator's own reputation function. The cells run
+// without bans so that every cell keeps all its nodes; a ban that happened would change later rounds.
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { z } from 'zod';
@@ -15,6 +22,9 @@ import { simulate, type AttackReport } from '../lab/simulate.js';
 import { newRunId } from '../aggregator/run-id.js';
 import { heatmapSvg } from '../lab/heatmap.js';
 import { parseMatrixArgs } from './matrix-args.js';
+import { openRunStore, runOfDirectory } from '../lab/report.js';
+import { reputationChanges, type NodeStanding } from '../aggregator/nodes/reputation.js';
+import { reputationSchema, type ReputationSpec } from '../aggregator/experiment/sections.js';
 
 const matrixSchema = z
   .object({
@@ -30,6 +40,8 @@ const matrixSchema = z
       .strict(),
     /** The target of issue 5: with the best defence, every attack ends within this many points of the clean run. */
     tolerance_points: z.number().positive().default(3),
+    /** The reputation rule whose bans each cell is checked against (the runs themselves ban no one). */
+    ban_check: reputationSchema.prefault({ decay: 0.3, ban_below: 0.5, ban_after: 3 }),
   })
   .strict();
 type Matrix = z.infer<typeof matrixSchema>;
@@ -45,6 +57,50 @@ interface CellResult {
   byzantine_rejected?: string;
   honest_rejected?: string;
 }
+
+/** What the verdicts of one cell said about whom. */
+interface Blame {
+  byzantine: { updates: number; flagged: number; notSelected: number; banned: number; nodes: number };
+  honest: { updates: number; flagged: number; notSelected: number; banned: number; nodes: number };
+}
+
+/**
+ * Flags and would-be bans in a run: each committed round's verdicts fed, in order, to the aggregator's
+ * reputation function under `spec`, starting every node at reputation 1.
+ */
+function blame(runDir: string, byzantine: ReadonlySet<string>, spec: ReputationSpec): Blame {
+  const { store, close } = openRunStore(runDir);
+  try {
+    const run = runOfDirectory(store, runDir);
+    const standing = new Map<string, NodeStanding & { ban?: string }>();
+    const out: Blame = {
+      byzantine: { updates: 0, flagged: 0, notSelected: 0, banned: 0, nodes: 0 },
+      honest: { updates: 0, flagged: 0, notSelected: 0, banned: 0, nodes: 0 },
+    };
+    for (const round of store.committedRounds(run.id)) {
+      const ups = store.updatesOfAttempt(round).filter((u) => !standing.get(u.nodeId)?.ban);
+      const evidence = (u: (typeof ups)[number]) => u.verdict === 'rejected' || u.evidence !== null;
+      for (const u of ups) {
+        const side = byzantine.has(u.nodeId) ? out.byzantine : out.honest;
+        side.updates++;
+        if (evidence(u)) side.flagged++;
+        if (u.verdict === 'not-selected') side.notSelected++;
+      }
+      const changes = reputationChanges(spec, (id) => standing.get(id) ?? { reputation: 1, verdicts: 0 }, ups.map((u) => ({ nodeId: u.nodeId, evidence: evidence(u) })));
+      for (const c of changes) standing.set(c.nodeId, c);
+    }
+    for (const [id, s] of standing) {
+      const side = byzantine.has(id) ? out.byzantine : out.honest;
+      side.nodes++;
+      if (s.ban) side.banned++;
+    }
+    return out;
+  } finally {
+    close();
+  }
+}
+
+const rate = (part: number, whole: number) => (whole === 0 ? '—' : `${((100 * part) / whole).toFixed(1)}%`);
 
 const CLEAN = 'none';
 
@@ -93,20 +149,28 @@ function bestDefence(results: readonly CellResult[], rules: readonly string[], a
 }
 
 async function main(): Promise<void> {
-  const args = parseMatrixArgs(process.argv.slice(2), 'experiments/poisoning-matrix.json', 'RULE');
+  const args = parseMatrixArgs(process.argv.slice(2), 'experiments/poisoning-matrix.json', 'RULE', 'ATTACK');
   const { matrix, base, attacks } = loadMatrix(args.file);
   const outDir = resolve(args.resume ?? join('runs', newRunId('poisoning')));
   mkdirSync(outDir, { recursive: true });
   const resultsPath = join(outDir, 'results.json');
   const results: CellResult[] = existsSync(resultsPath) ? (JSON.parse(readFileSync(resultsPath, 'utf8')) as CellResult[]) : [];
   const rules = matrix.aggregations.map((a) => a.label);
-  const attackKinds = attacks.map((a) => a.kind);
+  const columns = args.columns;
+  if (columns) {
+    const unknown = [...columns].filter((c) => !attacks.some((a) => a.kind === c));
+    if (unknown.length) throw new Error(`--columns ${unknown.join(',')}: not an attack of ${args.file} (${attacks.map((a) => a.kind).join(', ')})`);
+  }
+  const attackKinds = attacks.map((a) => a.kind).filter((k) => !columns || columns.has(k));
   const f = matrix.byzantine_fraction;
 
   type Cell = { label: string; aggregation: AggregationSpec; attack?: AttackSpec };
   const matrixCells: Cell[] = matrix.aggregations
     .filter((a) => !args.only || args.only.has(a.label))
-    .flatMap((a) => [{ label: a.label, aggregation: a.aggregation }, ...attacks.map((attack) => ({ label: a.label, aggregation: a.aggregation, attack }))]);
+    .flatMap((a) => [
+      { label: a.label, aggregation: a.aggregation },
+      ...attacks.filter((attack) => attackKinds.includes(attack.kind)).map((attack) => ({ label: a.label, aggregation: a.aggregation, attack })),
+    ]);
   const started = Date.now();
   let ran = 0;
   const runCell = async (cell: Cell, index: number, total: number): Promise<void> => {
@@ -142,7 +206,7 @@ async function main(): Promise<void> {
     );
   };
 
-  const sweepRuns = matrix.sweep.fractions.length * 2;
+  const sweepRuns = args.skipSweep ? 0 : matrix.sweep.fractions.length * 2;
   const total = matrixCells.length + sweepRuns;
   for (const [i, cell] of matrixCells.entries()) await runCell(cell, i, total);
 
@@ -156,7 +220,7 @@ async function main(): Promise<void> {
   const sweepKind = matrix.sweep.attack === 'worst' ? worstForBest : matrix.sweep.attack;
   const sweepAttack = attacks.find((a) => a.kind === sweepKind);
   if (!sweepAttack) throw new Error(`sweep.attack ${sweepKind} is not one of the matrix's attacks (${attackKinds.join(', ')})`);
-  const sweepRules = [rules[0]!, ...(best ? [best] : [])];
+  const sweepRules = args.skipSweep ? [] : [rules[0]!, ...(best ? [best] : [])];
   let index = matrixCells.length;
   for (const label of sweepRules) {
     const aggregation = matrix.aggregations.find((a) => a.label === label)!.aggregation;
@@ -180,20 +244,41 @@ async function main(): Promise<void> {
   }
   lines.push(
     '',
-    '## Detection: what the rule decided about Byzantine and honest updates (committed rounds)',
+    '## Detection: whom the verdicts blamed (committed rounds)',
     '',
-    '| rule | attack | Byzantine rejected | Byzantine down-weighted | honest rejected | honest down-weighted |',
-    '|---|---|---|---|---|---|',
+    `Detection rate: Byzantine updates with evidence against them (rejected, or used but flagged). False-flag rate: honest updates with ` +
+      `evidence against them. Not selected: left out by the rule's capacity, no evidence. Bans: nodes that reputation ` +
+      `(decay ${matrix.ban_check.decay}, ban_below ${matrix.ban_check.ban_below}, ban_after ${matrix.ban_check.ban_after}) would have banned ` +
+      `from these verdicts (the runs ban no one).`,
+    '',
+    '| rule | attack | detection | false flags | Byzantine not selected | honest not selected | Byzantine banned | honest banned |',
+    '|---|---|---|---|---|---|---|---|',
   );
-  for (const r of results.filter((x) => x.attack !== CLEAN)) {
+  let honestBanned = 0;
+  const falseFlagMisses: string[] = [];
+  for (const r of results) {
     const report = readAttackReport(r.run_dir);
-    if (!report) continue;
-    const { byzantine: b, honest: h } = report.detection;
+    const byz = new Set(report?.byzantine_nodes ?? []);
+    let b: Blame;
+    try {
+      b = blame(r.run_dir, byz, matrix.ban_check);
+    } catch {
+      continue; // a run directory moved or deleted since
+    }
+    honestBanned += b.honest.banned;
+    const attack = r.attack === CLEAN ? 'clean' : `${r.attack} ${Math.round(r.fraction * 100)}%`;
     lines.push(
-      `| ${r.rule} | ${r.attack} ${Math.round(r.fraction * 100)}% | ${b.rejected}/${b.updates} | ${b.down_weighted}/${b.updates} | ${h.rejected}/${h.updates} | ${h.down_weighted}/${h.updates} |`,
+      `| ${r.rule} | ${attack} | ${r.attack === CLEAN ? '—' : `${rate(b.byzantine.flagged, b.byzantine.updates)} (${b.byzantine.flagged}/${b.byzantine.updates})`} | ` +
+        `${rate(b.honest.flagged, b.honest.updates)} (${b.honest.flagged}/${b.honest.updates}) | ${r.attack === CLEAN ? '—' : b.byzantine.notSelected} | ${b.honest.notSelected} | ` +
+        `${r.attack === CLEAN ? '—' : `${b.byzantine.banned}/${b.byzantine.nodes}`} | ${b.honest.banned}/${b.honest.nodes} |`,
     );
+    if (b.honest.updates > 0 && b.honest.flagged / b.honest.updates > 0.05) falseFlagMisses.push(`${r.rule} × ${attack} ${rate(b.honest.flagged, b.honest.updates)}`);
   }
   lines.push('', '## Targets', '');
+  lines.push(`- No honest node banned in any cell: ${honestBanned === 0 ? 'MET' : `MISSED — ${honestBanned} honest bans over all cells (table above)`}`);
+  lines.push(
+    `- False-flag rate ≤ 5%: ${falseFlagMisses.length === 0 ? 'MET in every cell' : `above 5% in ${falseFlagMisses.length} cell(s): ${falseFlagMisses.join('; ')}`}`,
+  );
   if (best && cleanAcc !== null) {
     const misses = attackKinds
       .map((a) => ({ a, acc: results.find((r) => r.rule === best && r.attack === a && r.fraction === f)?.final_accuracy ?? null }))
