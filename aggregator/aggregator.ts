@@ -29,6 +29,7 @@ import { float32ToBytes, sha256Hex } from '../core/tensor-codec.js';
 import { sign, signatureToString } from '../core/signing/ed25519.js';
 import { runDigest } from '../core/signing/layouts.js';
 import { DEFAULT_PACE, pollRetryAfterMs, type PacePolicy } from './rounds/pace.js';
+import { DEFAULT_CONNECTION_LIMITS, type ConnectionLimits, type ConnectionStats } from './transport/connection-guard.js';
 
 /** The longest a node's PollTask is held open before it is told to come back. */
 const MAX_POLL_MS = 20_000;
@@ -82,6 +83,8 @@ export interface AggregatorOptions {
   onEvent?: (event: EngineEvent) => void;
   /** Told every gRPC call's method, status and duration (request metrics). */
   onCall?: CallObserver;
+  /** Bounds on connections; DEFAULT_CONNECTION_LIMITS's where absent. */
+  connections?: Partial<ConnectionLimits>;
 }
 
 /** The pace policy, with retries kept inside half a lease so an idle node never expires between two polls. */
@@ -96,6 +99,8 @@ export interface RunningAggregator {
   backend: string;
   /** Resolves with the summary once the last round is committed (or the run is stopped). */
   done: Promise<RunSummary>;
+  /** Connections held, refused and timed out, and the file-descriptor budget (for /metrics). */
+  connections(): ConnectionStats;
   stop(): Promise<void>;
 }
 
@@ -191,6 +196,7 @@ export async function startAggregator(o: AggregatorOptions): Promise<RunningAggr
     pace,
     log,
     onCall: o.onCall,
+    connections: { ...DEFAULT_CONNECTION_LIMITS, ...o.connections },
   });
   log(`aggregator for ${experiment.name} (run ${runId}) listening on ${o.host ?? '127.0.0.1'}:${server.port} (${o.tls ? (o.tls.clientCa ? 'mutual TLS' : 'TLS') : 'plaintext'}), backend ${backend}`);
 
@@ -220,6 +226,7 @@ export async function startAggregator(o: AggregatorOptions): Promise<RunningAggr
     port: server.port,
     backend,
     done,
+    connections: () => server.connections(),
     stop: async () => {
       stopped = true;
       engine.stop();

@@ -8,6 +8,7 @@ import type { AddressInfo } from 'node:net';
 import { Histogram, labelText } from '../core/prometheus-text.js';
 import { status } from '@grpc/grpc-js';
 import type { EngineEvent } from './rounds/synchronous.js';
+import { RESERVED_FDS, type ConnectionStats } from './transport/connection-guard.js';
 
 const ROUND_SECONDS_BUCKETS = [1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800];
 const PARTICIPANT_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024];
@@ -27,6 +28,12 @@ export class AggregatorMetrics {
   /** Calls by "method code", and their durations by method. */
   private readonly calls = new Map<string, { method: string; code: string; count: number }>();
   private readonly callSeconds = new Map<string, Histogram>();
+  private connectionStats: (() => ConnectionStats) | undefined;
+
+  /** Where the connection and file-descriptor figures come from (the running aggregator). */
+  watchConnections(source: () => ConnectionStats): void {
+    this.connectionStats = source;
+  }
 
   /** A gRPC call answered (aggregator/server.ts reports every one). */
   readonly observeCall = (method: string, code: status, seconds: number): void => {
@@ -101,6 +108,26 @@ export class AggregatorMetrics {
       out.push(`crowdfl_aggregator_model_version ${this.modelRound}`);
       family('crowdfl_aggregator_model_accuracy', 'gauge', 'Test accuracy of the newest committed global model.');
       out.push(`crowdfl_aggregator_model_accuracy ${this.accuracy}`);
+    }
+    const c = this.connectionStats?.();
+    if (c) {
+      family('crowdfl_aggregator_connections', 'gauge', 'Open connections, by whether a call on them has shown a live session (proven) or not yet (unproven).');
+      out.push(`crowdfl_aggregator_connections${labelText({ state: 'proven' })} ${c.proven}`);
+      out.push(`crowdfl_aggregator_connections${labelText({ state: 'unproven' })} ${c.unproven}`);
+      family('crowdfl_aggregator_connections_max', 'gauge', 'Connections held at most: the configured cap, or the open-file limit less the reserve if lower.');
+      out.push(`crowdfl_aggregator_connections_max ${c.max}`);
+      family('crowdfl_aggregator_connections_refused_total', 'counter', 'Connections closed on arrival, by the bound they would have broken.');
+      for (const [reason, count] of Object.entries(c.refused)) out.push(`crowdfl_aggregator_connections_refused_total${labelText({ reason })} ${count}`);
+      family('crowdfl_aggregator_connections_timed_out_total', 'counter', 'Connections closed because no call on them showed a session in time.');
+      out.push(`crowdfl_aggregator_connections_timed_out_total ${c.timedOut}`);
+      family('crowdfl_aggregator_open_files_limit', 'gauge', "The process's open-file limit.");
+      out.push(`crowdfl_aggregator_open_files_limit ${c.fdLimit}`);
+      family('crowdfl_aggregator_open_files_reserved', 'gauge', 'File descriptors never given to connections (database, checkpoints, update blobs, logs).');
+      out.push(`crowdfl_aggregator_open_files_reserved ${RESERVED_FDS}`);
+      if (c.fdsInUse !== undefined) {
+        family('crowdfl_aggregator_open_files', 'gauge', 'File descriptors the process holds.');
+        out.push(`crowdfl_aggregator_open_files ${c.fdsInUse}`);
+      }
     }
     return `${out.join('\n')}\n`;
   }

@@ -19,6 +19,7 @@ import type { Session, Sessions } from './nodes/sessions.js';
 import type { RunStore } from './store/run-store.js';
 import { overLimits, type TaskDemand } from './nodes/node-limits.js';
 import { TaskOutcomes } from './rounds/task-outcome.js';
+import { ConnectionGuard, SERVER_CHANNEL_OPTIONS, type ConnectionLimits, type ConnectionStats } from './transport/connection-guard.js';
 
 const unsupportedVersion = (version: number) =>
   `protocol version ${version} is not supported; this aggregator speaks ${PROTOCOL_VERSION}: install the same crowdfl version as the aggregator`;
@@ -42,6 +43,8 @@ export interface ServerOptions {
   log?: (msg: string) => void;
   /** Told every call's method, final status and duration (the aggregator's request metrics). */
   onCall?: CallObserver;
+  /** Bounds on connections (transport/connection-guard.ts); the defaults when absent. */
+  connections?: ConnectionLimits;
 }
 
 export type CallObserver = (method: string, code: grpc.status, seconds: number) => void;
@@ -58,6 +61,8 @@ function timed<T>(method: string, observe: CallObserver | undefined, callback: g
 
 export interface RunningServer {
   port: number;
+  /** Connections held, refused and timed out, and the file-descriptor budget. */
+  connections(): ConnectionStats;
   close(): Promise<void>;
 }
 
@@ -83,6 +88,13 @@ export async function startAggregatorServer(o: ServerOptions): Promise<RunningSe
   const hellos = new HelloPacer(o.pace);
   const challenges = new HelloChallenges();
   const outcomes = new TaskOutcomes(store, o.experimentId, (taskId) => engine.taskPending(taskId));
+  const guard = new ConnectionGuard(o.connections);
+  /** The call's session; the call's connection has then shown one, and is no longer closed at its hello timeout. */
+  const sessionOf = (call: { getPeer(): string }, sessionId: string): Session => {
+    const session = sessions.get(sessionId);
+    guard.prove(call.getPeer());
+    return session;
+  };
 
   const handlers: AggregatorHandlers = {
     HelloChallenge(call, callback) {
@@ -109,6 +121,7 @@ export async function startAggregatorServer(o: ServerOptions): Promise<RunningSe
         const { nodeId, publicKey } = admit(req, o.admission, o.identity, store, o.experimentId, challenges);
         const session = sessions.open(nodeId, publicKey, req.capabilities);
         session.unfit = overLimits(req.capabilities.limits, o.taskDemand, req.capabilities.num_examples);
+        guard.prove(call.getPeer());
         store.touchNode(nodeId, publicKeyToString(publicKey), JSON.stringify(req.capabilities), req.software.slice(0, 200));
         callback(null, {
           protocol_version: PROTOCOL_VERSION,
@@ -132,7 +145,7 @@ export async function startAggregatorServer(o: ServerOptions): Promise<RunningSe
       callback = timed('PollTask', o.onCall, callback);
       let session: Session;
       try {
-        session = sessions.get(call.request.session_id);
+        session = sessionOf(call, call.request.session_id);
       } catch (err) {
         callback(toServiceError(err, o.log));
         return;
@@ -151,7 +164,7 @@ export async function startAggregatorServer(o: ServerOptions): Promise<RunningSe
       const observe = (code: grpc.status) => o.onCall?.('DownloadModel', code, (performance.now() - started) / 1000);
       void (async () => {
         try {
-          sessions.get(call.request.session_id);
+          sessionOf(call, call.request.session_id);
           const bytes = engine.modelBytes(call.request.model_sha256);
           const manifest = { tensors: engine.manifestForWire(), total_bytes: bytes.byteLength };
           const send = (msg: ModelChunk) =>
@@ -207,7 +220,7 @@ export async function startAggregatorServer(o: ServerOptions): Promise<RunningSe
           if (!meta) {
             if (msg.part !== 'meta' || !msg.meta) throw invalid('the first message of SubmitUpdate must carry meta');
             meta = msg.meta;
-            session = sessions.get(meta.session_id);
+            session = sessionOf(call, meta.session_id);
             const expected = engine.beginSubmission(session, meta);
             // On shared memory: the aggregation kernels' workers read it in place (aggregator/robust/kernels/pool.ts).
             assembler = new ChunkAssembler(expected, maxChunk, { shared: true });
@@ -251,7 +264,7 @@ export async function startAggregatorServer(o: ServerOptions): Promise<RunningSe
     Heartbeat(call, callback) {
       callback = timed('Heartbeat', o.onCall, callback);
       try {
-        const session = sessions.get(call.request.session_id);
+        const session = sessionOf(call, call.request.session_id);
         // A durable write per heartbeat is an fsync on the event loop (200/s at 1,000 nodes);
         // the registry's last_seen needs no finer grain than a lease.
         if (session.lastSeen - session.lastPersisted >= sessions.leaseMs) {
@@ -268,7 +281,7 @@ export async function startAggregatorServer(o: ServerOptions): Promise<RunningSe
     DeclineTask(call, callback) {
       callback = timed('DeclineTask', o.onCall, callback);
       try {
-        const session = sessions.get(call.request.session_id);
+        const session = sessionOf(call, call.request.session_id);
         const reason = call.request.reason.trim();
         if (!reason) throw invalid('a decline must say why (reason is empty)');
         if (reason.length > 500) throw invalid(`reason is ${reason.length} characters; at most 500`);
@@ -286,7 +299,7 @@ export async function startAggregatorServer(o: ServerOptions): Promise<RunningSe
     Goodbye(call, callback) {
       callback = timed('Goodbye', o.onCall, callback);
       try {
-        const session = sessions.get(call.request.session_id);
+        const session = sessionOf(call, call.request.session_id);
         const reason = call.request.reason.slice(0, 500);
         sessions.close(session.id);
         o.log?.(`node ${session.nodeId} left${reason ? `: ${reason}` : ''}`);
@@ -299,7 +312,7 @@ export async function startAggregatorServer(o: ServerOptions): Promise<RunningSe
     GetTaskOutcome(call, callback) {
       callback = timed('GetTaskOutcome', o.onCall, callback);
       try {
-        const session = sessions.get(call.request.session_id);
+        const session = sessionOf(call, call.request.session_id);
         callback(null, outcomes.outcome(session.nodeId, call.request.task_id));
       } catch (err) {
         callback(toServiceError(err, o.log));
@@ -315,17 +328,18 @@ export async function startAggregatorServer(o: ServerOptions): Promise<RunningSe
     // A node needs a poll, a heartbeat and an upload or download at once; more streams on one
     // connection is a client hogging the server.
     'grpc.max_concurrent_streams': 16,
+    ...SERVER_CHANNEL_OPTIONS,
   });
   server.addService(proto.crowdfl.v1.Aggregator.service, handlers);
-  const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync(`${o.host ?? '127.0.0.1'}:${o.port ?? 0}`, o.credentials ?? grpc.ServerCredentials.createInsecure(), (err, p) =>
-      err ? reject(err) : resolve(p),
-    ),
-  );
+  // The guard accepts the connections and hands grpc-js those within bounds (TLS, when configured, starts there).
+  const injector = server.createConnectionInjector(o.credentials ?? grpc.ServerCredentials.createInsecure());
+  const port = await guard.listen(o.host ?? '127.0.0.1', o.port ?? 0, (socket) => injector.injectConnection(socket));
   return {
     port,
+    connections: () => guard.stats(),
     close: () =>
       new Promise<void>((resolve) => {
+        void guard.close();
         const force = setTimeout(() => {
           server.forceShutdown();
           resolve();

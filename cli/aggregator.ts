@@ -17,6 +17,7 @@ import { isLoopback, type ServerTlsFiles } from '../core/tls.js';
 import { InvalidArgumentError } from 'commander';
 import { parseChoice, parsePort } from './options.js';
 import { printSummary } from './summary.js';
+import { DEFAULT_CONNECTION_LIMITS } from '../aggregator/transport/connection-guard.js';
 
 interface Options {
   experiment: string;
@@ -34,6 +35,16 @@ interface Options {
   tlsClientCa?: string;
   insecure: boolean;
   linger: number;
+  maxConnections: number;
+  maxUnprovenConnections: number;
+  maxUnprovenPerAddress: number;
+  helloTimeout: number;
+}
+
+function positiveInteger(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('expected a whole number ≥ 1');
+  return n;
 }
 
 function tlsFiles(opts: Options, log: (msg: string) => void): ServerTlsFiles | undefined {
@@ -103,6 +114,24 @@ export function register(program: Command): void {
       },
       0,
     )
+    .option('--max-connections <n>', 'connections held at once (also bounded by the open-file limit less a reserve for the store)', positiveInteger, DEFAULT_CONNECTION_LIMITS.maxConnections)
+    .option('--max-unproven-connections <n>', 'connections held at once that have not yet shown a session (said hello)', positiveInteger, DEFAULT_CONNECTION_LIMITS.maxUnproven)
+    .option(
+      '--max-unproven-per-address <n>',
+      'of those, from one address (proven connections have no per-address bound: volunteers may share one behind a NAT)',
+      positiveInteger,
+      DEFAULT_CONNECTION_LIMITS.maxUnprovenPerAddress,
+    )
+    .option(
+      '--hello-timeout <seconds>',
+      'close a connection that has not shown a session this long after it opened',
+      (v: string) => {
+        const n = Number(v);
+        if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('expected a number of seconds > 0');
+        return n;
+      },
+      DEFAULT_CONNECTION_LIMITS.helloTimeoutMs / 1000,
+    )
     .option('--metrics-port <port>', 'serve Prometheus metrics (updates, rounds, round duration, model version) at http://HOST:PORT/metrics', parsePort)
     .addHelpText(
       'after',
@@ -148,7 +177,14 @@ export function register(program: Command): void {
               }
             : progress.handle,
           onCall: metrics?.observeCall,
+          connections: {
+            maxConnections: opts.maxConnections,
+            maxUnproven: opts.maxUnprovenConnections,
+            maxUnprovenPerAddress: opts.maxUnprovenPerAddress,
+            helloTimeoutMs: opts.helloTimeout * 1000,
+          },
         });
+        metrics?.watchConnections(running.connections);
         process.once('SIGINT', () => {
           log('interrupted: closing the aggregator (committed rounds are kept)');
           void running.stop();
