@@ -1,6 +1,11 @@
 // gRPC handlers only: decode, check the session, hand to the round engine.
 // Any failure becomes a status with a message for the caller; nothing a node
 // sends can throw past a handler.
+//
+// The port is bound first (bindAggregatorServer), before the aggregator writes
+// anything for its run, so a busy port costs nothing but a message; calls that
+// arrive before the handlers are installed (serve) hear UNAVAILABLE, which nodes
+// retry.
 import * as grpc from '@grpc/grpc-js';
 import { loadProto, PROTOCOL_VERSION } from '../core/proto.js';
 import { ChunkAssembler, chunks, CodecError, DEFAULT_CHUNK_BYTES } from '../core/tensor-codec.js';
@@ -9,6 +14,7 @@ import type { ModelChunk } from '../proto/generated/crowdfl/v1/ModelChunk.js';
 import type { UpdateMeta__Output } from '../proto/generated/crowdfl/v1/UpdateMeta.js';
 import type { UpdateSeal__Output } from '../proto/generated/crowdfl/v1/UpdateSeal.js';
 import type { Identity } from '../core/signing/keys.js';
+import { UserError } from '../core/user-error.js';
 import { nodeIdFromPublicKey, publicKeyToString } from '../core/signing/keys.js';
 import { admit, type AdmissionPolicy } from './nodes/joining.js';
 import type { Engine } from './rounds/engine.js';
@@ -32,11 +38,7 @@ export interface ServerOptions {
   admission: AdmissionPolicy;
   /** What each task asks of a node, checked against the caps nodes declare. */
   taskDemand: TaskDemand;
-  host?: string;
-  port?: number;
-  credentials?: grpc.ServerCredentials;
   heartbeatIntervalMs?: number;
-  maxChunkBytes?: number;
   maxPollMs?: number;
   pace: PacePolicy;
   log?: (msg: string) => void;
@@ -75,8 +77,86 @@ function toServiceError(err: unknown, log?: (msg: string) => void): Partial<grpc
   return { code: grpc.status.INTERNAL, details: `internal error: ${(err as Error)?.message ?? String(err)}` };
 }
 
-export async function startAggregatorServer(o: ServerOptions): Promise<RunningServer> {
-  const maxChunk = o.maxChunkBytes ?? DEFAULT_CHUNK_BYTES;
+/** Where the server listens, and the largest chunk it takes or sends. */
+export interface ServerBinding {
+  host?: string;
+  port?: number;
+  credentials?: grpc.ServerCredentials;
+  maxChunkBytes?: number;
+}
+
+/** The aggregator could not listen where it was told to (a busy port, an address not on this machine). */
+export class ListenError extends UserError {}
+
+export interface BoundServer {
+  port: number;
+  /** Starts answering calls with the run's handlers. */
+  serve(o: ServerOptions): RunningServer;
+  /** Closes the port (for a start that is refused after binding). */
+  close(): Promise<void>;
+}
+
+const STARTING: Partial<grpc.StatusObject> = { code: grpc.status.UNAVAILABLE, details: 'the aggregator is starting; try again in a moment' };
+
+/** Binds the port, answering UNAVAILABLE until `serve` installs the handlers. */
+export async function bindAggregatorServer(b: ServerBinding): Promise<BoundServer> {
+  const maxChunk = b.maxChunkBytes ?? DEFAULT_CHUNK_BYTES;
+  const proto = loadProto();
+  const server = new grpc.Server({
+    // Chunks are ≤ maxChunk; anything larger is refused by grpc-js itself.
+    'grpc.max_receive_message_length': maxChunk + 64 * 1024,
+    'grpc.max_send_message_length': maxChunk + 64 * 1024,
+    // A node needs a poll, a heartbeat and an upload or download at once; more streams on one
+    // connection is a client hogging the server.
+    'grpc.max_concurrent_streams': 16,
+  });
+  let live: AggregatorHandlers | undefined;
+  // Every method goes through `live`; before it is set, unary and client-streaming calls get their
+  // callback's error, the server-streaming one (DownloadModel) is ended with the status.
+  const dispatch: grpc.UntypedServiceImplementation = {};
+  for (const name of Object.keys(proto.crowdfl.v1.Aggregator.service)) {
+    dispatch[name] = ((call: grpc.ServerWritableStream<unknown, unknown>, callback?: grpc.sendUnaryData<unknown>) => {
+      const handler = live?.[name as keyof AggregatorHandlers] as ((call: unknown, callback?: unknown) => void) | undefined;
+      if (handler) return handler(call, callback);
+      if (callback) callback(STARTING);
+      else call.destroy(Object.assign(new Error(STARTING.details), STARTING));
+    }) as grpc.UntypedHandleCall;
+  }
+  server.addService(proto.crowdfl.v1.Aggregator.service, dispatch);
+  const host = b.host ?? '127.0.0.1';
+  const requested = b.port ?? 0;
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync(`${host}:${requested}`, b.credentials ?? grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+  ).catch((err: unknown) => {
+    server.forceShutdown();
+    const message = (err as Error)?.message ?? String(err);
+    if (/EADDRINUSE/.test(message)) {
+      throw new ListenError(`port ${requested} on ${host} is already in use (another aggregator, or another program, listens there): stop it or choose another --port`);
+    }
+    throw new ListenError(`cannot listen on ${host}:${requested}: ${message.replace(/^No address added out of total \d+ resolved( errors)?:?\s*/, '')}`);
+  });
+  const close = () =>
+    new Promise<void>((resolve) => {
+      const force = setTimeout(() => {
+        server.forceShutdown();
+        resolve();
+      }, 2000);
+      server.tryShutdown(() => {
+        clearTimeout(force);
+        resolve();
+      });
+    });
+  return {
+    port,
+    serve: (o) => {
+      live = aggregatorHandlers(o, maxChunk);
+      return { port, close };
+    },
+    close,
+  };
+}
+
+function aggregatorHandlers(o: ServerOptions, maxChunk: number): AggregatorHandlers {
   const heartbeatMs = o.heartbeatIntervalMs ?? 5000;
   const maxPollMs = o.maxPollMs ?? 20_000;
   const { engine, sessions, store } = o;
@@ -307,33 +387,5 @@ export async function startAggregatorServer(o: ServerOptions): Promise<RunningSe
     },
   };
 
-  const proto = loadProto();
-  const server = new grpc.Server({
-    // Chunks are ≤ maxChunk; anything larger is refused by grpc-js itself.
-    'grpc.max_receive_message_length': maxChunk + 64 * 1024,
-    'grpc.max_send_message_length': maxChunk + 64 * 1024,
-    // A node needs a poll, a heartbeat and an upload or download at once; more streams on one
-    // connection is a client hogging the server.
-    'grpc.max_concurrent_streams': 16,
-  });
-  server.addService(proto.crowdfl.v1.Aggregator.service, handlers);
-  const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync(`${o.host ?? '127.0.0.1'}:${o.port ?? 0}`, o.credentials ?? grpc.ServerCredentials.createInsecure(), (err, p) =>
-      err ? reject(err) : resolve(p),
-    ),
-  );
-  return {
-    port,
-    close: () =>
-      new Promise<void>((resolve) => {
-        const force = setTimeout(() => {
-          server.forceShutdown();
-          resolve();
-        }, 2000);
-        server.tryShutdown(() => {
-          clearTimeout(force);
-          resolve();
-        });
-      }),
-  };
+  return handlers;
 }
