@@ -245,7 +245,12 @@ async function openRun(o: AggregatorOptions, started: number, log: (msg: string)
       if (!inspection.db) throw damagedDatabase(runId, evidence, { pragma: inspection.check.pragma, problems: [inspection.unreadable ?? 'unreadable'] });
       const copy = new RunStore(inspection.db);
       const run = copy.getRun(runId);
-      if (!run) {
+      if (run) {
+        const disagreements = crossCheck(copy, run, evidence);
+        if (disagreements.length > 0) throw disagreement(runId, evidence, copy, disagreements);
+        resumed = resumePoint(copy, run, experiment, aggregatorPublicKey, checkpointsDir, () => initialWeights(spec, experiment.seed));
+      } else if (inspection.rows > 0 || runEvidence({ ...evidence, database: false, walBytes: undefined }).length > 0) {
+        // (A database that records nothing, beside nothing else, has nothing to overwrite: the run starts in it.)
         const others = copy.runRows().map((r) => r.id);
         const note =
           inspection.tables === 0
@@ -253,9 +258,6 @@ async function openRun(o: AggregatorOptions, started: number, log: (msg: string)
             : `${DATABASE_FILE}, holding no run ${runId}${others.length ? ` (it holds ${others.join(', ')})` : ''}`;
         throw refuseNewRunOver(runId, evidence, note);
       }
-      const disagreements = crossCheck(copy, run, evidence);
-      if (disagreements.length > 0) throw disagreement(runId, evidence, copy, disagreements);
-      resumed = resumePoint(copy, run, experiment, aggregatorPublicKey, checkpointsDir, () => initialWeights(spec, experiment.seed));
     } finally {
       inspection.close();
     }

@@ -73,6 +73,8 @@ export interface DatabaseInspection {
   check: { pragma: 'integrity_check' | 'quick_check'; problems: string[] };
   /** Tables the database held before this build's migrations (0: the file holds no schema at all). */
   tables: number;
+  /** Rows in all its tables but SQLite's and the migrations' own (0: it records nothing). */
+  rows: number;
   /** The copy, migrated to this build's schema; absent when it could not be opened or migrated (`unreadable` says why). */
   db?: Db;
   unreadable?: string;
@@ -105,27 +107,31 @@ export function inspectDatabaseCopy(path: string): DatabaseInspection {
     const pragma = bytes <= INTEGRITY_CHECK_MAX_BYTES ? 'integrity_check' : 'quick_check';
     let problems: string[];
     let tables = 0;
+    let rows = 0;
     const sqlite = new Database(copy);
     try {
-      const rows = sqlite.pragma(pragma) as Record<string, string>[];
+      const reported = sqlite.pragma(pragma) as Record<string, string>[];
       problems = namedTrees(
         sqlite,
-        rows.flatMap((r) => String(Object.values(r)[0]).split('\n')).filter((p) => p !== 'ok' && !/^\*\*\* in database \w+ \*\*\*$/.test(p)),
+        reported.flatMap((r) => String(Object.values(r)[0]).split('\n')).filter((p) => p !== 'ok' && !/^\*\*\* in database \w+ \*\*\*$/.test(p)),
       );
-      if (problems.length === 0) tables = (sqlite.prepare("select count(*) as n from sqlite_master where type = 'table'").get() as { n: number }).n;
+      if (problems.length === 0) {
+        tables = (sqlite.prepare("select count(*) as n from sqlite_master where type = 'table'").get() as { n: number }).n;
+        rows = countRows(sqlite);
+      }
     } catch (err) {
       // Not a database at all, or damaged past what the check can walk.
       problems = [(err as Error).message];
     } finally {
       sqlite.close();
     }
-    if (problems.length > 0) return { check: { pragma, problems }, tables, close };
+    if (problems.length > 0) return { check: { pragma, problems }, tables, rows: 0, close };
     try {
       const opened = openDatabase(copy);
       closeCopy = opened.close;
-      return { check: { pragma, problems }, tables, db: opened.db, close };
+      return { check: { pragma, problems }, tables, rows, db: opened.db, close };
     } catch (err) {
-      return { check: { pragma, problems }, tables, unreadable: `this build cannot bring its schema up to date (${(err as Error).message})`, close };
+      return { check: { pragma, problems }, tables, rows: 0, unreadable: `this build cannot bring its schema up to date (${(err as Error).message})`, close };
     }
   } catch (err) {
     close();
@@ -143,4 +149,10 @@ function namedTrees(sqlite: Database.Database, problems: string[]): string[] {
   } catch {
     return problems;
   }
+}
+
+/** Rows in every table but SQLite's own and the migrations' journal. */
+function countRows(sqlite: Database.Database): number {
+  const tables = sqlite.prepare("select name from sqlite_master where type = 'table' and name not like 'sqlite_%' and name <> '__drizzle_migrations'").all() as { name: string }[];
+  return tables.reduce((n, t) => n + (sqlite.prepare(`select count(*) as n from "${t.name.replace(/"/g, '""')}"`).get() as { n: number }).n, 0);
 }
