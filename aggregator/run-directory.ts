@@ -255,7 +255,11 @@ export function crossCheck(store: RunStore, run: RunRow, e: RunDirectoryEvidence
   const recordsBeyond = [...e.records.rounds.keys()].filter((n) => n > last);
   if (beyond.length > 0 || recordsBeyond.length > 0) {
     const shows = [
-      beyond.length > 0 && `${CHECKPOINTS_DIR}/ holds ${beyond.length === 1 ? checkpointDirName(beyond[0]!) : `${checkpointDirName(beyond[0]!)} … ${checkpointDirName(beyond.at(-1)!)}`}, written only after the round before each was committed`,
+      beyond.length > 0 &&
+        `${CHECKPOINTS_DIR}/ holds ` +
+          (beyond.length === 1
+            ? `${checkpointDirName(beyond[0]!)}, written only once round ${beyond[0]! - 1} was committed`
+            : `${checkpointDirName(beyond[0]!)} … ${checkpointDirName(beyond.at(-1)!)}, each written only once the round before it was committed`),
       recordsBeyond.length > 0 && `${RECORDS_DIR}/ holds the signed record${recordsBeyond.length > 1 ? 's' : ''} of round${recordsBeyond.length > 1 ? 's' : ''} ${roundRanges(recordsBeyond)}, written as each was committed`,
     ].filter((s): s is string => typeof s === 'string');
     const wal =
