@@ -6,7 +6,7 @@ import { initBackend } from '../core/backend.js';
 import { evaluate } from '../core/model/evaluate.js';
 import type { Experiment } from './experiment/schema.js';
 import { initialWeights } from '../core/model/build.js';
-import { numParams, weightManifest } from '../core/model/spec.js';
+import { numParams, weightManifest, type ModelSpec, type WeightSpec } from '../core/model/spec.js';
 import { modelSpec } from '../core/model/zoo.js';
 import { softwareVersions } from '../core/version.js';
 import type { Dataset } from '../core/dataset.js';
@@ -16,9 +16,9 @@ import { serverCredentials, type ServerTlsFiles } from '../core/tls.js';
 import { BufferedEngine } from './rounds/buffered.js';
 import type { Engine } from './rounds/engine.js';
 import { RoundEngine, type EngineEvent, type EngineOptions, type RoundRecord } from './rounds/synchronous.js';
-import { startAggregatorServer, type CallObserver } from './server.js';
+import { bindAggregatorServer, type CallObserver } from './server.js';
 import { Sessions } from './nodes/sessions.js';
-import { openDatabase } from './store/db.js';
+import { inspectDatabaseCopy, openDatabase } from './store/db.js';
 import { RunStore } from './store/run-store.js';
 import { strategyFor } from './strategies/index.js';
 import { strategyNamed } from './strategies/registry.js';
@@ -27,7 +27,20 @@ import { resumePoint, type ResumePoint } from './resume.js';
 import { UPDATE_BLOBS_DIR, UpdateBlobs } from './store/update-blobs.js';
 import { float32ToBytes, sha256Hex } from '../core/tensor-codec.js';
 import { sign, signatureToString } from '../core/signing/ed25519.js';
-import { runDigest } from '../core/signing/layouts.js';
+import { RUN_TAG, runDigest } from '../core/signing/layouts.js';
+import {
+  CHECKPOINTS_DIR,
+  completeSignedRecords,
+  crossCheck,
+  damagedDatabase,
+  DATABASE_FILE,
+  disagreement,
+  refuseNewRunOver,
+  RunDirectoryError,
+  runEvidence,
+  surveyRunDirectory,
+} from './run-directory.js';
+import { RECORDS_DIR, writeRunRecordFile } from './store/signed-records.js';
 import { DEFAULT_PACE, pollRetryAfterMs, type PacePolicy } from './rounds/pace.js';
 import { DEFAULT_CONNECTION_LIMITS, type ConnectionLimits, type ConnectionStats } from './transport/connection-guard.js';
 
@@ -58,6 +71,8 @@ export interface AggregatorOptions {
   experiment: Experiment;
   runDir: string;
   runId: string;
+  /** The experiment file's text, written to the run directory as experiment.json when the run is created (a resumed run keeps its own). */
+  experimentText?: string;
   test: Dataset;
   /** The aggregator's key: signs tasks and round records. */
   identity: Identity;
@@ -110,51 +125,21 @@ export async function startAggregator(o: AggregatorOptions): Promise<RunningAggr
   // First, so a rule the quorum cannot satisfy is refused before anything is written.
   const strategy = strategyFor(experiment);
   const started = Date.now();
-  mkdirSync(runDir, { recursive: true });
-  const backend = await initBackend(experiment.backend, { log });
-  const spec = modelSpec(experiment.model, { featureShape: test.featureShape, numClasses: test.numClasses });
-  const manifest = weightManifest(spec);
-  const databasePath = join(runDir, 'crowdfl.db');
-  const { db, close: closeDb } = openDatabase(databasePath);
-  const store = new RunStore(db);
-  const checkpointsDir = join(runDir, 'checkpoints');
-  const existing = store.getRun(runId);
-  const experimentJson = JSON.stringify(experiment);
-  let resumed: ResumePoint | undefined;
-  let initial: Float32Array;
-  if (existing) {
-    try {
-      resumed = resumePoint(store, existing, experiment, publicKeyToString(o.identity.publicKey), checkpointsDir);
-    } catch (err) {
-      closeDb();
-      throw err;
-    }
-    store.resumeRun(runId);
-    initial = resumed.weights;
-    log(`resuming run ${runId} at round ${resumed.nextRound} of ${experiment.rounds} (${resumed.records.length} rounds committed before)`);
-  } else {
-    initial = initialWeights(spec, experiment.seed);
-    const initialModelSha256 = sha256Hex(float32ToBytes(initial));
-    const digest = runDigest({
-      experiment_id: runId,
-      experiment_sha256: sha256Hex(Buffer.from(experimentJson)),
-      seed: experiment.seed,
-      initial_model_sha256: initialModelSha256,
-    });
-    store.createRun({
-      id: runId,
-      experimentName: experiment.name,
-      experimentJson,
-      seed: experiment.seed,
-      initialModelSha256,
-      runSignature: signatureToString(sign(digest, o.identity)),
-      backend,
-      aggregatorPublicKey: publicKeyToString(o.identity.publicKey),
-      software: JSON.stringify(softwareVersions()),
-      status: 'running',
-      startedAt: started,
-    });
+  // Then the port, so a busy one is refused before anything is written either.
+  const bound = await bindAggregatorServer({
+    host: o.host,
+    port: o.port,
+    credentials: serverCredentials(o.tls),
+    connections: { ...DEFAULT_CONNECTION_LIMITS, ...o.connections },
+  });
+  let opened: OpenedRun;
+  try {
+    opened = await openRun(o, started, log);
+  } catch (err) {
+    await bound.close();
+    throw err;
   }
+  const { backend, spec, manifest, store, closeDb, resumed, initial, checkpointsDir, recordsDir } = opened;
   const heartbeatIntervalMs = o.heartbeatIntervalMs ?? 5000;
   const leaseMs = heartbeatIntervalMs * 4;
   const pace = pacePolicy(leaseMs, o.pace);
@@ -173,6 +158,7 @@ export async function startAggregator(o: AggregatorOptions): Promise<RunningAggr
     store,
     sessions,
     checkpointsDir,
+    recordsDir,
     updateBlobs: experiment.record.update_tensors ? new UpdateBlobs(join(runDir, UPDATE_BLOBS_DIR)) : undefined,
     evaluate: (weights) => evaluate(spec, weights, test),
     onEvent: o.onEvent,
@@ -180,7 +166,7 @@ export async function startAggregator(o: AggregatorOptions): Promise<RunningAggr
     firstRoundNodes: o.firstRoundNodes,
   };
   const engine: Engine = new ENGINES[strategyNamed(experiment.strategy.name).engine](engineOptions);
-  const server = await startAggregatorServer({
+  const server = bound.serve({
     engine,
     sessions,
     store,
@@ -188,15 +174,11 @@ export async function startAggregator(o: AggregatorOptions): Promise<RunningAggr
     identity: o.identity,
     admission: o.admission ?? { mode: 'open' },
     taskDemand: { parameters: numParams(spec), epochs: experiment.training.epochs },
-    host: o.host,
-    port: o.port,
-    credentials: serverCredentials(o.tls),
     heartbeatIntervalMs,
     maxPollMs: MAX_POLL_MS,
     pace,
     log,
     onCall: o.onCall,
-    connections: { ...DEFAULT_CONNECTION_LIMITS, ...o.connections },
   });
   log(`aggregator for ${experiment.name} (run ${runId}) listening on ${o.host ?? '127.0.0.1'}:${server.port} (${o.tls ? (o.tls.clientCa ? 'mutual TLS' : 'TLS') : 'plaintext'}), backend ${backend}`);
 
@@ -233,6 +215,115 @@ export async function startAggregator(o: AggregatorOptions): Promise<RunningAggr
       await done.catch(() => {});
     },
   };
+}
+
+interface OpenedRun {
+  backend: string;
+  spec: ModelSpec;
+  manifest: WeightSpec[];
+  store: RunStore;
+  closeDb: () => void;
+  /** Set when an existing run is continued. */
+  resumed?: ResumePoint;
+  /** The model the first round to run starts from. */
+  initial: Float32Array;
+  checkpointsDir: string;
+  recordsDir: string;
+}
+
+/**
+ * Creates the run, or takes it back after a restart. Nothing is written until the run directory has
+ * been checked (run-directory.ts): a new run only in a directory that holds none, a resumed one only
+ * when its database, checked on a copy, agrees with the checkpoints and signed records beside it.
+ */
+async function openRun(o: AggregatorOptions, started: number, log: (msg: string) => void): Promise<OpenedRun> {
+  const { experiment, runDir, runId, test } = o;
+  const backend = await initBackend(experiment.backend, { log });
+  const spec = modelSpec(experiment.model, { featureShape: test.featureShape, numClasses: test.numClasses });
+  const manifest = weightManifest(spec);
+  const databasePath = join(runDir, DATABASE_FILE);
+  const checkpointsDir = join(runDir, CHECKPOINTS_DIR);
+  const recordsDir = join(runDir, RECORDS_DIR);
+  const aggregatorPublicKey = publicKeyToString(o.identity.publicKey);
+  const experimentJson = JSON.stringify(experiment);
+  const evidence = surveyRunDirectory(runDir);
+
+  let resumed: ResumePoint | undefined;
+  if (evidence.database) {
+    const inspection = inspectDatabaseCopy(databasePath);
+    try {
+      if (inspection.check.problems.length > 0) throw damagedDatabase(runId, evidence, inspection.check);
+      if (!inspection.db) throw damagedDatabase(runId, evidence, { pragma: inspection.check.pragma, problems: [inspection.unreadable ?? 'unreadable'] });
+      const copy = new RunStore(inspection.db);
+      const run = copy.getRun(runId);
+      if (run) {
+        const disagreements = crossCheck(copy, run, evidence);
+        if (disagreements.length > 0) throw disagreement(runId, evidence, copy, disagreements);
+        resumed = resumePoint(copy, run, experiment, aggregatorPublicKey, checkpointsDir, () => initialWeights(spec, experiment.seed));
+      } else if (inspection.rows > 0 || runEvidence({ ...evidence, database: false, walBytes: undefined }).length > 0) {
+        // (A database that records nothing, beside nothing else, has nothing to overwrite: the run starts in it.)
+        const others = copy.runRows().map((r) => r.id);
+        const note =
+          inspection.tables === 0
+            ? `${DATABASE_FILE}, holding no tables at all (what the run wrote was still in ${DATABASE_FILE}-wal, which is ${evidence.walBytes === undefined ? 'missing' : `${evidence.walBytes} bytes`})`
+            : `${DATABASE_FILE}, holding no run ${runId}${others.length ? ` (it holds ${others.join(', ')})` : ''}`;
+        throw refuseNewRunOver(runId, evidence, note);
+      }
+    } finally {
+      inspection.close();
+    }
+  } else if (runEvidence(evidence).length > 0) {
+    throw refuseNewRunOver(runId, evidence);
+  }
+
+  // Checked: from here on the run directory is written.
+  mkdirSync(runDir, { recursive: true });
+  const { db, close: closeDb } = openDatabase(databasePath);
+  const store = new RunStore(db);
+  try {
+    if (resumed) {
+      const rounds = store.committedRounds(runId);
+      if (rounds.length !== resumed.records.length || rounds.at(-1)?.roundDigest !== resumed.records.at(-1)?.round_digest) {
+        throw new RunDirectoryError(
+          `run ${runId}'s database changed while it was being checked (${resumed.records.length} committed rounds, now ${rounds.length}): is another aggregator running this run? Stop it and start again`,
+        );
+      }
+      store.resumeRun(runId);
+      // Runs from before records/ existed, and a commit whose record a crash kept from disk.
+      const written = completeSignedRecords(store, store.getRun(runId)!, evidence.records, recordsDir);
+      if (written > 0) log(`wrote ${written} missing signed record${written === 1 ? '' : 's'} to ${recordsDir} from the database`);
+      log(`resuming run ${runId} at round ${resumed.nextRound} of ${experiment.rounds} (${resumed.records.length} rounds committed before)`);
+      return { backend, spec, manifest, store, closeDb, resumed, initial: resumed.weights, checkpointsDir, recordsDir };
+    }
+    if (o.experimentText !== undefined) writeFileSync(join(runDir, 'experiment.json'), o.experimentText);
+    const initial = initialWeights(spec, experiment.seed);
+    const initialModelSha256 = sha256Hex(float32ToBytes(initial));
+    const signed = {
+      experiment_id: runId,
+      experiment_sha256: sha256Hex(Buffer.from(experimentJson)),
+      seed: experiment.seed,
+      initial_model_sha256: initialModelSha256,
+    };
+    const runSignature = signatureToString(sign(runDigest(signed), o.identity));
+    store.createRun({
+      id: runId,
+      experimentName: experiment.name,
+      experimentJson,
+      seed: experiment.seed,
+      initialModelSha256,
+      runSignature,
+      backend,
+      aggregatorPublicKey,
+      software: JSON.stringify(softwareVersions()),
+      status: 'running',
+      startedAt: started,
+    });
+    writeRunRecordFile(recordsDir, { layout: RUN_TAG, ...signed, run_signature: runSignature, aggregator_public_key: aggregatorPublicKey, started_at: started });
+    return { backend, spec, manifest, store, closeDb, initial, checkpointsDir, recordsDir };
+  } catch (err) {
+    closeDb();
+    throw err;
+  }
 }
 
 export function summarise(

@@ -2,7 +2,9 @@
 // a reboot) continues that run: from the last committed round, with the global
 // model that round committed, checked against its recorded hash. Nothing the
 // crashed process had not committed is trusted; its open round is run again.
+// What the database is checked against before this runs is in run-directory.ts.
 import { existsSync, readFileSync } from 'node:fs';
+import { float32ToBytes, sha256Hex } from '../core/tensor-codec.js';
 import { join } from 'node:path';
 import { ExperimentError, type Experiment } from './experiment/schema.js';
 import type { RoundRecord } from './rounds/synchronous.js';
@@ -31,6 +33,12 @@ export function resumePoint(
   experiment: Experiment,
   aggregatorPublicKey: string,
   checkpointsDir: string,
+  /**
+   * The run's initial model, made again from its seed: when no round was committed and round-0000 is
+   * missing (a start that died between recording the run and writing it), the run starts from this,
+   * once its hash matches the initial model the run signed.
+   */
+  initialModel?: () => Float32Array,
 ): ResumePoint {
   if (run.status === 'finished') {
     throw new ExperimentError(`run ${run.id} already finished; pass a new --run-id to start another run`);
@@ -46,7 +54,10 @@ export function resumePoint(
   }
   const rows = store.committedRounds(run.id);
   const last = rows.at(-1);
-  const checkpoint = committedCheckpoint(run.id, checkpointsDir, last?.round ?? 0, last?.modelSha256);
+  const checkpoint =
+    !last && initialModel && !existsSync(join(checkpointsDir, checkpointDirName(0), 'weights.bin'))
+      ? remadeInitialModel(run, initialModel)
+      : committedCheckpoint(run.id, checkpointsDir, last?.round ?? 0, last?.modelSha256);
   const previous = last ? committedCheckpoint(run.id, checkpointsDir, last.round - 1, last.previousModelSha256) : undefined;
   const records = rows.map((r): RoundRecord => {
     const ups = store.updatesOfAttempt(r);
@@ -85,4 +96,16 @@ function committedCheckpoint(runId: string, checkpointsDir: string, round: numbe
     throw new ExperimentError(`cannot resume run ${runId}: checkpoint ${dir} hashes to ${checkpoint.sha256}, but round ${round} committed ${sha256}`);
   }
   return checkpoint;
+}
+
+/** The initial model made again from the seed, checked against the hash the run signed when it started. */
+function remadeInitialModel(run: RunRow, initialModel: () => Float32Array): { weights: Float32Array } {
+  const weights = initialModel();
+  const sha256 = sha256Hex(float32ToBytes(weights));
+  if (sha256 !== run.initialModelSha256) {
+    throw new ExperimentError(
+      `cannot resume run ${run.id}: its checkpoint round-0000 is missing, and the model its seed gives (${sha256}) is not the initial model the run recorded (${run.initialModelSha256 || 'none'})`,
+    );
+  }
+  return { weights };
 }

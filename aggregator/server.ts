@@ -1,6 +1,11 @@
 // gRPC handlers only: decode, check the session, hand to the round engine.
 // Any failure becomes a status with a message for the caller; nothing a node
 // sends can throw past a handler.
+//
+// The port is bound first (bindAggregatorServer), before the aggregator writes
+// anything for its run, so a busy port costs nothing but a message; calls that
+// arrive before the handlers are installed (serve) hear UNAVAILABLE, which nodes
+// retry.
 import * as grpc from '@grpc/grpc-js';
 import { loadProto, PROTOCOL_VERSION } from '../core/proto.js';
 import { ChunkAssembler, chunks, CodecError, DEFAULT_CHUNK_BYTES } from '../core/tensor-codec.js';
@@ -9,6 +14,7 @@ import type { ModelChunk } from '../proto/generated/crowdfl/v1/ModelChunk.js';
 import type { UpdateMeta__Output } from '../proto/generated/crowdfl/v1/UpdateMeta.js';
 import type { UpdateSeal__Output } from '../proto/generated/crowdfl/v1/UpdateSeal.js';
 import type { Identity } from '../core/signing/keys.js';
+import { UserError } from '../core/user-error.js';
 import { nodeIdFromPublicKey, publicKeyToString } from '../core/signing/keys.js';
 import { admit, type AdmissionPolicy } from './nodes/joining.js';
 import type { Engine } from './rounds/engine.js';
@@ -19,7 +25,7 @@ import type { Session, Sessions } from './nodes/sessions.js';
 import type { RunStore } from './store/run-store.js';
 import { overLimits, type TaskDemand } from './nodes/node-limits.js';
 import { TaskOutcomes } from './rounds/task-outcome.js';
-import { ConnectionGuard, SERVER_CHANNEL_OPTIONS, type ConnectionLimits, type ConnectionStats } from './transport/connection-guard.js';
+import { ConnectionGuard, DEFAULT_CONNECTION_LIMITS, SERVER_CHANNEL_OPTIONS, type ConnectionLimits, type ConnectionStats } from './transport/connection-guard.js';
 
 const unsupportedVersion = (version: number) =>
   `protocol version ${version} is not supported; this aggregator speaks ${PROTOCOL_VERSION}: install the same crowdfl version as the aggregator`;
@@ -33,18 +39,12 @@ export interface ServerOptions {
   admission: AdmissionPolicy;
   /** What each task asks of a node, checked against the caps nodes declare. */
   taskDemand: TaskDemand;
-  host?: string;
-  port?: number;
-  credentials?: grpc.ServerCredentials;
   heartbeatIntervalMs?: number;
-  maxChunkBytes?: number;
   maxPollMs?: number;
   pace: PacePolicy;
   log?: (msg: string) => void;
   /** Told every call's method, final status and duration (the aggregator's request metrics). */
   onCall?: CallObserver;
-  /** Bounds on connections (transport/connection-guard.ts); the defaults when absent. */
-  connections?: ConnectionLimits;
 }
 
 export type CallObserver = (method: string, code: grpc.status, seconds: number) => void;
@@ -80,15 +80,97 @@ function toServiceError(err: unknown, log?: (msg: string) => void): Partial<grpc
   return { code: grpc.status.INTERNAL, details: `internal error: ${(err as Error)?.message ?? String(err)}` };
 }
 
-export async function startAggregatorServer(o: ServerOptions): Promise<RunningServer> {
-  const maxChunk = o.maxChunkBytes ?? DEFAULT_CHUNK_BYTES;
+/** Where the server listens, and the largest chunk it takes or sends. */
+export interface ServerBinding {
+  host?: string;
+  port?: number;
+  credentials?: grpc.ServerCredentials;
+  maxChunkBytes?: number;
+  /** Bounds on connections (transport/connection-guard.ts); the defaults when absent. */
+  connections?: ConnectionLimits;
+}
+
+/** The aggregator could not listen where it was told to (a busy port, an address not on this machine). */
+export class ListenError extends UserError {}
+
+export interface BoundServer {
+  port: number;
+  /** Starts answering calls with the run's handlers. */
+  serve(o: ServerOptions): RunningServer;
+  /** Closes the port (for a start that is refused after binding). */
+  close(): Promise<void>;
+}
+
+const STARTING: Partial<grpc.StatusObject> = { code: grpc.status.UNAVAILABLE, details: 'the aggregator is starting; try again in a moment' };
+
+/** Binds the port, answering UNAVAILABLE until `serve` installs the handlers. */
+export async function bindAggregatorServer(b: ServerBinding): Promise<BoundServer> {
+  const maxChunk = b.maxChunkBytes ?? DEFAULT_CHUNK_BYTES;
+  const proto = loadProto();
+  const server = new grpc.Server({
+    // Chunks are ≤ maxChunk; anything larger is refused by grpc-js itself.
+    'grpc.max_receive_message_length': maxChunk + 64 * 1024,
+    'grpc.max_send_message_length': maxChunk + 64 * 1024,
+    // A node needs a poll, a heartbeat and an upload or download at once; more streams on one
+    // connection is a client hogging the server.
+    'grpc.max_concurrent_streams': 16,
+    ...SERVER_CHANNEL_OPTIONS,
+  });
+  const guard = new ConnectionGuard(b.connections ?? DEFAULT_CONNECTION_LIMITS);
+  let live: AggregatorHandlers | undefined;
+  // Every method goes through `live`; before it is set, unary and client-streaming calls get their
+  // callback's error, the server-streaming one (DownloadModel) is ended with the status.
+  const dispatch: grpc.UntypedServiceImplementation = {};
+  for (const name of Object.keys(proto.crowdfl.v1.Aggregator.service)) {
+    dispatch[name] = ((call: grpc.ServerWritableStream<unknown, unknown>, callback?: grpc.sendUnaryData<unknown>) => {
+      const handler = live?.[name as keyof AggregatorHandlers] as ((call: unknown, callback?: unknown) => void) | undefined;
+      if (handler) return handler(call, callback);
+      if (callback) callback(STARTING);
+      else call.destroy(Object.assign(new Error(STARTING.details), STARTING));
+    }) as grpc.UntypedHandleCall;
+  }
+  server.addService(proto.crowdfl.v1.Aggregator.service, dispatch);
+  const host = b.host ?? '127.0.0.1';
+  const requested = b.port ?? 0;
+  // The guard accepts the connections and hands grpc-js those within bounds (TLS, when configured, starts there).
+  const injector = server.createConnectionInjector(b.credentials ?? grpc.ServerCredentials.createInsecure());
+  const port = await guard.listen(host, requested, (socket) => injector.injectConnection(socket)).catch((err: unknown) => {
+    server.forceShutdown();
+    const message = (err as Error)?.message ?? String(err);
+    if ((err as NodeJS.ErrnoException)?.code === 'EADDRINUSE' || /EADDRINUSE/.test(message)) {
+      throw new ListenError(`port ${requested} on ${host} is already in use (another aggregator, or another program, listens there): stop it or choose another --port`);
+    }
+    throw new ListenError(`cannot listen on ${host}:${requested}: ${message.replace(/^No address added out of total \d+ resolved( errors)?:?\s*/, '')}`);
+  });
+  const close = () =>
+    new Promise<void>((resolve) => {
+      void guard.close();
+      const force = setTimeout(() => {
+        server.forceShutdown();
+        resolve();
+      }, 2000);
+      server.tryShutdown(() => {
+        clearTimeout(force);
+        resolve();
+      });
+    });
+  return {
+    port,
+    serve: (o) => {
+      live = aggregatorHandlers(o, maxChunk, guard);
+      return { port, close, connections: () => guard.stats() };
+    },
+    close,
+  };
+}
+
+function aggregatorHandlers(o: ServerOptions, maxChunk: number, guard: ConnectionGuard): AggregatorHandlers {
   const heartbeatMs = o.heartbeatIntervalMs ?? 5000;
   const maxPollMs = o.maxPollMs ?? 20_000;
   const { engine, sessions, store } = o;
   const hellos = new HelloPacer(o.pace);
   const challenges = new HelloChallenges();
   const outcomes = new TaskOutcomes(store, o.experimentId, (taskId) => engine.taskPending(taskId));
-  const guard = new ConnectionGuard(o.connections);
   /** The call's session; the call's connection has then shown one, and is no longer closed at its hello timeout. */
   const sessionOf = (call: { getPeer(): string }, sessionId: string): Session => {
     const session = sessions.get(sessionId);
@@ -320,34 +402,5 @@ export async function startAggregatorServer(o: ServerOptions): Promise<RunningSe
     },
   };
 
-  const proto = loadProto();
-  const server = new grpc.Server({
-    // Chunks are ≤ maxChunk; anything larger is refused by grpc-js itself.
-    'grpc.max_receive_message_length': maxChunk + 64 * 1024,
-    'grpc.max_send_message_length': maxChunk + 64 * 1024,
-    // A node needs a poll, a heartbeat and an upload or download at once; more streams on one
-    // connection is a client hogging the server.
-    'grpc.max_concurrent_streams': 16,
-    ...SERVER_CHANNEL_OPTIONS,
-  });
-  server.addService(proto.crowdfl.v1.Aggregator.service, handlers);
-  // The guard accepts the connections and hands grpc-js those within bounds (TLS, when configured, starts there).
-  const injector = server.createConnectionInjector(o.credentials ?? grpc.ServerCredentials.createInsecure());
-  const port = await guard.listen(o.host ?? '127.0.0.1', o.port ?? 0, (socket) => injector.injectConnection(socket));
-  return {
-    port,
-    connections: () => guard.stats(),
-    close: () =>
-      new Promise<void>((resolve) => {
-        void guard.close();
-        const force = setTimeout(() => {
-          server.forceShutdown();
-          resolve();
-        }, 2000);
-        server.tryShutdown(() => {
-          clearTimeout(force);
-          resolve();
-        });
-      }),
-  };
+  return handlers;
 }

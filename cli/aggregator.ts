@@ -1,5 +1,5 @@
-import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { startAggregator } from '../aggregator/aggregator.js';
 import { AggregatorMetrics, serveMetrics } from '../aggregator/prometheus.js';
@@ -144,8 +144,6 @@ export function register(program: Command): void {
         const experiment = opts.backend ? { ...parsed, backend: opts.backend } : parsed;
         const runId = opts.runId ?? newRunId(experiment.name);
         const runDir = resolve(opts.runsDir, runId);
-        mkdirSync(runDir, { recursive: true });
-        writeFileSync(join(runDir, 'experiment.json'), text);
         const log = (msg: string) => process.stderr.write(`${msg}\n`);
         const admission = admissionPolicy(opts);
         const tls = tlsFiles(opts, log);
@@ -155,13 +153,20 @@ export function register(program: Command): void {
         const progress = new RunProgress(experiment.rounds);
         const metrics = opts.metricsPort === undefined ? undefined : new AggregatorMetrics();
         if (metrics && opts.metricsPort !== undefined) {
-          const endpoint = await serveMetrics(metrics, opts.host, opts.metricsPort);
+          const endpoint = await serveMetrics(metrics, opts.host, opts.metricsPort).catch((err: NodeJS.ErrnoException) => {
+            throw new UsageError(
+              err.code === 'EADDRINUSE'
+                ? `metrics port ${opts.metricsPort} on ${opts.host} is already in use: stop what listens there or choose another --metrics-port`
+                : `cannot serve metrics on ${opts.host}:${opts.metricsPort}: ${err.message}`,
+            );
+          });
           log(`metrics on http://${opts.host}:${endpoint.port}/metrics`);
         }
         const running = await startAggregator({
           experiment,
           runDir,
           runId,
+          experimentText: text,
           test,
           identity,
           admission,

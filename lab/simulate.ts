@@ -18,6 +18,7 @@ import { loadOrCreateIdentity, nodeIdFromPublicKey, publicKeyToString } from '..
 import { openDatabase } from '../aggregator/store/db.js';
 import { RunStore } from '../aggregator/store/run-store.js';
 import { newRunId } from '../aggregator/run-id.js';
+import { RunDirectoryError, runEvidence, surveyRunDirectory } from '../aggregator/run-directory.js';
 
 const CLI = fileURLToPath(new URL('../cli/index.js', import.meta.url));
 /** Byzantine nodes run the same node command through the attack hook's entry point. */
@@ -67,6 +68,9 @@ export async function simulate(o: SimulateOptions): Promise<RunSummary & { run_d
   const log = o.log ?? ((msg: string) => process.stderr.write(`${msg}\n`));
   const runId = o.runId ?? newRunId(experiment.name);
   const runDir = resolve(o.runsDir ?? 'runs', runId);
+  // Before the node data and keys are written into it: a simulation starts a new run, never one over another.
+  const found = runEvidence(surveyRunDirectory(runDir));
+  if (found.length > 0) throw new RunDirectoryError(`a simulation starts a new run, but ${runDir} already holds one (${found.join('; ')}); pass another --run-id`);
   mkdirSync(runDir, { recursive: true });
   writeFileSync(join(runDir, 'experiment.json'), o.experimentText ?? JSON.stringify(experiment, null, 2));
 

@@ -3,7 +3,7 @@
 // the round, and an aggregator that dies between the two resumes from the last
 // committed round, the orphan checkpoint doing no harm.
 import { existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import test from 'ava';
 import { generateIdentity, publicKeyToString, type Identity } from '../../core/signing/keys.js';
 import { float32ToBytes, sha256Hex, type TensorEntry } from '../../core/tensor-codec.js';
@@ -13,6 +13,9 @@ import { resumePoint } from '../resume.js';
 import { checkpointDirName, readCheckpointWeights, writeCheckpoint } from '../store/checkpoints.js';
 import { openDatabase, type Db } from '../store/db.js';
 import { RunStore, type RoundOutcome } from '../store/run-store.js';
+import { readSignedRecords, roundRecordFileName } from '../store/signed-records.js';
+import { digestHex, signatureFromString, verify } from '../../core/signing/ed25519.js';
+import { roundDigest } from '../../core/signing/layouts.js';
 import { tempDir, tinyExperiment } from '../../test/support/fixtures.js';
 import { commitAggregation, type CommitContext } from './commit.js';
 
@@ -28,6 +31,8 @@ const TOPOLOGY = { class_name: 'Sequential' };
 class WatchedStore extends RunStore {
   /** The hash of the checkpoint on disk when each round's commit began, or null when there was none. */
   readonly checkpointAtCommit = new Map<number, string | null>();
+  /** Whether each round's signed record file was on disk when its commit began. */
+  readonly recordAtCommit = new Map<number, boolean>();
 
   constructor(
     db: Db,
@@ -40,6 +45,7 @@ class WatchedStore extends RunStore {
   override commitRound(outcome: RoundOutcome): void {
     const dir = join(this.checkpointsDir, checkpointDirName(outcome.round.round));
     this.checkpointAtCommit.set(outcome.round.round, existsSync(join(dir, 'weights.bin')) ? readCheckpointWeights(dir).sha256 : null);
+    this.recordAtCommit.set(outcome.round.round, existsSync(join(dirname(this.checkpointsDir), 'records', roundRecordFileName(outcome.round.round))));
     if (outcome.round.round === this.dieAtRound) throw new Error(`killed before committing round ${outcome.round.round}`);
     super.commitRound(outcome);
   }
@@ -83,6 +89,7 @@ function context(run: Run, store: RunStore): CommitContext {
     store,
     sessions: new Sessions(20_000, () => 1_000),
     checkpointsDir: run.checkpointsDir,
+    recordsDir: join(run.dir, 'records'),
     topology: TOPOLOGY,
     manifest: MANIFEST,
     evaluate: async () => ({ accuracy: 0.5, loss: 1 }),
@@ -146,6 +153,24 @@ test('a round is on disk as a checkpoint before the database commits it', async 
   );
 });
 
+test("a round's signed record is written beside the database once the database has committed it, and verifies on its own", async (t) => {
+  const initial = model(0, 0, 0, 0);
+  const run = startedRun('commit-record', initial);
+  const { db, close } = openDatabase(run.databasePath);
+  const store = new WatchedStore(db, run.checkpointsDir);
+  const round1 = model(1, 2, 3, 4);
+  const { record } = await commit(run, store, 1, round1, initial);
+  close();
+
+  t.false(store.recordAtCommit.get(1), 'no record before the commit: a record proves its round was committed');
+  const file = readSignedRecords(join(run.dir, 'records')).rounds.get(1);
+  t.truthy(file, 'the record is on disk once the commit returns');
+  t.like(file, { round: 1, model_sha256: hash(round1), previous_model_sha256: hash(initial), round_digest: record.round_digest, aggregator_signature: record.aggregator_signature });
+  const digest = roundDigest(file!);
+  t.is(digestHex(digest), file!.round_digest);
+  t.true(verify(digest, signatureFromString(file!.aggregator_signature)!, run.identity.publicKey), "its signature verifies under the aggregator's key");
+});
+
 test('an aggregator killed between the checkpoint and the database commit resumes from the last committed round', async (t) => {
   const initial = model(0, 0, 0, 0);
   const run = startedRun('commit-crash', initial);
@@ -159,6 +184,7 @@ test('an aggregator killed between the checkpoint and the database commit resume
     close();
     t.is(store.checkpointAtCommit.get(2), hash(lost), 'the checkpoint was durable before the commit that never happened');
   }
+  t.false(existsSync(join(run.dir, 'records', roundRecordFileName(2))), 'a round that was not committed has no signed record');
   // What the dead aggregator left: a checkpoint for round 2, which no committed round names.
   t.is(readCheckpointWeights(join(run.checkpointsDir, checkpointDirName(2))).sha256, hash(lost));
 

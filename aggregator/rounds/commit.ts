@@ -1,7 +1,8 @@
 // The commit of an aggregation, the same for a synchronous round and a FedBuff
 // model version: evaluate, write the checkpoint, sign the round record, write
 // the round (its row, every verdict, the nodes' reputations) in one database
-// transaction, then close the sessions of nodes it banned.
+// transaction, write the signed record beside the database, then close the
+// sessions of nodes it banned.
 //
 // The order is what makes a crash harmless: the checkpoint is durable before
 // the database names it, so a committed round always has its model on disk
@@ -9,16 +10,23 @@
 // checkpoint no committed round names; resume ignores it and the round runs
 // again, overwriting it. The other order would leave a committed round whose
 // model is missing, and the run could not be resumed. commit.test.ts holds it.
+//
+// The signed record file (records/round-NNNN.json) follows the database commit
+// synchronously, with no await between them: no node can hear of a commit whose
+// record is not on disk yet. A record the database does not hold therefore
+// proves the database lost a commit, and start-up refuses to resume over it
+// (run-directory.ts).
 import type { Experiment } from '../experiment/schema.js';
-import type { Identity } from '../../core/signing/keys.js';
+import { publicKeyToString, type Identity } from '../../core/signing/keys.js';
 import { digestHex, sign, signatureToString } from '../../core/signing/ed25519.js';
-import { byTaskId, roundDigest } from '../../core/signing/layouts.js';
+import { byTaskId, ROUND_TAG, roundDigest } from '../../core/signing/layouts.js';
 import type { TensorEntry } from '../../core/tensor-codec.js';
 import { crashPoint } from '../crash-points.js';
 import { reputationChanges, type ReputationChange } from '../nodes/reputation.js';
 import type { Sessions } from '../nodes/sessions.js';
 import { checkpointDirName, writeCheckpoint } from '../store/checkpoints.js';
 import type { RunStore } from '../store/run-store.js';
+import { writeRoundRecordFile } from '../store/signed-records.js';
 import { inModel, type UpdateRow } from '../store/schema.js';
 import { hasEvidence } from '../robust/verdict.js';
 import { encodeServerState } from '../strategies/server-optimizers.js';
@@ -34,6 +42,8 @@ export interface CommitContext {
   store: RunStore;
   sessions: Sessions;
   checkpointsDir: string;
+  /** Where each committed round's signed record is written (records/). */
+  recordsDir: string;
   topology: object;
   manifest: readonly TensorEntry[];
   evaluate: (weights: Float32Array) => Promise<{ accuracy: number; loss: number }>;
@@ -74,7 +84,7 @@ export async function commitAggregation(c: CommitContext, a: AggregationToCommit
   const seconds = (closedAt - a.startedAt) / 1000;
   const longestTraining = Math.max(0, ...updates.map((u) => u.meta.metrics?.train_seconds ?? 0));
   const kept = step.verdicts.filter((v) => inModel(v.verdict)).length;
-  const audit = roundDigest({
+  const signed = {
     experiment_id: runId,
     round: a.round,
     previous_model_sha256: a.previousModelSha256,
@@ -83,7 +93,8 @@ export async function commitAggregation(c: CommitContext, a: AggregationToCommit
       .filter((_, i) => inModel(step.verdicts[i]!.verdict))
       .map((u) => ({ task_id: u.taskId, update_digest_hex: u.digest, signature_b64: u.signature }))
       .sort(byTaskId),
-  });
+  };
+  const audit = roundDigest(signed);
   const auditSignature = signatureToString(sign(audit, c.identity));
   const examples = updates.reduce((sum, u) => sum + u.numExamples, 0);
   const record: RoundRecord = {
@@ -132,6 +143,17 @@ export async function commitAggregation(c: CommitContext, a: AggregationToCommit
       overheadSeconds: record.overhead_seconds,
     },
     updates: [...updates.map((u, i) => updateRow(runId, a.round, u, step.verdicts[i]!, u.reputation)), ...a.refused],
+  });
+  writeRoundRecordFile(c.recordsDir, {
+    layout: ROUND_TAG,
+    ...signed,
+    round_digest: record.round_digest,
+    aggregator_signature: auditSignature,
+    aggregator_public_key: publicKeyToString(c.identity.publicKey),
+    attempt: a.attempt,
+    committed_at: closedAt,
+    accuracy: Number.isFinite(accuracy) ? accuracy : null,
+    loss: Number.isFinite(loss) ? loss : null,
   });
   crashPoint('after-commit', a.round);
   const banned = reputations.filter((r) => r.ban);

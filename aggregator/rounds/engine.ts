@@ -59,6 +59,8 @@ export interface EngineOptions {
   store: RunStore;
   sessions: Sessions;
   checkpointsDir: string;
+  /** Where each committed round's signed record is written (records/, see store/signed-records.ts). */
+  recordsDir: string;
   /** Where accepted updates' bytes are kept for replay; absent when the experiment records none. */
   updateBlobs?: UpdateBlobs;
   evaluate: (weights: Float32Array) => Promise<{ accuracy: number; loss: number }>;

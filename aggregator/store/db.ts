@@ -1,4 +1,4 @@
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -63,4 +63,96 @@ export function openDatabaseReadOnly(path: string): { db: Db; close: () => void;
     rmSync(scratch, { recursive: true, force: true });
   };
   return { db: opened.db, close, migratedCopy: true };
+}
+
+/** Up to this size (database and WAL together) start-up runs SQLite's full integrity_check; beyond it, quick_check. */
+export const INTEGRITY_CHECK_MAX_BYTES = 256 * 1024 * 1024;
+
+export interface DatabaseInspection {
+  /** Which check ran, and the problems it reported (none when the database is sound). */
+  check: { pragma: 'integrity_check' | 'quick_check'; problems: string[] };
+  /** Tables the database held before this build's migrations (0: the file holds no schema at all). */
+  tables: number;
+  /** Rows in all its tables but SQLite's and the migrations' own (0: it records nothing). */
+  rows: number;
+  /** The copy, migrated to this build's schema; absent when it could not be opened or migrated (`unreadable` says why). */
+  db?: Db;
+  unreadable?: string;
+  close(): void;
+}
+
+/**
+ * Looks at a run's database without touching it: copies the file and its WAL
+ * (not the -shm, which SQLite rebuilds from the WAL as a restart would) to a
+ * temporary directory and inspects the copy. Even a read-only connection would
+ * write: it creates a missing -wal and -shm and rewrites the -shm index, and a
+ * read-write one checkpoints the WAL into the file on close and deletes it,
+ * destroying what a damaged WAL still holds. The copy runs SQLite's integrity
+ * check (quick_check past INTEGRITY_CHECK_MAX_BYTES) and, when sound, is
+ * migrated to this build's schema so the usual queries can read it.
+ */
+export function inspectDatabaseCopy(path: string): DatabaseInspection {
+  const scratch = mkdtempSync(join(tmpdir(), 'crowdfl-inspect-'));
+  const copy = join(scratch, 'crowdfl.db');
+  let closeCopy = () => {};
+  const close = () => {
+    closeCopy();
+    rmSync(scratch, { recursive: true, force: true });
+  };
+  try {
+    copyFileSync(path, copy);
+    const wal = `${path}-wal`;
+    if (existsSync(wal)) copyFileSync(wal, `${copy}-wal`);
+    const bytes = statSync(copy).size + (existsSync(`${copy}-wal`) ? statSync(`${copy}-wal`).size : 0);
+    const pragma = bytes <= INTEGRITY_CHECK_MAX_BYTES ? 'integrity_check' : 'quick_check';
+    let problems: string[];
+    let tables = 0;
+    let rows = 0;
+    const sqlite = new Database(copy);
+    try {
+      const reported = sqlite.pragma(pragma) as Record<string, string>[];
+      problems = namedTrees(
+        sqlite,
+        reported.flatMap((r) => String(Object.values(r)[0]).split('\n')).filter((p) => p !== 'ok' && !/^\*\*\* in database \w+ \*\*\*$/.test(p)),
+      );
+      if (problems.length === 0) {
+        tables = (sqlite.prepare("select count(*) as n from sqlite_master where type = 'table'").get() as { n: number }).n;
+        rows = countRows(sqlite);
+      }
+    } catch (err) {
+      // Not a database at all, or damaged past what the check can walk.
+      problems = [(err as Error).message];
+    } finally {
+      sqlite.close();
+    }
+    if (problems.length > 0) return { check: { pragma, problems }, tables, rows: 0, close };
+    try {
+      const opened = openDatabase(copy);
+      closeCopy = opened.close;
+      return { check: { pragma, problems }, tables, rows, db: opened.db, close };
+    } catch (err) {
+      return { check: { pragma, problems }, tables, rows: 0, unreadable: `this build cannot bring its schema up to date (${(err as Error).message})`, close };
+    }
+  } catch (err) {
+    close();
+    throw err;
+  }
+}
+
+/** SQLite names a damaged b-tree by its root page ("Tree 16 page 21 …"); add the table or index it is, when the schema can still be read. */
+function namedTrees(sqlite: Database.Database, problems: string[]): string[] {
+  if (problems.length === 0) return problems;
+  try {
+    const rows = sqlite.prepare('select rootpage, type, name from sqlite_master where rootpage > 0').all() as { rootpage: number; type: string; name: string }[];
+    const trees = new Map(rows.map((r) => [r.rootpage, `${r.type} ${r.name}`]));
+    return problems.map((p) => p.replace(/\bTree (\d+)/g, (tree: string, root: string) => (trees.has(Number(root)) ? `${tree} (${trees.get(Number(root))})` : tree)));
+  } catch {
+    return problems;
+  }
+}
+
+/** Rows in every table but SQLite's own and the migrations' journal. */
+function countRows(sqlite: Database.Database): number {
+  const tables = sqlite.prepare("select name from sqlite_master where type = 'table' and name not like 'sqlite_%' and name <> '__drizzle_migrations'").all() as { name: string }[];
+  return tables.reduce((n, t) => n + (sqlite.prepare(`select count(*) as n from "${t.name.replace(/"/g, '""')}"`).get() as { n: number }).n, 0);
 }
