@@ -169,7 +169,9 @@ export async function startAggregatorServer(o: ServerOptions): Promise<RunningSe
         } catch (err) {
           const status = toServiceError(err, o.log);
           observe(status.code ?? grpc.status.INTERNAL);
-          call.destroy(Object.assign(new Error(status.details), status));
+          // grpc-js sends a server stream's status when the stream ends; 'error' sets that status and ends it.
+          // (destroy() would skip the end: no status is ever sent and the call hangs until the node's deadline.)
+          call.emit('error', status);
         }
       })();
     },
