@@ -19,6 +19,7 @@ import type { Session, Sessions } from './nodes/sessions.js';
 import type { RunStore } from './store/run-store.js';
 import { overLimits, type TaskDemand } from './nodes/node-limits.js';
 import { TaskOutcomes } from './rounds/task-outcome.js';
+import { isUndecodable, refusingUndecodable, withTolerantDecoders, type Undecodable } from './undecodable.js';
 
 const unsupportedVersion = (version: number) =>
   `protocol version ${version} is not supported; this aggregator speaks ${PROTOCOL_VERSION}: install the same crowdfl version as the aggregator`;
@@ -203,9 +204,10 @@ export async function startAggregatorServer(o: ServerOptions): Promise<RunningSe
       };
       // An upload may not outlive its task by much: a stalled stream is cut off.
       let timer = setTimeout(() => finish(new RpcError(grpc.status.DEADLINE_EXCEEDED, 'no metadata received')), 30_000);
-      call.on('data', (msg: { meta?: UpdateMeta__Output | null; data?: Buffer; seal?: UpdateSeal__Output | null; part?: string }) => {
+      call.on('data', (msg: { meta?: UpdateMeta__Output | null; data?: Buffer; seal?: UpdateSeal__Output | null; part?: string } | Undecodable) => {
         if (done) return;
         try {
+          if (isUndecodable(msg)) throw msg.error();
           if (!meta) {
             if (msg.part !== 'meta' || !msg.meta) throw invalid('the first message of SubmitUpdate must carry meta');
             meta = msg.meta;
@@ -318,7 +320,8 @@ export async function startAggregatorServer(o: ServerOptions): Promise<RunningSe
     // connection is a client hogging the server.
     'grpc.max_concurrent_streams': 16,
   });
-  server.addService(proto.crowdfl.v1.Aggregator.service, handlers);
+  const service = withTolerantDecoders(proto.crowdfl.v1.Aggregator.service);
+  server.addService(service, refusingUndecodable(service, handlers, (method, code) => o.onCall?.(method, code, 0)));
   const port = await new Promise<number>((resolve, reject) =>
     server.bindAsync(`${o.host ?? '127.0.0.1'}:${o.port ?? 0}`, o.credentials ?? grpc.ServerCredentials.createInsecure(), (err, p) =>
       err ? reject(err) : resolve(p),
