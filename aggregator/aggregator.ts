@@ -29,6 +29,7 @@ import { float32ToBytes, sha256Hex } from '../core/tensor-codec.js';
 import { sign, signatureToString } from '../core/signing/ed25519.js';
 import { runDigest } from '../core/signing/layouts.js';
 import { DEFAULT_PACE, pollRetryAfterMs, type PacePolicy } from './rounds/pace.js';
+import { DEFAULT_REFUSAL_BOUNDS, type RefusalBounds } from './nodes/refusal-log.js';
 
 /** The longest a node's PollTask is held open before it is told to come back. */
 const MAX_POLL_MS = 20_000;
@@ -78,6 +79,8 @@ export interface AggregatorOptions {
   lingerMs?: number;
   /** Pace steering; omitted fields take DEFAULT_PACE's. */
   pace?: Partial<PacePolicy>;
+  /** How many refused calls are kept on record; omitted fields take DEFAULT_REFUSAL_BOUNDS'. */
+  refusalBounds?: Partial<RefusalBounds>;
   log?: (msg: string) => void;
   onEvent?: (event: EngineEvent) => void;
   /** Told every gRPC call's method, status and duration (request metrics). */
@@ -189,6 +192,7 @@ export async function startAggregator(o: AggregatorOptions): Promise<RunningAggr
     heartbeatIntervalMs,
     maxPollMs: MAX_POLL_MS,
     pace,
+    refusalBounds: { ...DEFAULT_REFUSAL_BOUNDS, ...o.refusalBounds },
     log,
     onCall: o.onCall,
   });

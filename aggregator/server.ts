@@ -19,6 +19,7 @@ import type { Session, Sessions } from './nodes/sessions.js';
 import type { RunStore } from './store/run-store.js';
 import { overLimits, type TaskDemand } from './nodes/node-limits.js';
 import { TaskOutcomes } from './rounds/task-outcome.js';
+import { peerAddress, RefusalLog, type RefusalBounds } from './nodes/refusal-log.js';
 import { isUndecodable, refusingUndecodable, withTolerantDecoders, type Undecodable } from './undecodable.js';
 
 const unsupportedVersion = (version: number) =>
@@ -40,6 +41,8 @@ export interface ServerOptions {
   maxChunkBytes?: number;
   maxPollMs?: number;
   pace: PacePolicy;
+  /** How many refused calls are kept on record (DEFAULT_REFUSAL_BOUNDS when omitted). */
+  refusalBounds?: RefusalBounds;
   log?: (msg: string) => void;
   /** Told every call's method, final status and duration (the aggregator's request metrics). */
   onCall?: CallObserver;
@@ -83,6 +86,7 @@ export async function startAggregatorServer(o: ServerOptions): Promise<RunningSe
   const { engine, sessions, store } = o;
   const hellos = new HelloPacer(o.pace);
   const challenges = new HelloChallenges();
+  const refusals = new RefusalLog(store, o.refusalBounds, o.log);
   const outcomes = new TaskOutcomes(store, o.experimentId, (taskId) => engine.taskPending(taskId));
 
   const handlers: AggregatorHandlers = {
@@ -123,7 +127,7 @@ export async function startAggregatorServer(o: ServerOptions): Promise<RunningSe
         const key = call.request.node_public_key;
         if (err instanceof RpcError && !(err instanceof BusyError) && key?.length === 32) {
           // Who knocked and was turned away is part of the record evaluators read.
-          store.recordRefusal(nodeIdFromPublicKey(key), publicKeyToString(key), err.message);
+          refusals.record({ peer: call.getPeer(), source: nodeIdFromPublicKey(key), publicKey: publicKeyToString(key), reason: err.message });
         }
         callback(toServiceError(err, o.log));
       }
@@ -198,9 +202,10 @@ export async function startAggregatorServer(o: ServerOptions): Promise<RunningSe
       const recordUploadRefusal = (err: unknown) => {
         if (err instanceof BusyError || (err instanceof RpcError && err.recorded)) return;
         const reason = err instanceof Error ? err.message : String(err);
-        const source = session?.nodeId ?? `peer ${call.getPeer()}`;
-        const key = session ? publicKeyToString(session.publicKey) : '';
-        store.recordRefusal(source, key, reason, { kind: 'upload', taskId: meta?.task_id ?? '', round: meta?.round });
+        const peer = call.getPeer();
+        const source = session?.nodeId ?? `peer ${peerAddress(peer)}`;
+        const publicKey = session ? publicKeyToString(session.publicKey) : '';
+        refusals.record({ peer, source, publicKey, reason, kind: 'upload', taskId: meta?.task_id ?? '', round: meta?.round });
       };
       // An upload may not outlive its task by much: a stalled stream is cut off.
       let timer = setTimeout(() => finish(new RpcError(grpc.status.DEADLINE_EXCEEDED, 'no metadata received')), 30_000);

@@ -1,12 +1,16 @@
-// Hostile bytes and oversized fields on the wire, over real gRPC to a real
-// aggregator: bytes that are not a protobuf message are the caller's mistake
-// (INVALID_ARGUMENT, never INTERNAL), and an error repeats at most a short,
-// quoted stretch of what the caller sent.
+// Hostile bytes, oversized fields and floods on the wire, over real gRPC to a
+// real aggregator: bytes that are not a protobuf message are the caller's
+// mistake (INVALID_ARGUMENT, never INTERNAL), an error repeats at most a short,
+// quoted stretch of what the caller sent, and refused calls are kept on record
+// within bounds.
 import * as grpc from '@grpc/grpc-js';
 import test from 'ava';
-import { startAggregator, type RunningAggregator } from '../aggregator/aggregator.js';
+import { join } from 'node:path';
+import { startAggregator, type AggregatorOptions, type RunningAggregator } from '../aggregator/aggregator.js';
+import { openDatabase } from '../aggregator/store/db.js';
+import { RunStore } from '../aggregator/store/run-store.js';
 import { ECHO_MAX_CHARS } from '../aggregator/rpc-error.js';
-import { loadProto } from '../core/proto.js';
+import { loadProto, PROTOCOL_VERSION } from '../core/proto.js';
 import { Rng } from '../core/rng.js';
 import { generateIdentity } from '../core/signing/keys.js';
 import { federatedData } from '../datasets/index.js';
@@ -18,10 +22,11 @@ import { joinAs, nextTask, statusOf } from './support/grpc.js';
 const HANG_GUARD_MS = 60_000;
 const deadline = () => ({ deadline: Date.now() + HANG_GUARD_MS });
 
-async function aggregator(name: string): Promise<RunningAggregator> {
+async function aggregator(name: string, options: Partial<AggregatorOptions> = {}): Promise<RunningAggregator & { runDir: string }> {
   const experiment = tinyExperiment({ rounds: 1, nodes: 1, selection: { nodes_per_round: 1, min_updates: 1, deadline_seconds: 600 } });
   const { test: testSet } = await federatedData(experiment.dataset, experiment.nodes, experiment.seed);
-  return startAggregator({ experiment, runDir: tempDir(name), runId: name, test: testSet, identity: generateIdentity() });
+  const runDir = tempDir(name);
+  return { ...(await startAggregator({ experiment, runDir, runId: name, test: testSet, identity: generateIdentity(), ...options })), runDir };
 }
 
 /** Sends `bytes` as the request of `method` (its only message, for a stream) and returns the status it gets. */
@@ -121,4 +126,35 @@ test('an error repeats at most a short stretch of an oversized field, and says h
     client.close();
     await agg.stop();
   }
+});
+
+test('a flood of refused hellos with fresh keys from one address is answered in full but recorded only up to its bound', async (t) => {
+  const perAddress = 25;
+  const agg = await aggregator('refusal-flood', { refusalBounds: { perAddress, burst: 10_000, perSecond: 10_000 } });
+  const proto = loadProto();
+  const client: AggregatorClient = new proto.crowdfl.v1.Aggregator(`127.0.0.1:${agg.port}`, grpc.credentials.createInsecure());
+  const hello = (i: number) =>
+    statusOf(
+      new Promise((resolve, reject) =>
+        client.Hello(
+          // A fresh key each time is a new node id each time: the store's bound per node never applies.
+          { protocol_version: PROTOCOL_VERSION + 1, node_public_key: generateIdentity().publicKey, capabilities: { num_examples: i } },
+          deadline(),
+          (e, r) => (e ? reject(e) : resolve(r)),
+        ),
+      ),
+    );
+  try {
+    const answers = await Promise.all(Array.from({ length: 3 * perAddress }, (_, i) => hello(i)));
+    t.deepEqual(new Set(answers.map((s) => s.code)), new Set([grpc.status.FAILED_PRECONDITION]));
+  } finally {
+    client.close();
+    await agg.stop();
+  }
+  const { db, close } = openDatabase(join(agg.runDir, 'crowdfl.db'));
+  const rows = new RunStore(db).refusalRows();
+  close();
+  t.is(rows.length, perAddress);
+  t.is(new Set(rows.map((r) => r.nodeId)).size, perAddress);
+  t.regex(rows[0]!.reason, /protocol version \d+ is not supported/);
 });
