@@ -25,6 +25,7 @@ import { strategyNamed } from './strategies/registry.js';
 import type { EngineKind } from './strategies/strategy.js';
 import { resumePoint, type ResumePoint } from './resume.js';
 import { UPDATE_BLOBS_DIR, UpdateBlobs } from './store/update-blobs.js';
+import { explainStorageFailure } from './store/storage-errors.js';
 import { float32ToBytes, sha256Hex } from '../core/tensor-codec.js';
 import { sign, signatureToString } from '../core/signing/ed25519.js';
 import { runDigest } from '../core/signing/layouts.js';
@@ -102,7 +103,20 @@ export interface RunningAggregator {
   stop(): Promise<void>;
 }
 
+/**
+ * Starts the run's aggregator. Its storage failing (a full disk, a database that is not crowdfl's or is
+ * damaged), at the start or during the run, ends it with a UserError naming the file and what to do.
+ */
 export async function startAggregator(o: AggregatorOptions): Promise<RunningAggregator> {
+  const where = { database: join(o.runDir, 'crowdfl.db'), runDir: o.runDir };
+  try {
+    return await startRun(o, where);
+  } catch (err) {
+    throw explainStorageFailure(err, where);
+  }
+}
+
+async function startRun(o: AggregatorOptions, where: { database: string; runDir: string }): Promise<RunningAggregator> {
   const { experiment, runDir, runId, test } = o;
   const log = o.log ?? (() => {});
   // First, so a rule the quorum cannot satisfy is refused before anything is written.
@@ -112,7 +126,7 @@ export async function startAggregator(o: AggregatorOptions): Promise<RunningAggr
   const backend = await initBackend(experiment.backend, { log });
   const spec = modelSpec(experiment.model, { featureShape: test.featureShape, numClasses: test.numClasses });
   const manifest = weightManifest(spec);
-  const databasePath = join(runDir, 'crowdfl.db');
+  const databasePath = where.database;
   const { db, close: closeDb } = openDatabase(databasePath);
   const store = new RunStore(db);
   const checkpointsDir = join(runDir, 'checkpoints');
@@ -178,6 +192,14 @@ export async function startAggregator(o: AggregatorOptions): Promise<RunningAggr
     firstRoundNodes: o.firstRoundNodes,
   };
   const engine: Engine = new ENGINES[strategyNamed(experiment.strategy.name).engine](engineOptions);
+  // The first failure of the run's storage met while answering a node; the run stops on it.
+  let storageFailure: unknown;
+  const stopForStorage = (err: unknown) => {
+    if (storageFailure !== undefined) return;
+    storageFailure = explainStorageFailure(err, where);
+    log(`stopping the run: ${(storageFailure as Error)?.message ?? String(storageFailure)}`);
+    engine.stop();
+  };
   const server = await startAggregatorServer({
     engine,
     sessions,
@@ -195,6 +217,7 @@ export async function startAggregator(o: AggregatorOptions): Promise<RunningAggr
     refusalBounds: { ...DEFAULT_REFUSAL_BOUNDS, ...o.refusalBounds },
     log,
     onCall: o.onCall,
+    onStorageFailure: stopForStorage,
   });
   log(`aggregator for ${experiment.name} (run ${runId}) listening on ${o.host ?? '127.0.0.1'}:${server.port} (${o.tls ? (o.tls.clientCa ? 'mutual TLS' : 'TLS') : 'plaintext'}), backend ${backend}`);
 
@@ -203,10 +226,17 @@ export async function startAggregator(o: AggregatorOptions): Promise<RunningAggr
     let records: RoundRecord[] = [];
     try {
       records = [...(resumed?.records ?? []), ...(await engine.run())];
+      if (storageFailure !== undefined) throw storageFailure;
       store.finishRun(runId, stopped ? 'failed' : 'finished');
     } catch (err) {
-      store.finishRun(runId, 'failed');
-      throw err;
+      const failure = explainStorageFailure(err, where);
+      try {
+        store.finishRun(runId, 'failed');
+      } catch (second) {
+        // On a full disk this fails too; the run's row then still says running, which resuming expects anyway.
+        log(`could not mark run ${runId} failed in ${databasePath}: ${(second as Error)?.message ?? String(second)}`);
+      }
+      throw failure;
     } finally {
       // Give polling nodes a moment to hear that the experiment is over, and lingering ones up to lingerMs.
       await new Promise((r) => setTimeout(r, 300));
@@ -217,7 +247,11 @@ export async function startAggregator(o: AggregatorOptions): Promise<RunningAggr
       closeDb();
     }
     const summary = summarise(runId, publicKeyToString(o.identity.publicKey), experiment, backend, records, (Date.now() - started) / 1000, runDir);
-    writeFileSync(join(runDir, 'summary.json'), JSON.stringify(summary, null, 2) + '\n');
+    try {
+      writeFileSync(join(runDir, 'summary.json'), JSON.stringify(summary, null, 2) + '\n');
+    } catch (err) {
+      throw explainStorageFailure(err, where);
+    }
     return summary;
   })();
   return {

@@ -19,7 +19,8 @@ import type { Session, Sessions } from './nodes/sessions.js';
 import type { RunStore } from './store/run-store.js';
 import { overLimits, type TaskDemand } from './nodes/node-limits.js';
 import { TaskOutcomes } from './rounds/task-outcome.js';
-import { peerAddress, RefusalLog, type RefusalBounds } from './nodes/refusal-log.js';
+import { isStorageFailure } from './store/storage-errors.js';
+import { peerAddress, RefusalLog, type Refusal, type RefusalBounds } from './nodes/refusal-log.js';
 import { isUndecodable, refusingUndecodable, withTolerantDecoders, type Undecodable } from './undecodable.js';
 
 const unsupportedVersion = (version: number) =>
@@ -46,6 +47,8 @@ export interface ServerOptions {
   log?: (msg: string) => void;
   /** Told every call's method, final status and duration (the aggregator's request metrics). */
   onCall?: CallObserver;
+  /** Told when a call failed because the run's storage did (a full disk, a damaged database): the run must stop. */
+  onStorageFailure?: (err: unknown) => void;
 }
 
 export type CallObserver = (method: string, code: grpc.status, seconds: number) => void;
@@ -67,7 +70,13 @@ export interface RunningServer {
 
 const NODE_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
-function toServiceError(err: unknown, log?: (msg: string) => void): Partial<grpc.StatusObject> {
+function toServiceError(err: unknown, o: Pick<ServerOptions, 'log' | 'onStorageFailure'>): Partial<grpc.StatusObject> {
+  if (isStorageFailure(err)) {
+    // Not the caller's doing, and not to be retried against this process: the run stops (and is resumed
+    // after a restart), so the node hears "unavailable" and comes back then.
+    o.onStorageFailure?.(err);
+    return { code: grpc.status.UNAVAILABLE, details: 'the aggregator cannot write to its storage and is stopping; try again after it restarts' };
+  }
   if (err instanceof BusyError) {
     const metadata = new grpc.Metadata();
     metadata.set('retry-after-ms', String(err.retryAfterMs));
@@ -75,7 +84,7 @@ function toServiceError(err: unknown, log?: (msg: string) => void): Partial<grpc
   }
   if (err instanceof RpcError) return { code: err.code, details: err.message };
   if (err instanceof CodecError) return { code: grpc.status.INVALID_ARGUMENT, details: err.message };
-  log?.(`internal error: ${(err as Error)?.stack ?? String(err)}`);
+  o.log?.(`internal error: ${(err as Error)?.stack ?? String(err)}`);
   return { code: grpc.status.INTERNAL, details: `internal error: ${(err as Error)?.message ?? String(err)}` };
 }
 
@@ -86,14 +95,23 @@ export async function startAggregatorServer(o: ServerOptions): Promise<RunningSe
   const { engine, sessions, store } = o;
   const hellos = new HelloPacer(o.pace);
   const challenges = new HelloChallenges();
-  const refusals = new RefusalLog(store, o.refusalBounds, o.log);
+  const refusalLog = new RefusalLog(store, o.refusalBounds, o.log);
+  // Called on the way out of a refused call: keeping it on record must not throw past the handler.
+  const keepRefusal = (refusal: Refusal) => {
+    try {
+      refusalLog.record(refusal);
+    } catch (err) {
+      if (isStorageFailure(err)) o.onStorageFailure?.(err);
+      else o.log?.(`could not record a refused call: ${(err as Error)?.message ?? String(err)}`);
+    }
+  };
   const outcomes = new TaskOutcomes(store, o.experimentId, (taskId) => engine.taskPending(taskId));
 
   const handlers: AggregatorHandlers = {
     HelloChallenge(call, callback) {
       callback = timed('HelloChallenge', o.onCall, callback);
       if (call.request.protocol_version !== PROTOCOL_VERSION) {
-        callback(toServiceError(precondition(unsupportedVersion(call.request.protocol_version)), o.log));
+        callback(toServiceError(precondition(unsupportedVersion(call.request.protocol_version)), o));
         return;
       }
       // Not paced: a challenge costs 32 random bytes and a map entry (bounded), and the hello that uses it is paced.
@@ -127,9 +145,9 @@ export async function startAggregatorServer(o: ServerOptions): Promise<RunningSe
         const key = call.request.node_public_key;
         if (err instanceof RpcError && !(err instanceof BusyError) && key?.length === 32) {
           // Who knocked and was turned away is part of the record evaluators read.
-          refusals.record({ peer: call.getPeer(), source: nodeIdFromPublicKey(key), publicKey: publicKeyToString(key), reason: err.message });
+          keepRefusal({ peer: call.getPeer(), source: nodeIdFromPublicKey(key), publicKey: publicKeyToString(key), reason: err.message });
         }
-        callback(toServiceError(err, o.log));
+        callback(toServiceError(err, o));
       }
     },
 
@@ -139,7 +157,7 @@ export async function startAggregatorServer(o: ServerOptions): Promise<RunningSe
       try {
         session = sessions.get(call.request.session_id);
       } catch (err) {
-        callback(toServiceError(err, o.log));
+        callback(toServiceError(err, o));
         return;
       }
       const waitMs = Math.min(Math.max(call.request.wait_ms || maxPollMs, 0), maxPollMs);
@@ -147,7 +165,7 @@ export async function startAggregatorServer(o: ServerOptions): Promise<RunningSe
       call.on('cancelled', () => sessions.cancelPoll(session));
       sessions.poll(session, waitMs).then(
         (reply) => callback(null, reply),
-        (err: unknown) => callback(toServiceError(err, o.log)),
+        (err: unknown) => callback(toServiceError(err, o)),
       );
     },
 
@@ -172,7 +190,7 @@ export async function startAggregatorServer(o: ServerOptions): Promise<RunningSe
           call.end();
           observe(grpc.status.OK);
         } catch (err) {
-          const status = toServiceError(err, o.log);
+          const status = toServiceError(err, o);
           observe(status.code ?? grpc.status.INTERNAL);
           // grpc-js sends a server stream's status when the stream ends; 'error' sets that status and ends it.
           // (destroy() would skip the end: no status is ever sent and the call hangs until the node's deadline.)
@@ -195,17 +213,17 @@ export async function startAggregatorServer(o: ServerOptions): Promise<RunningSe
         if (err) {
           if (meta && assembler && !assembler.complete) engine.abortSubmission(meta);
           recordUploadRefusal(err);
-          callback(toServiceError(err, o.log));
+          callback(toServiceError(err, o));
         } else callback(null, { accepted: true, message: ok ?? '' });
       };
       // Every refused upload is on record: as its round's rejected update, or else here (bounded per source).
       const recordUploadRefusal = (err: unknown) => {
-        if (err instanceof BusyError || (err instanceof RpcError && err.recorded)) return;
+        if (err instanceof BusyError || (err instanceof RpcError && err.recorded) || isStorageFailure(err)) return;
         const reason = err instanceof Error ? err.message : String(err);
         const peer = call.getPeer();
         const source = session?.nodeId ?? `peer ${peerAddress(peer)}`;
         const publicKey = session ? publicKeyToString(session.publicKey) : '';
-        refusals.record({ peer, source, publicKey, reason, kind: 'upload', taskId: meta?.task_id ?? '', round: meta?.round });
+        keepRefusal({ peer, source, publicKey, reason, kind: 'upload', taskId: meta?.task_id ?? '', round: meta?.round });
       };
       // An upload may not outlive its task by much: a stalled stream is cut off.
       let timer = setTimeout(() => finish(new RpcError(grpc.status.DEADLINE_EXCEEDED, 'no metadata received')), 30_000);
@@ -270,7 +288,7 @@ export async function startAggregatorServer(o: ServerOptions): Promise<RunningSe
         const wanted = call.request.task_id ? engine.taskStillWanted(call.request.task_id) : false;
         callback(null, { task_still_wanted: wanted });
       } catch (err) {
-        callback(toServiceError(err, o.log));
+        callback(toServiceError(err, o));
       }
     },
 
@@ -288,7 +306,7 @@ export async function startAggregatorServer(o: ServerOptions): Promise<RunningSe
         if (kind === 'OVER_CAP') session.unfit = `this node declined a task as over its caps (${reason})`;
         callback(null, { retry_after_ms: sessions.retryAfter() });
       } catch (err) {
-        callback(toServiceError(err, o.log));
+        callback(toServiceError(err, o));
       }
     },
 
@@ -301,7 +319,7 @@ export async function startAggregatorServer(o: ServerOptions): Promise<RunningSe
         o.log?.(`node ${session.nodeId} left${reason ? `: ${reason}` : ''}`);
         callback(null, {});
       } catch (err) {
-        callback(toServiceError(err, o.log));
+        callback(toServiceError(err, o));
       }
     },
 
@@ -311,7 +329,7 @@ export async function startAggregatorServer(o: ServerOptions): Promise<RunningSe
         const session = sessions.get(call.request.session_id);
         callback(null, outcomes.outcome(session.nodeId, call.request.task_id));
       } catch (err) {
-        callback(toServiceError(err, o.log));
+        callback(toServiceError(err, o));
       }
     },
   };
