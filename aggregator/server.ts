@@ -216,7 +216,7 @@ export async function startAggregatorServer(o: ServerOptions): Promise<RunningSe
           callback(toServiceError(err, o));
         } else callback(null, { accepted: true, message: ok ?? '' });
       };
-      // Every refused upload is on record: as its round's rejected update, or else here (bounded per source).
+      // Every refused upload is on record: as its round's rejected update, or else here (within the bounds of refusal-log.ts).
       const recordUploadRefusal = (err: unknown) => {
         if (err instanceof BusyError || (err instanceof RpcError && err.recorded) || isStorageFailure(err)) return;
         const reason = err instanceof Error ? err.message : String(err);
