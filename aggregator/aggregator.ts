@@ -25,6 +25,7 @@ import { strategyNamed } from './strategies/registry.js';
 import type { EngineKind } from './strategies/strategy.js';
 import { resumePoint, type ResumePoint } from './resume.js';
 import { UPDATE_BLOBS_DIR, UpdateBlobs } from './store/update-blobs.js';
+import { explainStorageFailure } from './store/storage-errors.js';
 import { float32ToBytes, sha256Hex } from '../core/tensor-codec.js';
 import { sign, signatureToString } from '../core/signing/ed25519.js';
 import { RUN_TAG, runDigest } from '../core/signing/layouts.js';
@@ -43,6 +44,7 @@ import {
 import { RECORDS_DIR, writeRunRecordFile } from './store/signed-records.js';
 import { DEFAULT_PACE, pollRetryAfterMs, type PacePolicy } from './rounds/pace.js';
 import { DEFAULT_CONNECTION_LIMITS, type ConnectionLimits, type ConnectionStats } from './transport/connection-guard.js';
+import { DEFAULT_REFUSAL_BOUNDS, type RefusalBounds } from './nodes/refusal-log.js';
 
 /** The longest a node's PollTask is held open before it is told to come back. */
 const MAX_POLL_MS = 20_000;
@@ -94,6 +96,8 @@ export interface AggregatorOptions {
   lingerMs?: number;
   /** Pace steering; omitted fields take DEFAULT_PACE's. */
   pace?: Partial<PacePolicy>;
+  /** How many refused calls are kept on record; omitted fields take DEFAULT_REFUSAL_BOUNDS'. */
+  refusalBounds?: Partial<RefusalBounds>;
   log?: (msg: string) => void;
   onEvent?: (event: EngineEvent) => void;
   /** Told every gRPC call's method, status and duration (request metrics). */
@@ -119,7 +123,20 @@ export interface RunningAggregator {
   stop(): Promise<void>;
 }
 
+/**
+ * Starts the run's aggregator. Its storage failing (a full disk, a database that is not crowdfl's or is
+ * damaged), at the start or during the run, ends it with a UserError naming the file and what to do.
+ */
 export async function startAggregator(o: AggregatorOptions): Promise<RunningAggregator> {
+  const where = { database: join(o.runDir, 'crowdfl.db'), runDir: o.runDir };
+  try {
+    return await startRun(o, where);
+  } catch (err) {
+    throw explainStorageFailure(err, where);
+  }
+}
+
+async function startRun(o: AggregatorOptions, where: { database: string; runDir: string }): Promise<RunningAggregator> {
   const { experiment, runDir, runId, test } = o;
   const log = o.log ?? (() => {});
   // First, so a rule the quorum cannot satisfy is refused before anything is written.
@@ -166,6 +183,14 @@ export async function startAggregator(o: AggregatorOptions): Promise<RunningAggr
     firstRoundNodes: o.firstRoundNodes,
   };
   const engine: Engine = new ENGINES[strategyNamed(experiment.strategy.name).engine](engineOptions);
+  // The first failure of the run's storage met while answering a node; the run stops on it.
+  let storageFailure: unknown;
+  const stopForStorage = (err: unknown) => {
+    if (storageFailure !== undefined) return;
+    storageFailure = explainStorageFailure(err, where);
+    log(`stopping the run: ${(storageFailure as Error)?.message ?? String(storageFailure)}`);
+    engine.stop();
+  };
   const server = bound.serve({
     engine,
     sessions,
@@ -177,8 +202,10 @@ export async function startAggregator(o: AggregatorOptions): Promise<RunningAggr
     heartbeatIntervalMs,
     maxPollMs: MAX_POLL_MS,
     pace,
+    refusalBounds: { ...DEFAULT_REFUSAL_BOUNDS, ...o.refusalBounds },
     log,
     onCall: o.onCall,
+    onStorageFailure: stopForStorage,
   });
   log(`aggregator for ${experiment.name} (run ${runId}) listening on ${o.host ?? '127.0.0.1'}:${server.port} (${o.tls ? (o.tls.clientCa ? 'mutual TLS' : 'TLS') : 'plaintext'}), backend ${backend}`);
 
@@ -187,10 +214,17 @@ export async function startAggregator(o: AggregatorOptions): Promise<RunningAggr
     let records: RoundRecord[] = [];
     try {
       records = [...(resumed?.records ?? []), ...(await engine.run())];
+      if (storageFailure !== undefined) throw storageFailure;
       store.finishRun(runId, stopped ? 'failed' : 'finished');
     } catch (err) {
-      store.finishRun(runId, 'failed');
-      throw err;
+      const failure = explainStorageFailure(err, where);
+      try {
+        store.finishRun(runId, 'failed');
+      } catch (second) {
+        // On a full disk this fails too; the run's row then still says running, which resuming expects anyway.
+        log(`could not mark run ${runId} failed in ${where.database}: ${(second as Error)?.message ?? String(second)}`);
+      }
+      throw failure;
     } finally {
       // Give polling nodes a moment to hear that the experiment is over, and lingering ones up to lingerMs.
       await new Promise((r) => setTimeout(r, 300));
@@ -201,7 +235,11 @@ export async function startAggregator(o: AggregatorOptions): Promise<RunningAggr
       closeDb();
     }
     const summary = summarise(runId, publicKeyToString(o.identity.publicKey), experiment, backend, records, (Date.now() - started) / 1000, runDir);
-    writeFileSync(join(runDir, 'summary.json'), JSON.stringify(summary, null, 2) + '\n');
+    try {
+      writeFileSync(join(runDir, 'summary.json'), JSON.stringify(summary, null, 2) + '\n');
+    } catch (err) {
+      throw explainStorageFailure(err, where);
+    }
     return summary;
   })();
   return {

@@ -26,6 +26,9 @@ import type { RunStore } from './store/run-store.js';
 import { overLimits, type TaskDemand } from './nodes/node-limits.js';
 import { TaskOutcomes } from './rounds/task-outcome.js';
 import { ConnectionGuard, DEFAULT_CONNECTION_LIMITS, SERVER_CHANNEL_OPTIONS, type ConnectionLimits, type ConnectionStats } from './transport/connection-guard.js';
+import { isStorageFailure } from './store/storage-errors.js';
+import { peerAddress, RefusalLog, type Refusal, type RefusalBounds } from './nodes/refusal-log.js';
+import { isUndecodable, refusingUndecodable, withTolerantDecoders, type Undecodable } from './undecodable.js';
 
 const unsupportedVersion = (version: number) =>
   `protocol version ${version} is not supported; this aggregator speaks ${PROTOCOL_VERSION}: install the same crowdfl version as the aggregator`;
@@ -42,9 +45,13 @@ export interface ServerOptions {
   heartbeatIntervalMs?: number;
   maxPollMs?: number;
   pace: PacePolicy;
+  /** How many refused calls are kept on record (DEFAULT_REFUSAL_BOUNDS when omitted). */
+  refusalBounds?: RefusalBounds;
   log?: (msg: string) => void;
   /** Told every call's method, final status and duration (the aggregator's request metrics). */
   onCall?: CallObserver;
+  /** Told when a call failed because the run's storage did (a full disk, a damaged database): the run must stop. */
+  onStorageFailure?: (err: unknown) => void;
 }
 
 export type CallObserver = (method: string, code: grpc.status, seconds: number) => void;
@@ -68,7 +75,13 @@ export interface RunningServer {
 
 const NODE_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
-function toServiceError(err: unknown, log?: (msg: string) => void): Partial<grpc.StatusObject> {
+function toServiceError(err: unknown, o: Pick<ServerOptions, 'log' | 'onStorageFailure'>): Partial<grpc.StatusObject> {
+  if (isStorageFailure(err)) {
+    // Not the caller's doing, and not to be retried against this process: the run stops (and is resumed
+    // after a restart), so the node hears "unavailable" and comes back then.
+    o.onStorageFailure?.(err);
+    return { code: grpc.status.UNAVAILABLE, details: 'the aggregator cannot write to its storage and is stopping; try again after it restarts' };
+  }
   if (err instanceof BusyError) {
     const metadata = new grpc.Metadata();
     metadata.set('retry-after-ms', String(err.retryAfterMs));
@@ -76,7 +89,7 @@ function toServiceError(err: unknown, log?: (msg: string) => void): Partial<grpc
   }
   if (err instanceof RpcError) return { code: err.code, details: err.message };
   if (err instanceof CodecError) return { code: grpc.status.INVALID_ARGUMENT, details: err.message };
-  log?.(`internal error: ${(err as Error)?.stack ?? String(err)}`);
+  o.log?.(`internal error: ${(err as Error)?.stack ?? String(err)}`);
   return { code: grpc.status.INTERNAL, details: `internal error: ${(err as Error)?.message ?? String(err)}` };
 }
 
@@ -117,19 +130,23 @@ export async function bindAggregatorServer(b: ServerBinding): Promise<BoundServe
     ...SERVER_CHANNEL_OPTIONS,
   });
   const guard = new ConnectionGuard(b.connections ?? DEFAULT_CONNECTION_LIMITS);
-  let live: AggregatorHandlers | undefined;
+  let live: grpc.UntypedServiceImplementation | undefined;
+  // Request decoders that turn bytes that are not the method's message into an Undecodable, which the
+  // handlers' wrapper (refusingUndecodable) answers with INVALID_ARGUMENT.
+  const service = withTolerantDecoders(proto.crowdfl.v1.Aggregator.service);
   // Every method goes through `live`; before it is set, unary and client-streaming calls get their
   // callback's error, the server-streaming one (DownloadModel) is ended with the status.
   const dispatch: grpc.UntypedServiceImplementation = {};
-  for (const name of Object.keys(proto.crowdfl.v1.Aggregator.service)) {
+  for (const name of Object.keys(service)) {
     dispatch[name] = ((call: grpc.ServerWritableStream<unknown, unknown>, callback?: grpc.sendUnaryData<unknown>) => {
-      const handler = live?.[name as keyof AggregatorHandlers] as ((call: unknown, callback?: unknown) => void) | undefined;
+      const handler = live?.[name] as ((call: unknown, callback?: unknown) => void) | undefined;
       if (handler) return handler(call, callback);
       if (callback) callback(STARTING);
-      else call.destroy(Object.assign(new Error(STARTING.details), STARTING));
+      // A server stream's status goes out with its end: emit the error (destroy would send none).
+      else call.emit('error', STARTING);
     }) as grpc.UntypedHandleCall;
   }
-  server.addService(proto.crowdfl.v1.Aggregator.service, dispatch);
+  server.addService(service, dispatch);
   const host = b.host ?? '127.0.0.1';
   const requested = b.port ?? 0;
   // The guard accepts the connections and hands grpc-js those within bounds (TLS, when configured, starts there).
@@ -157,7 +174,8 @@ export async function bindAggregatorServer(b: ServerBinding): Promise<BoundServe
   return {
     port,
     serve: (o) => {
-      live = aggregatorHandlers(o, maxChunk, guard);
+      const handlers = aggregatorHandlers(o, maxChunk, guard) as unknown as grpc.UntypedServiceImplementation;
+      live = refusingUndecodable(service, handlers, (method, code) => o.onCall?.(method, code, 0));
       return { port, close, connections: () => guard.stats() };
     },
     close,
@@ -170,6 +188,16 @@ function aggregatorHandlers(o: ServerOptions, maxChunk: number, guard: Connectio
   const { engine, sessions, store } = o;
   const hellos = new HelloPacer(o.pace);
   const challenges = new HelloChallenges();
+  const refusalLog = new RefusalLog(store, o.refusalBounds, o.log);
+  // Called on the way out of a refused call: keeping it on record must not throw past the handler.
+  const keepRefusal = (refusal: Refusal) => {
+    try {
+      refusalLog.record(refusal);
+    } catch (err) {
+      if (isStorageFailure(err)) o.onStorageFailure?.(err);
+      else o.log?.(`could not record a refused call: ${(err as Error)?.message ?? String(err)}`);
+    }
+  };
   const outcomes = new TaskOutcomes(store, o.experimentId, (taskId) => engine.taskPending(taskId));
   /** The call's session; the call's connection has then shown one, and is no longer closed at its hello timeout. */
   const sessionOf = (call: { getPeer(): string }, sessionId: string): Session => {
@@ -182,7 +210,7 @@ function aggregatorHandlers(o: ServerOptions, maxChunk: number, guard: Connectio
     HelloChallenge(call, callback) {
       callback = timed('HelloChallenge', o.onCall, callback);
       if (call.request.protocol_version !== PROTOCOL_VERSION) {
-        callback(toServiceError(precondition(unsupportedVersion(call.request.protocol_version)), o.log));
+        callback(toServiceError(precondition(unsupportedVersion(call.request.protocol_version)), o));
         return;
       }
       // Not paced: a challenge costs 32 random bytes and a map entry (bounded), and the hello that uses it is paced.
@@ -217,9 +245,9 @@ function aggregatorHandlers(o: ServerOptions, maxChunk: number, guard: Connectio
         const key = call.request.node_public_key;
         if (err instanceof RpcError && !(err instanceof BusyError) && key?.length === 32) {
           // Who knocked and was turned away is part of the record evaluators read.
-          store.recordRefusal(nodeIdFromPublicKey(key), publicKeyToString(key), err.message);
+          keepRefusal({ peer: call.getPeer(), source: nodeIdFromPublicKey(key), publicKey: publicKeyToString(key), reason: err.message });
         }
-        callback(toServiceError(err, o.log));
+        callback(toServiceError(err, o));
       }
     },
 
@@ -229,7 +257,7 @@ function aggregatorHandlers(o: ServerOptions, maxChunk: number, guard: Connectio
       try {
         session = sessionOf(call, call.request.session_id);
       } catch (err) {
-        callback(toServiceError(err, o.log));
+        callback(toServiceError(err, o));
         return;
       }
       const waitMs = Math.min(Math.max(call.request.wait_ms || maxPollMs, 0), maxPollMs);
@@ -237,7 +265,7 @@ function aggregatorHandlers(o: ServerOptions, maxChunk: number, guard: Connectio
       call.on('cancelled', () => sessions.cancelPoll(session));
       sessions.poll(session, waitMs).then(
         (reply) => callback(null, reply),
-        (err: unknown) => callback(toServiceError(err, o.log)),
+        (err: unknown) => callback(toServiceError(err, o)),
       );
     },
 
@@ -262,9 +290,11 @@ function aggregatorHandlers(o: ServerOptions, maxChunk: number, guard: Connectio
           call.end();
           observe(grpc.status.OK);
         } catch (err) {
-          const status = toServiceError(err, o.log);
+          const status = toServiceError(err, o);
           observe(status.code ?? grpc.status.INTERNAL);
-          call.destroy(Object.assign(new Error(status.details), status));
+          // grpc-js sends a server stream's status when the stream ends; 'error' sets that status and ends it.
+          // (destroy() would skip the end: no status is ever sent and the call hangs until the node's deadline.)
+          call.emit('error', status);
         }
       })();
     },
@@ -283,22 +313,24 @@ function aggregatorHandlers(o: ServerOptions, maxChunk: number, guard: Connectio
         if (err) {
           if (meta && assembler && !assembler.complete) engine.abortSubmission(meta);
           recordUploadRefusal(err);
-          callback(toServiceError(err, o.log));
+          callback(toServiceError(err, o));
         } else callback(null, { accepted: true, message: ok ?? '' });
       };
-      // Every refused upload is on record: as its round's rejected update, or else here (bounded per source).
+      // Every refused upload is on record: as its round's rejected update, or else here (within the bounds of refusal-log.ts).
       const recordUploadRefusal = (err: unknown) => {
-        if (err instanceof BusyError || (err instanceof RpcError && err.recorded)) return;
+        if (err instanceof BusyError || (err instanceof RpcError && err.recorded) || isStorageFailure(err)) return;
         const reason = err instanceof Error ? err.message : String(err);
-        const source = session?.nodeId ?? `peer ${call.getPeer()}`;
-        const key = session ? publicKeyToString(session.publicKey) : '';
-        store.recordRefusal(source, key, reason, { kind: 'upload', taskId: meta?.task_id ?? '', round: meta?.round });
+        const peer = call.getPeer();
+        const source = session?.nodeId ?? `peer ${peerAddress(peer)}`;
+        const publicKey = session ? publicKeyToString(session.publicKey) : '';
+        keepRefusal({ peer, source, publicKey, reason, kind: 'upload', taskId: meta?.task_id ?? '', round: meta?.round });
       };
       // An upload may not outlive its task by much: a stalled stream is cut off.
       let timer = setTimeout(() => finish(new RpcError(grpc.status.DEADLINE_EXCEEDED, 'no metadata received')), 30_000);
-      call.on('data', (msg: { meta?: UpdateMeta__Output | null; data?: Buffer; seal?: UpdateSeal__Output | null; part?: string }) => {
+      call.on('data', (msg: { meta?: UpdateMeta__Output | null; data?: Buffer; seal?: UpdateSeal__Output | null; part?: string } | Undecodable) => {
         if (done) return;
         try {
+          if (isUndecodable(msg)) throw msg.error();
           if (!meta) {
             if (msg.part !== 'meta' || !msg.meta) throw invalid('the first message of SubmitUpdate must carry meta');
             meta = msg.meta;
@@ -356,7 +388,7 @@ function aggregatorHandlers(o: ServerOptions, maxChunk: number, guard: Connectio
         const wanted = call.request.task_id ? engine.taskStillWanted(call.request.task_id) : false;
         callback(null, { task_still_wanted: wanted });
       } catch (err) {
-        callback(toServiceError(err, o.log));
+        callback(toServiceError(err, o));
       }
     },
 
@@ -374,7 +406,7 @@ function aggregatorHandlers(o: ServerOptions, maxChunk: number, guard: Connectio
         if (kind === 'OVER_CAP') session.unfit = `this node declined a task as over its caps (${reason})`;
         callback(null, { retry_after_ms: sessions.retryAfter() });
       } catch (err) {
-        callback(toServiceError(err, o.log));
+        callback(toServiceError(err, o));
       }
     },
 
@@ -387,7 +419,7 @@ function aggregatorHandlers(o: ServerOptions, maxChunk: number, guard: Connectio
         o.log?.(`node ${session.nodeId} left${reason ? `: ${reason}` : ''}`);
         callback(null, {});
       } catch (err) {
-        callback(toServiceError(err, o.log));
+        callback(toServiceError(err, o));
       }
     },
 
@@ -397,7 +429,7 @@ function aggregatorHandlers(o: ServerOptions, maxChunk: number, guard: Connectio
         const session = sessionOf(call, call.request.session_id);
         callback(null, outcomes.outcome(session.nodeId, call.request.task_id));
       } catch (err) {
-        callback(toServiceError(err, o.log));
+        callback(toServiceError(err, o));
       }
     },
   };

@@ -4,6 +4,7 @@
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { basename, join, relative, resolve } from 'node:path';
 import { openDatabaseReadOnly } from '../aggregator/store/db.js';
+import { explainDatabaseFile } from '../aggregator/store/storage-errors.js';
 import { RunStore } from '../aggregator/store/run-store.js';
 import type { RunRow } from '../aggregator/store/schema.js';
 import { reasonKind, summarizeVerdicts } from '../aggregator/rounds/verdict-summary.js';
@@ -101,8 +102,13 @@ export function openRunStore(dir: string): { store: RunStore; close: () => void 
   // Checked before opening: opening would create an empty database where none was.
   if (!existsSync(database)) throw new NotARunError(`no crowdfl.db in ${dir}: is this a run directory?`);
   // Reading a run never writes to it (an older database is read through a migrated copy).
-  const { db, close } = openDatabaseReadOnly(database);
-  return { store: new RunStore(db), close };
+  let opened: ReturnType<typeof openDatabaseReadOnly>;
+  try {
+    opened = openDatabaseReadOnly(database);
+  } catch (err) {
+    throw explainDatabaseFile(err, database);
+  }
+  return { store: new RunStore(opened.db), close: opened.close };
 }
 
 /** The run a directory holds: the one named like the directory, or its only run when the directory was renamed. */

@@ -82,7 +82,7 @@ test('bad input gets clear statuses and never touches the global model', async (
       ),
     );
     raw.close();
-    t.not(s.code, grpc.status.OK);
+    t.is(s.code, grpc.status.INVALID_ARGUMENT, s.details);
 
     const [a, b] = await Promise.all([join2(agg.port), join2(agg.port)]);
     t.is(a.task.round, 1);

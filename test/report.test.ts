@@ -76,7 +76,7 @@ test('the report states each run from its database and draws every run on every 
     t.true(markdown.includes(`- final accuracy: ${finalAccuracy};`));
     t.true(markdown.includes(`[experiment.json](../runs/${runId}/experiment.json)`));
   }
-  t.regex(markdown, /- aggregation: krum f=0\n/);
+  t.regex(markdown, /- aggregation: krum f=0 outlier_distance_ratio=2 duplicate_distance_ratio=0.1 reject_flagged=false\n/);
   // The mean as the schema fills it in: the safe defaults an experiment did not write are stated.
   t.regex(markdown, /- aggregation: mean max_norm_ratio=10 max_examples_ratio=2\n/);
 

@@ -1,8 +1,9 @@
-import { mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
-import { ExperimentError, loadExperimentFile, parseExperiment } from './schema.js';
+import { newRunId } from '../run-id.js';
+import { ExperimentError, loadExperimentFile, MAX_EXPERIMENT_NAME_CHARS, parseExperiment } from './schema.js';
 
 const root = new URL('../../..', import.meta.url);
 
@@ -53,4 +54,26 @@ test('a robust rule whose precondition the quorum cannot meet is refused before 
   t.is(strategyFor(ok).name, 'fedavg');
   const bulyan = tinyExperiment({ nodes: 20, selection: { nodes_per_round: 20, min_updates: 18, deadline_seconds: 60 }, aggregation: { rule: 'bulyan', f: 4 } });
   t.throws(() => strategyFor(bulyan), { message: /bulyan/ });
+});
+
+test('a file saved with a UTF-8 byte order mark loads like one without', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'crowdfl-exp-'));
+  const text = JSON.stringify(loadExperimentFile(new URL('experiments/default.json', root).pathname).experiment);
+  writeFileSync(join(dir, 'plain.json'), text);
+  writeFileSync(join(dir, 'bom.json'), `\uFEFF${text}`);
+  t.deepEqual(loadExperimentFile(join(dir, 'bom.json')).experiment, loadExperimentFile(join(dir, 'plain.json')).experiment);
+  // Only a leading mark is the encoding's; one inside the JSON is still an error.
+  writeFileSync(join(dir, 'inside.json'), ` \uFEFF${text}`);
+  t.regex(t.throws(() => loadExperimentFile(join(dir, 'inside.json')))!.message, /is not valid JSON/);
+});
+
+test('an experiment name is bounded, so the run directory it names can be made', (t) => {
+  const { experiment } = loadExperimentFile(new URL('experiments/default.json', root).pathname);
+  const err = t.throws(() => parseExperiment({ ...experiment, name: 'n'.repeat(100_000) }), { instanceOf: ExperimentError });
+  t.regex(err!.message, new RegExp(`name: at most ${MAX_EXPERIMENT_NAME_CHARS} characters`));
+  t.true(err!.message.length < 500);
+  // The longest name allowed still makes a run directory (a rerun's id is the longest derived from it).
+  const longest = parseExperiment({ ...experiment, name: 'n'.repeat(MAX_EXPERIMENT_NAME_CHARS) });
+  const runs = mkdtempSync(join(tmpdir(), 'crowdfl-runs-'));
+  t.notThrows(() => mkdirSync(join(runs, newRunId(`${longest.name}-rerun`))));
 });

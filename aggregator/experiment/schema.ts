@@ -23,9 +23,15 @@ export type StrategySpec = z.infer<typeof strategySchema>;
 // code; aggregator/robust/rules.ts lists the rules.
 export { aggregationSchema, type AggregationRule, type AggregationSpec } from '../robust/rules.js';
 
+export const MAX_EXPERIMENT_NAME_CHARS = 100;
+
 export const experimentSchema = z
   .object({
-    name: z.string().regex(/^[a-z0-9][a-z0-9._-]*$/i, 'use letters, digits, ".", "_" or "-"'),
+    // A run's id, and so its directory's name, starts with the experiment's name: bounded well inside a file name's 255 bytes.
+    name: z
+      .string()
+      .max(MAX_EXPERIMENT_NAME_CHARS, `at most ${MAX_EXPERIMENT_NAME_CHARS} characters: the name begins the run directory's name`)
+      .regex(/^[a-z0-9][a-z0-9._-]*$/i, 'use letters, digits, ".", "_" or "-"'),
     description: z.string().optional(),
     seed: z.number().int().nonnegative().max(2 ** 31 - 1),
     dataset: datasetSchema,
@@ -127,7 +133,8 @@ export function loadExperimentFile(path: string): { experiment: Experiment; text
   }
   let json: unknown;
   try {
-    json = JSON.parse(text);
+    // Editors on Windows save UTF-8 with a byte order mark, which JSON.parse refuses.
+    json = JSON.parse(text.startsWith('\uFEFF') ? text.slice(1) : text);
   } catch (err) {
     throw new ExperimentError(`experiment file ${path} is not valid JSON: ${(err as Error).message}`);
   }

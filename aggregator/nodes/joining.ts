@@ -9,7 +9,7 @@ import { hasSmallOrder, verify } from '../../core/signing/ed25519.js';
 import { HELLO_CHALLENGE_BYTES, helloDigest } from '../../core/signing/layouts.js';
 import type { HelloRequest__Output } from '../../proto/generated/crowdfl/v1/HelloRequest.js';
 import { NO_CHALLENGE, type HelloChallenges } from './hello-challenges.js';
-import { RpcError } from '../rpc-error.js';
+import { echo, RpcError } from '../rpc-error.js';
 import type { RunStore } from '../store/run-store.js';
 
 export type AdmissionPolicy =
@@ -39,7 +39,7 @@ export function admit(
   if (hasSmallOrder(publicKey)) throw unauthenticated('node_public_key is a small-order point, which proves nothing');
   const nodeId = nodeIdFromPublicKey(publicKey);
   if (req.node_id && req.node_id !== nodeId) {
-    throw new RpcError(status.INVALID_ARGUMENT, `node_id ${req.node_id} is not the id of this key (${nodeId})`);
+    throw new RpcError(status.INVALID_ARGUMENT, `node_id ${echo(req.node_id)} is not the id of this key (${nodeId})`);
   }
   if (!(Math.abs(now - req.timestamp_ms) <= MAX_CLOCK_SKEW_MS)) {
     throw unauthenticated(`hello timestamp is ${Math.round((req.timestamp_ms - now) / 1000)} s off this aggregator's clock; fix the node's clock`);

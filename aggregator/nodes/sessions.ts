@@ -5,7 +5,7 @@ import { randomUUID } from 'node:crypto';
 import type { NodeCapabilities__Output } from '../../proto/generated/crowdfl/v1/NodeCapabilities.js';
 import type { PollTaskReply } from '../../proto/generated/crowdfl/v1/PollTaskReply.js';
 import type { Task } from '../../proto/generated/crowdfl/v1/Task.js';
-import { notFound } from '../rpc-error.js';
+import { echo, notFound } from '../rpc-error.js';
 
 export interface Session {
   readonly id: string;
@@ -58,7 +58,7 @@ export class Sessions {
 
   get(sessionId: string): Session {
     const s = this.byId.get(sessionId);
-    if (!s) throw notFound(`unknown or expired session ${JSON.stringify(sessionId)}; call Hello again`);
+    if (!s) throw notFound(`unknown or expired session ${echo(sessionId)}; call Hello again`);
     s.lastSeen = Date.now();
     return s;
   }

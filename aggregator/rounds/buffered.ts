@@ -17,7 +17,7 @@ import { byNodeThenTask, eligibleSessions, sleepUnlessWoken, type EngineOptions,
 import { ServedModels } from './served-models.js';
 import { DeskEngine, refusedRow, UploadDesk, UPLOAD_SLACK_MS, type AcceptedUpdate, type IssuedTask, type TaskEnd } from './uploads.js';
 import { AggregationError } from '../robust/verdict.js';
-import { precondition } from '../rpc-error.js';
+import { echo, precondition } from '../rpc-error.js';
 import type { Session } from '../nodes/sessions.js';
 import { checkpointDirName, writeCheckpoint } from '../store/checkpoints.js';
 import type { UpdateRow } from '../store/schema.js';
@@ -87,8 +87,8 @@ export class BufferedEngine extends DeskEngine<BufferedTask> {
       progress: () => ({ received: this.buffer.length, selected: this.spec.buffer_size }),
       // Tasks issued between two publications train different models: each names its own.
       wrongBaseModel: (t, meta) =>
-        precondition(`base model ${meta.base_model_sha256} is not the one task ${meta.task_id} named (${t.task.base_model_sha256})`),
-      endedWhileUploading: (meta) => precondition(`task ${meta.task_id} expired while the update was uploading`),
+        precondition(`base model ${echo(meta.base_model_sha256)} is not the one task ${echo(meta.task_id)} named (${t.task.base_model_sha256})`),
+      endedWhileUploading: (meta) => precondition(`task ${echo(meta.task_id)} expired while the update was uploading`),
       // Only FedBuff lets models be published while a task is out, so only it can be handed an update too old to use.
       engineRefusal: (t) => {
         const staleness = this.version - t.baseVersion;

@@ -3,7 +3,7 @@
 // ServedModels; they differ only in how many models they keep.
 import { float32ToBytes, sha256Hex, type TensorEntry } from '../../core/tensor-codec.js';
 import type { TensorSpec } from '../../proto/generated/crowdfl/v1/TensorSpec.js';
-import { notFound } from '../rpc-error.js';
+import { echo, notFound } from '../rpc-error.js';
 
 export function manifestForWire(manifest: readonly TensorEntry[]): TensorSpec[] {
   return manifest.map((t) => ({ name: t.name, dtype: 'FLOAT32', shape: [...t.shape] }));
@@ -29,7 +29,7 @@ export class ServedModels {
 
   bytes(sha256: string): Buffer {
     const bytes = this.models.get(sha256);
-    if (!bytes) throw notFound(`model ${sha256} is not served (it is not one of the last ${this.keep} global models)`);
+    if (!bytes) throw notFound(`model ${echo(sha256)} is not served (it is not one of the last ${this.keep} global models)`);
     return bytes;
   }
 }

@@ -7,7 +7,7 @@ import { commitAggregation } from './commit.js';
 import { byNodeThenTask, eligibleSessions, sleepUnlessWoken, type EngineOptions, type RoundRecord } from './engine.js';
 import { DeskEngine, updateRow, UploadDesk, type AcceptedUpdate, type IssuedTask, type TaskState } from './uploads.js';
 import { AggregationError } from '../robust/verdict.js';
-import { precondition } from '../rpc-error.js';
+import { echo, precondition } from '../rpc-error.js';
 import type { Session } from '../nodes/sessions.js';
 import { checkpointDirName, writeCheckpoint } from '../store/checkpoints.js';
 import type { ServerOptimizerState } from '../strategies/server-optimizers.js';
@@ -55,7 +55,7 @@ export class RoundEngine extends DeskEngine<IssuedTask> {
       roundNow: (t) => t.task.round!,
       progress: () => ({ received: this.open?.accepted.length ?? 0, selected: this.open?.tasks.size ?? 0 }),
       // Every task of a round trains the same model: the round's.
-      wrongBaseModel: (t, meta) => precondition(`stale base model ${meta.base_model_sha256}; round ${t.task.round} trains ${t.task.base_model_sha256}`),
+      wrongBaseModel: (t, meta) => precondition(`stale base model ${echo(meta.base_model_sha256)}; round ${t.task.round} trains ${t.task.base_model_sha256}`),
       endedWhileUploading: (meta) => precondition(`round ${meta.round} closed while the update was uploading`),
       ended: (_t, end) => {
         if (end.state === 'accepted') this.open?.accepted.push(end.update);

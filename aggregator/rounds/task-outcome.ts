@@ -6,7 +6,7 @@
 import { status } from '@grpc/grpc-js';
 import type { RoundRecord } from '../../proto/generated/crowdfl/v1/RoundRecord.js';
 import type { TaskOutcomeReply } from '../../proto/generated/crowdfl/v1/TaskOutcomeReply.js';
-import { notFound, RpcError } from '../rpc-error.js';
+import { echo, notFound, RpcError } from '../rpc-error.js';
 import type { RunStore } from '../store/run-store.js';
 
 /** Committed rounds whose records are kept: every node of a round asks about the same one right after it commits. */
@@ -25,8 +25,8 @@ export class TaskOutcomes {
 
   outcome(nodeId: string, taskId: string): TaskOutcomeReply {
     const task = this.store.task(taskId);
-    if (!task || task.runId !== this.runId) throw notFound(`unknown task ${JSON.stringify(taskId)} in run ${this.runId}`);
-    if (task.nodeId !== nodeId) throw new RpcError(status.PERMISSION_DENIED, `task ${taskId} was not assigned to this node`);
+    if (!task || task.runId !== this.runId) throw notFound(`unknown task ${echo(taskId)} in run ${this.runId}`);
+    if (task.nodeId !== nodeId) throw new RpcError(status.PERMISSION_DENIED, `task ${echo(taskId)} was not assigned to this node`);
     const update = this.store.updateOfTask(taskId);
     if (!update) {
       if (task.declinedAt !== null) return { verdict: 'declined', reason: task.declineReason ?? '', round: task.round };

@@ -23,7 +23,7 @@ import type { UpdateSeal__Output } from '../../proto/generated/crowdfl/v1/Update
 import { crashPoint } from '../crash-points.js';
 import type { Session } from '../nodes/sessions.js';
 import type { Verdict } from '../robust/verdict.js';
-import { alreadyExists, invalid, notFound, precondition, RpcError } from '../rpc-error.js';
+import { alreadyExists, echo, invalid, notFound, precondition, RpcError } from '../rpc-error.js';
 import type { RunStore } from '../store/run-store.js';
 import type { UpdateRow } from '../store/schema.js';
 import type { UpdateBlobs } from '../store/update-blobs.js';
@@ -165,8 +165,8 @@ export class UploadDesk<T extends IssuedTask> {
   /** The node will not answer its task: free the slot now rather than at the deadline. */
   decline(session: Session, taskId: string, reason: string, kind: string): void {
     const t = this.held(taskId, 'decline', 'there is nothing to decline');
-    if (t.nodeId !== session.nodeId) throw new RpcError(status.PERMISSION_DENIED, `task ${taskId} was not assigned to this node`);
-    if (t.state !== 'assigned') throw alreadyExists(`task ${taskId} was already answered (${t.state})`);
+    if (t.nodeId !== session.nodeId) throw new RpcError(status.PERMISSION_DENIED, `task ${echo(taskId)} was not assigned to this node`);
+    if (t.state !== 'assigned') throw alreadyExists(`task ${echo(taskId)} was already answered (${t.state})`);
     this.o.store.recordDecline(taskId, t.nodeId, reason, kind);
     this.end(t, { state: 'declined' });
     this.o.onEvent?.({ type: 'task-declined', round: t.task.round!, nodeId: t.nodeId, reason });
@@ -179,7 +179,7 @@ export class UploadDesk<T extends IssuedTask> {
    */
   begin(session: Session, meta: UpdateMeta__Output): number {
     if (meta.experiment_id !== this.o.runId) {
-      throw notFound(`unknown experiment ${JSON.stringify(meta.experiment_id)}; this aggregator runs ${this.o.runId}`);
+      throw notFound(`unknown experiment ${echo(meta.experiment_id)}; this aggregator runs ${this.o.runId}`);
     }
     const t = this.held(meta.task_id, 'upload', 'the update came too late');
     const node = this.o.store.node(session.nodeId);
@@ -188,9 +188,9 @@ export class UploadDesk<T extends IssuedTask> {
     if (node?.status === 'banned') {
       throw this.refuse(t, meta, new RpcError(status.PERMISSION_DENIED, `node ${session.nodeId} is banned: ${node.statusReason}`));
     }
-    if (t.nodeId !== session.nodeId) throw new RpcError(status.PERMISSION_DENIED, `task ${meta.task_id} was not assigned to this node`);
-    if (meta.round !== t.task.round) throw precondition(`task ${meta.task_id} belongs to round ${t.task.round}, not ${meta.round}`);
-    if (t.state !== 'assigned') throw alreadyExists(`task ${meta.task_id} was already answered (${t.state})`);
+    if (t.nodeId !== session.nodeId) throw new RpcError(status.PERMISSION_DENIED, `task ${echo(meta.task_id)} was not assigned to this node`);
+    if (meta.round !== t.task.round) throw precondition(`task ${echo(meta.task_id)} belongs to round ${t.task.round}, not ${meta.round}`);
+    if (t.state !== 'assigned') throw alreadyExists(`task ${echo(meta.task_id)} was already answered (${t.state})`);
     if (meta.base_model_sha256 !== t.task.base_model_sha256) throw this.book.wrongBaseModel(t, meta);
     const problem =
       this.book.engineRefusal?.(t, meta) ??
@@ -238,7 +238,7 @@ export class UploadDesk<T extends IssuedTask> {
     if (t) return t;
     const why = this.book.whyClosed(taskId, asking);
     if (why !== undefined) throw precondition(`${why}; ${consequence}`);
-    throw notFound(`unknown task ${JSON.stringify(taskId)}`);
+    throw notFound(`unknown task ${echo(taskId)}`);
   }
 
   /** Records a refused upload as a rejected verdict and returns the error to send. */
@@ -406,7 +406,7 @@ function checkSeal(
     };
   }
   if (seal.update_sha256 !== receivedSha) {
-    return { error: invalid(`update bytes hash to ${receivedSha}, but the signed update_sha256 is ${seal.update_sha256}`) };
+    return { error: invalid(`update bytes hash to ${receivedSha}, but the signed update_sha256 is ${echo(seal.update_sha256)}`) };
   }
   const bad = firstNonFinite(delta);
   if (bad >= 0) return { error: invalid(`update value ${bad} is ${delta[bad]}; only finite numbers are accepted`) };

@@ -4,6 +4,7 @@
 import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { bytesToFloat32, float32ToBytes, sha256Hex, type TensorEntry } from '../../core/tensor-codec.js';
+import { diskFullAt } from './storage-errors.js';
 
 export interface Checkpoint {
   dir: string;
@@ -37,7 +38,7 @@ export function checkpointDirName(round: number): string {
   return `round-${String(round).padStart(4, '0')}`;
 }
 
-/** Writes to a temporary directory, fsyncs, then renames: a reader never sees half a checkpoint. */
+/** Writes to a temporary directory, fsyncs, then renames: a reader never sees half a checkpoint. A full disk throws DiskFullError. */
 export function writeCheckpoint(
   parent: string,
   name: string,
@@ -47,11 +48,8 @@ export function writeCheckpoint(
   /** The server optimizer's state after this model, when the strategy has one. */
   serverState?: Uint8Array,
 ): Checkpoint {
-  mkdirSync(parent, { recursive: true });
   const final = join(parent, name);
   const temp = join(parent, `.${name}.tmp-${process.pid}`);
-  rmSync(temp, { recursive: true, force: true });
-  mkdirSync(temp);
   const bytes = float32ToBytes(weights);
   const modelJson = {
     format: 'layers-model',
@@ -60,13 +58,22 @@ export function writeCheckpoint(
     modelTopology: topology,
     weightsManifest: [{ paths: ['weights.bin'], weights: manifest.map((t) => ({ ...t, shape: [...t.shape] })) }],
   };
-  writeFileDurably(join(temp, 'weights.bin'), bytes);
-  writeFileDurably(join(temp, 'model.json'), JSON.stringify(modelJson));
-  if (serverState) writeFileDurably(join(temp, SERVER_STATE_FILE), serverState);
-  fsyncDir(temp);
-  rmSync(final, { recursive: true, force: true });
-  renameSync(temp, final);
-  fsyncDir(parent);
+  try {
+    mkdirSync(parent, { recursive: true });
+    rmSync(temp, { recursive: true, force: true });
+    mkdirSync(temp);
+    writeFileDurably(join(temp, 'weights.bin'), bytes);
+    writeFileDurably(join(temp, 'model.json'), JSON.stringify(modelJson));
+    if (serverState) writeFileDurably(join(temp, SERVER_STATE_FILE), serverState);
+    fsyncDir(temp);
+    rmSync(final, { recursive: true, force: true });
+    renameSync(temp, final);
+    fsyncDir(parent);
+  } catch (err) {
+    // The temporary directory is left as it is (the next write of this checkpoint clears it): past the
+    // rmSync of `final`, it holds the only copy.
+    throw diskFullAt(err, parent);
+  }
   return { dir: final, sha256: sha256Hex(bytes) };
 }
 

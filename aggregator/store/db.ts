@@ -6,6 +6,7 @@ import Database from 'better-sqlite3';
 import { drizzle, type BetterSQLite3Database } from 'drizzle-orm/better-sqlite3';
 import { migrate } from 'drizzle-orm/better-sqlite3/migrator';
 import * as schema from './schema.js';
+import { diskFullAt, explainDatabaseFile } from './storage-errors.js';
 
 export type Db = BetterSQLite3Database<typeof schema>;
 
@@ -19,13 +20,19 @@ const MIGRATIONS = fileURLToPath(new URL('../../../aggregator/store/migrations',
 export function openDatabase(path: string): { db: Db; close: () => void } {
   mkdirSync(dirname(path), { recursive: true });
   const sqlite = new Database(path);
-  sqlite.pragma('journal_mode = WAL');
-  sqlite.pragma('synchronous = FULL');
-  sqlite.pragma('foreign_keys = ON');
-  sqlite.pragma('busy_timeout = 5000');
-  const db = drizzle(sqlite, { schema });
-  migrate(db, { migrationsFolder: MIGRATIONS });
-  return { db, close: () => sqlite.close() };
+  try {
+    sqlite.pragma('journal_mode = WAL');
+    sqlite.pragma('synchronous = FULL');
+    sqlite.pragma('foreign_keys = ON');
+    sqlite.pragma('busy_timeout = 5000');
+    const db = drizzle(sqlite, { schema });
+    migrate(db, { migrationsFolder: MIGRATIONS });
+    return { db, close: () => sqlite.close() };
+  } catch (err) {
+    sqlite.close();
+    // A foreign or damaged file, or a full disk, named with what to do instead of SQLite's bare words.
+    throw diskFullAt(explainDatabaseFile(err, path), path);
+  }
 }
 
 /** When the newest migration this build knows was made (drizzle's journal); drizzle applies those newer than the last it applied. */

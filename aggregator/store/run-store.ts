@@ -76,9 +76,23 @@ export class RunStore {
     this.refusalCounts.set(nodeId, count + 1);
     this.db
       .insert(refusals)
-      .values({ at: Date.now(), nodeId, publicKey, reason: reason.slice(0, 1000), kind: call.kind ?? 'hello', taskId: call.taskId ?? '', round: call.round ?? null })
+      .values({
+        at: Date.now(),
+        nodeId: nodeId.slice(0, 200),
+        publicKey: publicKey.slice(0, 100),
+        reason: reason.slice(0, 1000),
+        kind: call.kind ?? 'hello',
+        // The caller's, at any length: what is kept of it is bounded like the reason.
+        taskId: (call.taskId ?? '').slice(0, 200),
+        round: call.round ?? null,
+      })
       .run();
     return true;
+  }
+
+  /** Refusal rows in the database, from every source. */
+  refusalCount(): number {
+    return this.db.select({ n: sql<number>`count(*)` }).from(refusals).get()?.n ?? 0;
   }
 
   refusalRows(): (typeof refusals.$inferSelect)[] {
