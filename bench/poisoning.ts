@@ -78,14 +78,16 @@ function blame(runDir: string, byzantine: ReadonlySet<string>, spec: ReputationS
       honest: { updates: 0, flagged: 0, notSelected: 0, banned: 0, nodes: 0 },
     };
     for (const round of store.committedRounds(run.id)) {
-      const ups = store.updatesOfAttempt(round).filter((u) => !standing.get(u.nodeId)?.ban);
-      const evidence = (u: (typeof ups)[number]) => u.verdict === 'rejected' || u.evidence !== null;
-      for (const u of ups) {
+      const all = store.updatesOfAttempt(round);
+      const evidence = (u: (typeof all)[number]) => u.verdict === 'rejected' || u.evidence !== null;
+      for (const u of all) {
         const side = byzantine.has(u.nodeId) ? out.byzantine : out.honest;
         side.updates++;
         if (evidence(u)) side.flagged++;
         if (u.verdict === 'not-selected') side.notSelected++;
       }
+      // A banned node would have sent nothing more: its later verdicts do not count towards bans.
+      const ups = all.filter((u) => !standing.get(u.nodeId)?.ban);
       const changes = reputationChanges(spec, (id) => standing.get(id) ?? { reputation: 1, verdicts: 0 }, ups.map((u) => ({ nodeId: u.nodeId, evidence: evidence(u) })));
       for (const c of changes) standing.set(c.nodeId, c);
     }

@@ -78,13 +78,13 @@ test('the report states each run from its database and draws every run on every 
   }
   t.regex(markdown, /- aggregation: krum f=0 outlier_distance_ratio=2 duplicate_distance_ratio=0.1 reject_flagged=false\n/);
   // The mean as the schema fills it in: the safe defaults an experiment did not write are stated.
-  t.regex(markdown, /- aggregation: mean max_norm_ratio=10 max_examples_ratio=2\n/);
+  t.regex(markdown, /- aggregation: mean outlier_distance_ratio=2 duplicate_distance_ratio=0.1 reject_flagged=false max_norm_ratio=10 max_examples_ratio=2\n/);
 
-  // The aggregator's own count of rejections, from summary.json, against the report's reasons table.
+  // The aggregator's own count of updates Krum left out, from summary.json, against the report's reasons table.
   const krumSummary = JSON.parse(readFileSync(join(runsDir, 'krum', 'summary.json'), 'utf8')) as RunSummary;
-  const rejected = krumSummary.rounds.reduce((sum, r) => sum + r.rejected, 0);
-  t.true(rejected > 0);
-  t.true(markdown.includes(`| rejected | krum score | ${rejected} |`), markdown);
+  const notSelected = krumSummary.rounds.reduce((sum, r) => sum + r.not_selected, 0);
+  t.true(notSelected > 0);
+  t.true(markdown.includes(`| not-selected | krum score | ${notSelected} |`), markdown);
   t.true(markdown.includes('none: every update was kept.'));
 
   for (const { file } of REPORT_CHARTS) {
