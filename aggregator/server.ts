@@ -28,7 +28,7 @@ import { TaskOutcomes } from './rounds/task-outcome.js';
 import { ConnectionGuard, DEFAULT_CONNECTION_LIMITS, SERVER_CHANNEL_OPTIONS, type ConnectionLimits, type ConnectionStats } from './transport/connection-guard.js';
 import { isStorageFailure } from './store/storage-errors.js';
 import { peerAddress, RefusalLog, type Refusal, type RefusalBounds } from './nodes/refusal-log.js';
-import { isUndecodable, refusingUndecodable, withTolerantDecoders, type Undecodable } from './undecodable.js';
+import { isUndecodable, refusingUndecodable, withTolerantDecoders, type Undecodable } from './transport/undecodable.js';
 
 const unsupportedVersion = (version: number) =>
   `protocol version ${version} is not supported; this aggregator speaks ${PROTOCOL_VERSION}: install the same crowdfl version as the aggregator`;

@@ -4,7 +4,7 @@
 // never throw: an undecodable request reaches its handler as an Undecodable in
 // place of the message, and is refused there.
 import * as grpc from '@grpc/grpc-js';
-import { invalid, type RpcError } from './rpc-error.js';
+import { invalid, type RpcError } from '../rpc-error.js';
 
 /** What arrives in place of a request message whose bytes do not decode. */
 export class Undecodable {
