@@ -7,7 +7,7 @@
 //   - a connection flood: 20,000 silent connections from one address and 20,000 from 200, for 5 minutes,
 //     against a run committing rounds (bench/flood.ts).
 //
-//   node dist/bench/bench-faults.js [--kills=10] [--fuzz=10000] [--seed=N] [--flood-seconds=300] [--only=crash,churn,fuzz,flood]
+//   node dist/bench/bench-faults.js [--kills=10] [--fuzz=10000] [--seed=N] [--flood-seconds=300] [--pin] [--only=crash,churn,fuzz,flood]
 import { spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
@@ -22,6 +22,8 @@ const kills = arg('kills', 10);
 const fuzzMessages = arg('fuzz', 10_000);
 const seed = arg('seed', Date.now() % 1_000_000);
 const floodSeconds = arg('flood-seconds', 300);
+// --pin: the aggregator and its node on CPU 0, the flooders on CPU 1 (Linux; see bench/flood.ts).
+const pin = process.argv.includes('--pin') ? { serve: 0, flood: 1 } : undefined;
 const onlyArg = process.argv.find((a) => a.startsWith('--only='));
 const only = new Set((onlyArg ? onlyArg.slice('--only='.length) : 'crash,churn,fuzz,flood').split(','));
 const stamp = () => new Date().toISOString().slice(11, 19);
@@ -102,12 +104,14 @@ async function main(): Promise<void> {
       afterSeconds: 60,
       connections: 20_000,
       reopenMs: 10_000,
+      pin,
       log: (msg) => process.stderr.write(`  [${stamp()}] ${msg}\n`),
     });
     const rate = f.flood.roundsPerMinute / f.baseline.roundsPerMinute;
     const rssBack = f.after.rssMiB.last / f.baseline.rssMiB.first;
     rows.push([
-      `connection flood: 20,000 silent connections from 127.0.0.2 and 20,000 from 200 addresses for ${floodSeconds} s (each slot reopening 10 s after a close)`,
+      `connection flood: 20,000 silent connections from 127.0.0.2 and 20,000 from 200 addresses for ${floodSeconds} s (each slot reopening 10 s after a close)` +
+        (pin ? '; aggregator and node on CPU 0, flooders on CPU 1' : '; flooders sharing the CPUs with the aggregator'),
       `rounds/min ${f.baseline.roundsPerMinute.toFixed(1)} before, ${f.flood.roundsPerMinute.toFixed(1)} during (${(100 * rate).toFixed(0)}%), ` +
         `${f.after.roundsPerMinute.toFixed(1)} after; abandoned ${f.flood.abandoned}; RSS ${f.baseline.rssMiB.first.toFixed(0)} → max ${f.flood.rssMiB.max.toFixed(0)} → ` +
         `${f.after.rssMiB.last.toFixed(0)} MiB (${(100 * rssBack).toFixed(0)}% of baseline); ${f.turnedAwayPerSecond.toFixed(0)} connections turned away per s ` +

@@ -2,7 +2,7 @@
 // tiny model round after round, measured without load, then while flooding processes try to hold
 // 20,000 silent connections from 127.0.0.2 and 20,000 from 200 addresses (127.0.1.1 … 127.0.1.200),
 // then after. Rounds per minute, abandoned rounds and the aggregator's RSS in each phase.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -18,6 +18,12 @@ export interface FloodOptions {
   connections: number;
   /** How long a flooding slot waits before opening a new connection after one was closed. */
   reopenMs: number;
+  /**
+   * Pin the aggregator and the honest node to CPU `serve` and the flooding processes to CPU `flood`
+   * (Linux taskset), so that what is measured is the aggregator's cost of turning connections away,
+   * not the flooders' own CPU: on a real deployment they run elsewhere.
+   */
+  pin?: { serve: number; flood: number };
   log: (msg: string) => void;
 }
 
@@ -53,13 +59,25 @@ function rssMiB(pid: number): number {
 export async function floodScenario(o: FloodOptions): Promise<FloodFigures> {
   const dir = mkdtempSync(join(tmpdir(), 'crowdfl-flood-'));
   const file = join(dir, 'endless.json');
-  writeFileSync(file, JSON.stringify(tinyExperiment({ name: 'endless', nodes: 1, rounds: 100_000, selection: { nodes_per_round: 1, min_updates: 1, deadline_seconds: 60 } })));
+  // 200 local epochs, so that a round takes a good part of a second: at ~20 rounds a second (2 epochs) the
+  // aggregator's memory grew with the rounds themselves (~25 MiB a minute), which would hide the flood's.
+  const experiment = tinyExperiment({
+    name: 'endless',
+    nodes: 1,
+    rounds: 100_000,
+    selection: { nodes_per_round: 1, min_updates: 1, deadline_seconds: 60 },
+    training: { epochs: 200, batch_size: 16, learning_rate: 0.1 },
+  });
+  writeFileSync(file, JSON.stringify(experiment));
   const prepared = await runCli(['data', 'prepare', '--experiment', file, '--out', join(dir, 'parts')]);
   if (prepared.code !== 0) throw new Error(prepared.stderr);
   const [port, metricsPort] = [await freePort(), await freePort()];
   const aggregator = spawnCli(['aggregator', '--experiment', file, '--port', String(port), '--metrics-port', String(metricsPort), '--runs-dir', join(dir, 'runs'), '--run-id', 'flood', '--key', join(dir, 'key.json')]);
   const node = spawnCli(['node', '--aggregator', `127.0.0.1:${port}`, '--data', join(dir, 'parts', 'node-000'), '--state-dir', join(dir, 'state')]);
   const workers: ChildProcess[] = [];
+  if (o.pin) for (const pid of [aggregator.pid!, node.pid!]) execFileSync('taskset', ['-a', '-cp', String(o.pin.serve), String(pid)], { stdio: 'ignore' });
+  const flooder = (args: string[]) =>
+    o.pin ? spawn('taskset', ['-c', String(o.pin.flood), process.execPath, WORKER, ...args], { stdio: 'ignore' }) : spawn(process.execPath, [WORKER, ...args], { stdio: 'ignore' });
   const scrape = () => fetch(`http://127.0.0.1:${metricsPort}/metrics`).then((r) => r.text(), () => '');
   try {
     let text = '';
@@ -96,8 +114,8 @@ export async function floodScenario(o: FloodOptions): Promise<FloodFigures> {
     const perWorker = Math.ceil(o.connections / 4);
     const many = Array.from({ length: 200 }, (_, i) => `127.0.1.${i + 1}`);
     for (let w = 0; w < 4; w++) {
-      workers.push(spawn(process.execPath, [WORKER, String(port), String(perWorker), '127.0.0.2', String(o.reopenMs)], { stdio: 'ignore' }));
-      workers.push(spawn(process.execPath, [WORKER, String(port), String(perWorker), many.slice(w * 50, w * 50 + 50).join(','), String(o.reopenMs)], { stdio: 'ignore' }));
+      workers.push(flooder([String(port), String(perWorker), '127.0.0.2', String(o.reopenMs)]));
+      workers.push(flooder([String(port), String(perWorker), many.slice(w * 50, w * 50 + 50).join(','), String(o.reopenMs)]));
     }
     o.log(`flood: ${o.connections} silent connections from 127.0.0.2 and ${o.connections} from 200 addresses, for ${o.floodSeconds} s`);
     const flood = await phase('flood', o.floodSeconds);
