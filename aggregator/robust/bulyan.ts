@@ -1,7 +1,7 @@
 import { closestToMedian } from './kernels/coordinate.js';
 import { num, percent } from './format.js';
 import { pairwiseSquaredDistances } from './kernels/vectors.js';
-import { byScore, byzantineCount, krumScores } from './krum.js';
+import { byScore, byzantineCount, byzantineLeft, krumScores } from './krum.js';
 import { ruleSchema, type RobustRule } from './rule.js';
 import { AggregationError, checkSameLength, type AggregationResult, type Verdict } from './verdict.js';
 
@@ -24,6 +24,7 @@ export const bulyanRule: RobustRule<typeof bulyanSchema> = {
   weighted: false,
   minUpdates: (spec) => bulyanMinUpdates(spec.f),
   precondition: { text: 'n ≥ 4f + 3', check: (spec, n) => bulyanPrecondition(spec.f, n) },
+  afterSettingAside: (spec, setAside) => ({ ...spec, f: byzantineLeft(spec.f, setAside) }),
   apply: (spec, updates) => bulyan(updates, spec.f),
 };
 

@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { Rng } from '../../core/rng.js';
 import { num } from './format.js';
 import { weightedSum } from './kernels/vectors.js';
-import { byzantineCount } from './krum.js';
+import { byzantineCount, byzantineLeft } from './krum.js';
 import { ruleSchema, type RobustRule } from './rule.js';
 import { AggregationError, checkSameLength, type AggregationResult, type Verdict } from './verdict.js';
 
@@ -78,6 +78,7 @@ export const dncRule: RobustRule<typeof dncSchema> = {
   weighted: false,
   minUpdates: (spec) => dncMinUpdates(spec.c, spec.f),
   precondition: { text: 'n > c·f', check: (spec, n) => dncPrecondition(spec, n) },
+  afterSettingAside: (spec, setAside) => ({ ...spec, f: byzantineLeft(spec.f, setAside) }),
   apply: (spec, updates) => dnc(updates, spec),
 };
 

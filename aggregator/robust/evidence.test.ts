@@ -151,9 +151,28 @@ test('reject_flagged aggregates again without the flagged updates, and says so w
   for (let i = 0; i < 16; i++) t.like(r.verdicts[i], { verdict: 'kept', weight: 1 / 16 });
   const off = aggregate(aggregationSchema.parse({ rule: 'mean' }), all, all.map(() => 600));
   t.true(off.verdicts.slice(16).every((v) => v.verdict === 'kept' && v.weight === 1 / 20 && v.evidence !== undefined), 'without it the mean keeps the copies, flagged');
-  // Krum with f = 4 needs more than 10 updates: 10 honest and 4 copies leave too few to aggregate again.
-  const few = [...honestRound(10, 301), ...Array.from({ length: 4 }, () => Float32Array.from(crafted))];
-  const fallback = aggregate(aggregationSchema.parse({ rule: 'krum', f: 4, reject_flagged: true }), few, few.map(() => 600));
-  t.regex(fallback.verdicts[0]!.reason, /reject_flagged not applied: krum with f=4 needs more than 10 updates/);
-  t.true(fallback.verdicts.slice(10).every((v) => v.evidence !== undefined));
+  // Krum with f = 1 needs more than 4 updates: 2 honest ones and 4 copies leave too few to aggregate again.
+  const few = [...honestRound(2, 301), ...Array.from({ length: 4 }, () => Float32Array.from(crafted))];
+  const fallback = aggregate(aggregationSchema.parse({ rule: 'krum', f: 1, reject_flagged: true }), few, few.map(() => 600));
+  t.regex(fallback.verdicts[0]!.reason, /reject_flagged not applied: /);
+  t.true(fallback.verdicts.slice(2).every((v) => v.evidence !== undefined));
+});
+
+test('reject_flagged counts the updates set aside among the f a rule tolerates, so Multi-Krum can aggregate again', (t) => {
+  // IPM-like colluders: 4 copies of one crafted update among 16 honest ones. With the copies set aside,
+  // m = 15 of 16 left would break m ≤ n − f for f = 4; counted as 4 of the f, f is 0 and it holds.
+  const us = honestRound(16, 302);
+  const crafted = Float32Array.from(mean(us), (x) => -0.5 * x);
+  const all = [...us, ...Array.from({ length: 4 }, () => Float32Array.from(crafted))];
+  const spec = aggregationSchema.parse({ rule: 'multi-krum', f: 4, m: 15, reject_flagged: true });
+  const r = aggregate(spec, all, all.map(() => 600));
+  for (let i = 16; i < 20; i++) t.like(r.verdicts[i], { verdict: 'rejected', weight: 0 });
+  t.is(r.verdicts.slice(0, 16).filter((v) => v.weight > 0).length, 15, 'm = 15 of the 16 honest updates are averaged');
+  t.regex(r.verdicts[0]!.reason, /second aggregation \(f 4 → 0: the 4 set aside count among the Byzantine updates the rule tolerates\)/);
+  t.false(r.verdicts.some((v) => v.reason.includes('not applied')));
+  // Set aside beyond f, m shrinks to what is left: 6 honest + 4 copies, f = 2, m = 8 → f 0, m 6.
+  const small = [...us.slice(0, 6), ...Array.from({ length: 4 }, () => Float32Array.from(crafted))];
+  const s2 = aggregate(aggregationSchema.parse({ rule: 'multi-krum', f: 2, m: 8, reject_flagged: true }), small, small.map(() => 600));
+  t.is(s2.verdicts.slice(0, 6).filter((v) => v.weight > 0).length, 6);
+  t.regex(s2.verdicts[0]!.reason, /f 2 → 0, m 8 → 6/);
 });

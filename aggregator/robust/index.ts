@@ -133,21 +133,41 @@ function withoutFlagged(
 ): AggregationResult {
   const clean = evidence.flatMap((e, k) => (e === undefined ? [k] : []));
   if (clean.length === evidence.length) return first;
-  const problem = clean.length === 0 ? 'every update was flagged' : precondition(spec, clean.length);
+  const setAside = evidence.length - clean.length;
+  const rule = ruleFor(spec);
+  // The rule returns its own spec type; the registry only hands it specs of its own rule.
+  const second = (rule.afterSettingAside?.(spec, setAside, clean.length) as AggregationSpec | undefined) ?? spec;
+  const problem = clean.length === 0 ? 'every update was flagged' : precondition(second, clean.length);
   if (problem) {
     return { ...first, verdicts: first.verdicts.map((v) => ({ ...v, reason: `${v.reason}; reject_flagged not applied: ${problem}` })) };
   }
   const again = applyRule(
-    spec,
+    second,
     clean.map((k) => filtered.updates[k]!),
     clean.map((k) => filtered.examples[k]!),
     options,
   );
+  const adapted = changedFields(spec, second);
+  const how = adapted ? ` (${adapted}: the ${setAside} set aside count among the Byzantine updates the rule tolerates)` : '';
   const verdicts = first.verdicts.map((v, k): Verdict => {
     const j = clean.indexOf(k);
-    return j >= 0 ? again.verdicts[j]! : { ...v, verdict: 'not-selected', weight: 0, reason: `left out of the second aggregation (reject_flagged); first: ${v.reason}` };
+    return j >= 0
+      ? how
+        ? { ...again.verdicts[j]!, reason: `${again.verdicts[j]!.reason}; second aggregation${how}` }
+        : again.verdicts[j]!
+      : { ...v, verdict: 'not-selected', weight: 0, reason: `left out of the second aggregation (reject_flagged)${how}; first: ${v.reason}` };
   });
   return { aggregate: again.aggregate, verdicts };
+}
+
+/** The fields the second aggregation changed, as 'f 4 → 0, m 15 → 12', or '' when none. */
+function changedFields(before: AggregationSpec, after: AggregationSpec): string {
+  const was = before as unknown as Record<string, unknown>;
+  const now = after as unknown as Record<string, unknown>;
+  return Object.keys(now)
+    .filter((key) => now[key] !== was[key])
+    .map((key) => `${key} ${String(was[key])} → ${String(now[key])}`)
+    .join(', ');
 }
 
 /**

@@ -23,6 +23,15 @@ export function krumPrecondition(f: number, n: number, m?: number): string | und
 /** The `f` field of krum, multi-krum and bulyan. */
 export const byzantineCount = z.number().int().nonnegative().describe('f: how many Byzantine updates the rule must tolerate');
 
+/**
+ * f for a second aggregation after `setAside` updates were left out on evidence (reject_flagged): each
+ * counts as one of the f Byzantine updates the rule was configured to tolerate. A false flag thus
+ * lowers the bound for the rest; the evidence checks' false-flag rate is what bounds that cost.
+ */
+export function byzantineLeft(f: number, setAside: number): number {
+  return Math.max(0, f - setAside);
+}
+
 const krumSchema = ruleSchema('krum', { f: byzantineCount });
 
 export const krumRule: RobustRule<typeof krumSchema> = {
@@ -31,6 +40,7 @@ export const krumRule: RobustRule<typeof krumSchema> = {
   weighted: false,
   minUpdates: (spec) => krumMinUpdates(spec.f),
   precondition: { text: 'n > 2f + 2', check: (spec, n) => krumPrecondition(spec.f, n) },
+  afterSettingAside: (spec, setAside) => ({ ...spec, f: byzantineLeft(spec.f, setAside) }),
   apply: (spec, updates) => krum(updates, spec.f),
 };
 
@@ -46,6 +56,10 @@ export const multiKrumRule: RobustRule<typeof multiKrumSchema> = {
   // Krum's bound, and m of the n − f updates it may average.
   minUpdates: (spec) => Math.max(krumMinUpdates(spec.f), spec.m + spec.f),
   precondition: { text: 'n > 2f + 2 and 1 ≤ m ≤ n − f', check: (spec, n) => krumPrecondition(spec.f, n, spec.m) },
+  afterSettingAside: (spec, setAside, left) => {
+    const f = byzantineLeft(spec.f, setAside);
+    return { ...spec, f, m: Math.max(1, Math.min(spec.m, left - f)) };
+  },
   apply: (spec, updates) => multiKrum(updates, spec.f, spec.m),
 };
 

@@ -39,6 +39,13 @@ export interface RobustRule<Schema extends z.ZodType<RuleSpec> = z.ZodType<RuleS
     /** Why it cannot aggregate n updates under this spec, or undefined when it can. */
     check(spec: z.output<Schema>, n: number): string | undefined;
   };
+  /**
+   * reject_flagged: its spec for the second aggregation, once `setAside` updates were left out on evidence.
+   * Rules that tolerate f Byzantine updates count each one set aside as one of the f, so the second
+   * aggregation asks for no more than the n − setAside updates left can give (Multi-Krum's m ≤ n − f).
+   * Without it the spec stays as it is.
+   */
+  afterSettingAside?(spec: z.output<Schema>, setAside: number, left: number): z.output<Schema>;
   /** The aggregate of updates that passed the pre-filter and the precondition, with a verdict for each, in input order. */
   apply(spec: z.output<Schema>, updates: readonly Float32Array[], examples: readonly number[], options: AggregateOptions): AggregationResult;
 }
