@@ -114,12 +114,16 @@ export class AggregatorMetrics {
       family('crowdfl_aggregator_connections', 'gauge', 'Open connections, by whether a call on them has shown a live session (proven) or not yet (unproven).');
       out.push(`crowdfl_aggregator_connections${labelText({ state: 'proven' })} ${c.proven}`);
       out.push(`crowdfl_aggregator_connections${labelText({ state: 'unproven' })} ${c.unproven}`);
+      family('crowdfl_aggregator_connections_silent', 'gauge', 'Unproven connections that have sent no byte yet (not handed to gRPC).');
+      out.push(`crowdfl_aggregator_connections_silent ${c.silent}`);
       family('crowdfl_aggregator_connections_max', 'gauge', 'Connections held at most: the configured cap, or the open-file limit less the reserve if lower.');
       out.push(`crowdfl_aggregator_connections_max ${c.max}`);
       family('crowdfl_aggregator_connections_refused_total', 'counter', 'Connections closed on arrival, by the bound they would have broken.');
       for (const [reason, count] of Object.entries(c.refused)) out.push(`crowdfl_aggregator_connections_refused_total${labelText({ reason })} ${count}`);
       family('crowdfl_aggregator_connections_timed_out_total', 'counter', 'Connections closed because no call on them showed a session in time.');
       out.push(`crowdfl_aggregator_connections_timed_out_total ${c.timedOut}`);
+      family('crowdfl_aggregator_connections_evicted_total', 'counter', 'Unproven connections closed to make room for a newcomer from an address holding fewer unproven connections.');
+      out.push(`crowdfl_aggregator_connections_evicted_total ${c.evicted}`);
       family('crowdfl_aggregator_open_files_limit', 'gauge', "The process's open-file limit.");
       out.push(`crowdfl_aggregator_open_files_limit ${c.fdLimit}`);
       family('crowdfl_aggregator_open_files_reserved', 'gauge', 'File descriptors never given to connections (database, checkpoints, update blobs, logs).');

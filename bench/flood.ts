@@ -38,10 +38,12 @@ export interface FloodFigures {
   baseline: PhaseFigures;
   flood: PhaseFigures;
   after: PhaseFigures;
-  /** Connections the aggregator closed (refused on arrival, or at their hello timeout) per second of flood. */
+  /** Connections the aggregator closed (refused on arrival, evicted, or at their hello timeout) per second of flood. */
   turnedAwayPerSecond: number;
   refused: number;
   timedOut: number;
+  /** Unproven connections closed to make room for a newcomer from an address holding fewer. */
+  evicted: number;
   maxUnprovenSeen: number;
 }
 
@@ -124,7 +126,9 @@ export async function floodScenario(o: FloodOptions): Promise<FloodFigures> {
     const refusedTotal = (t: string) =>
       [...t.matchAll(/^crowdfl_aggregator_connections_refused_total\{reason="[^"]+"\} (\d+)$/gm)].reduce((a, m) => a + Number(m[1]), 0);
     const timedOut = (t: string) => metric(t, /^crowdfl_aggregator_connections_timed_out_total (\d+)$/m);
-    const turnedAway = refusedTotal(during) - refusedTotal(before) + timedOut(during) - timedOut(before);
+    const evicted = (t: string) => metric(t, /^crowdfl_aggregator_connections_evicted_total (\d+)$/m);
+    const turnedAway =
+      refusedTotal(during) - refusedTotal(before) + timedOut(during) - timedOut(before) + evicted(during) - evicted(before);
     o.log(`after: ${o.afterSeconds} s with the flood stopped`);
     const after = await phase('after', o.afterSeconds);
     return {
@@ -134,6 +138,7 @@ export async function floodScenario(o: FloodOptions): Promise<FloodFigures> {
       turnedAwayPerSecond: turnedAway / flood.seconds,
       refused: refusedTotal(during) - refusedTotal(before),
       timedOut: timedOut(during) - timedOut(before),
+      evicted: evicted(during) - evicted(before),
       maxUnprovenSeen: maxUnproven,
     };
   } finally {

@@ -42,7 +42,7 @@ test('connections that never say hello are bounded and timed out while an honest
   const aggregator = spawnCli([
     'aggregator', '--experiment', file, '--port', String(port), '--metrics-port', String(metricsPort), '--runs-dir', join(dir, 'runs'),
     '--run-id', 'flood', '--key', join(dir, 'key.json'), '--linger', '0',
-    '--max-unproven-per-address', '8', '--max-unproven-connections', '12', '--hello-timeout', '3',
+    '--max-unproven-per-address', '8', '--max-unproven-connections', '12', '--hello-timeout', '6',
   ]);
   const scrape = () => fetch(`http://127.0.0.1:${metricsPort}/metrics`).then((r) => r.text(), () => '');
   try {
@@ -53,16 +53,21 @@ test('connections that never say hello are bounded and timed out while an honest
       look();
     });
     // 40 silent connections from 127.0.0.2: 8 are held, the other 32 closed on arrival. Then 10 from 127.0.0.3:
-    // 4 fit under the bound on all unproven connections (12), 6 are closed.
+    // 4 fit under the bound on all unproven connections (12); the 5th and 6th each push out 127.0.0.2's
+    // oldest (which holds more), until both hold 6; the other 4 are closed on arrival.
     const fromTwo = Array.from({ length: 40 }, () => silent(port, '127.0.0.2'));
     await closes(fromTwo, 32);
     const fromThree = Array.from({ length: 10 }, () => silent(port, '127.0.0.3'));
-    await closes(fromThree, 6);
+    await closes(fromThree, 4);
+    await closes(fromTwo, 34);
     const flood = [...fromTwo, ...fromThree];
     let text = await scrape();
     t.is(metric(text, /^crowdfl_aggregator_connections\{state="unproven"\} (\d+)$/m), 12, text);
     t.is(metric(text, /^crowdfl_aggregator_connections_refused_total\{reason="unproven-per-address"\} (\d+)$/m), 32);
-    t.is(metric(text, /^crowdfl_aggregator_connections_refused_total\{reason="unproven"\} (\d+)$/m), 6);
+    t.is(metric(text, /^crowdfl_aggregator_connections_refused_total\{reason="unproven"\} (\d+)$/m), 4);
+    t.is(metric(text, /^crowdfl_aggregator_connections_evicted_total (\d+)$/m), 2);
+    // None of them sent a byte, so none was handed to gRPC.
+    t.is(metric(text, /^crowdfl_aggregator_connections_silent (\d+)$/m), 12);
     // The 12 held ones are closed at their hello timeout. A client can see its close before the server has
     // counted it, so the figures are read once the server's own count has caught up.
     await Promise.all(flood.map((c) => c.closed));

@@ -9,8 +9,14 @@
 //   - unproven connections: maxUnproven in all, maxUnprovenPerAddress from one address (many honest
 //     volunteers may share one address behind a NAT, so proven connections have no per-address bound);
 //   - an unproven connection is closed helloTimeoutMs after it opened.
-// A connection over a bound is closed at once, before TLS or HTTP/2 cost anything. HTTP/2 keepalive,
-// idle and age limits for all connections are grpc-js options (SERVER_CHANNEL_OPTIONS).
+// A connection over a bound is closed at once, before TLS or HTTP/2 cost anything. When the unproven
+// places are all taken, a newcomer from an address holding fewer of them takes the place of the oldest
+// unproven connection of the address that holds the most: a flood from many addresses then cannot lock
+// a new honest node out for a whole hello timeout, and a flooder only ever pushes out its own kind.
+// A connection is handed to grpc-js only once its first bytes arrive: a silent connection costs a
+// socket, not a TLS and HTTP/2 session (which is what made 1,024 silent connections cost CPU and
+// hundreds of MiB). HTTP/2 keepalive, idle and age limits for all connections are grpc-js options
+// (SERVER_CHANNEL_OPTIONS).
 
 import { readFileSync, readdirSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
@@ -50,6 +56,9 @@ export const SERVER_CHANNEL_OPTIONS = {
 
 export type RefusalReason = 'connections' | 'unproven' | 'unproven-per-address';
 
+/** Why a connection the guard had accepted was closed by it. */
+export type ClosingReason = 'hello-timeout' | 'evicted';
+
 export interface ConnectionStats {
   open: number;
   proven: number;
@@ -63,12 +72,21 @@ export interface ConnectionStats {
   refused: Record<RefusalReason, number>;
   /** Unproven connections closed at their hello timeout. */
   timedOut: number;
+  /** Unproven connections closed to make room for a newcomer from an address holding fewer (the oldest of the address holding most). */
+  evicted: number;
+  /** Unproven connections that have sent nothing yet, so grpc-js has not seen them. */
+  silent: number;
 }
 
 interface Held {
   readonly socket: Socket;
   readonly address: string;
   proven: boolean;
+  readonly key: string;
+  /** Handed to grpc-js (its first bytes arrived). */
+  injected: boolean;
+  /** No longer counted (closed, or evicted and closing). */
+  released: boolean;
   timer?: NodeJS.Timeout;
 }
 
@@ -98,10 +116,13 @@ const ASSUMED_FD_LIMIT = 1024;
 
 export class ConnectionGuard {
   private readonly held = new Map<string, Held>();
-  private readonly unprovenByAddress = new Map<string, number>();
+  /** Each address's unproven connections, oldest first (a Set keeps insertion order). */
+  private readonly unprovenByAddress = new Map<string, Set<string>>();
   private unproven = 0;
+  private silent = 0;
   private accepted = 0;
   private timedOut = 0;
+  private evicted = 0;
   private readonly refused: Record<RefusalReason, number> = { connections: 0, unproven: 0, 'unproven-per-address': 0 };
   private server: Server | undefined;
   readonly max: number;
@@ -135,7 +156,7 @@ export class ConnectionGuard {
     if (!h || h.proven) return;
     h.proven = true;
     clearTimeout(h.timer);
-    this.forgetUnproven(h.address);
+    this.forgetUnproven(h.address, peer);
   }
 
   stats(): ConnectionStats {
@@ -149,38 +170,45 @@ export class ConnectionGuard {
       accepted: this.accepted,
       refused: { ...this.refused },
       timedOut: this.timedOut,
+      evicted: this.evicted,
+      silent: this.silent,
     };
   }
 
-  /** Stops accepting; the connections already handed over are grpc-js's to close. */
+  /**
+   * Stops accepting and closes the connections grpc-js has not seen (they have sent nothing); the ones
+   * already handed over are grpc-js's to close. Resolves once every connection has closed.
+   */
   close(): Promise<void> {
     const server = this.server;
     if (!server) return Promise.resolve();
-    for (const h of this.held.values()) clearTimeout(h.timer);
-    return new Promise((resolve) => server.close(() => resolve()));
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    for (const h of [...this.held.values()]) {
+      clearTimeout(h.timer);
+      if (!h.injected) h.socket.destroy();
+    }
+    return closed;
   }
 
   private admit(socket: Socket, inject: (socket: Socket) => void): void {
     const address = socket.remoteAddress ?? 'unknown';
-    const fromAddress = this.unprovenByAddress.get(address) ?? 0;
-    const refusal: RefusalReason | undefined =
-      this.held.size >= this.max
-        ? 'connections'
-        : this.unproven >= this.limits.maxUnproven
-          ? 'unproven'
-          : fromAddress >= this.limits.maxUnprovenPerAddress
-            ? 'unproven-per-address'
-            : undefined;
+    const fromAddress = this.unprovenByAddress.get(address)?.size ?? 0;
+    let refusal: RefusalReason | undefined =
+      this.held.size >= this.max ? 'connections' : fromAddress >= this.limits.maxUnprovenPerAddress ? 'unproven-per-address' : undefined;
+    if (!refusal && this.unproven >= this.limits.maxUnproven && !this.evictFor(fromAddress)) refusal = 'unproven';
     if (refusal) {
       this.refused[refusal]++;
       socket.destroy();
       return;
     }
     const key = `${address}:${socket.remotePort}`;
-    const h: Held = { socket, address, proven: false };
+    const h: Held = { socket, address, key, proven: false, injected: false, released: false };
     this.held.set(key, h);
     this.unproven++;
-    this.unprovenByAddress.set(address, fromAddress + 1);
+    this.silent++;
+    const mine = this.unprovenByAddress.get(address) ?? new Set<string>();
+    mine.add(key);
+    this.unprovenByAddress.set(address, mine);
     this.accepted++;
     h.timer = setTimeout(() => {
       if (h.proven) return;
@@ -188,20 +216,58 @@ export class ConnectionGuard {
       socket.destroy();
     }, this.limits.helloTimeoutMs);
     h.timer.unref();
-    socket.once('close', () => {
-      clearTimeout(h.timer);
-      this.held.delete(key);
-      if (!h.proven) this.forgetUnproven(address);
-    });
+    const firstBytes = (): void => {
+      socket.off('readable', firstBytes);
+      if (h.released) return;
+      // 'readable' also comes at the end of a stream that sent nothing: nothing to hand over.
+      if (socket.readableLength === 0) {
+        socket.destroy();
+        return;
+      }
+      h.injected = true;
+      this.silent--;
+      // grpc-js (TLS and HTTP/2) takes the socket with the bytes still buffered in it.
+      inject(socket);
+    };
+    socket.once('close', () => this.release(h));
     // A reset by the peer must not become an uncaught error; grpc-js sees the close.
     socket.on('error', () => {});
-    inject(socket);
+    // Wait without reading: the bytes stay in the socket's buffer for grpc-js.
+    socket.on('readable', firstBytes);
   }
 
-  private forgetUnproven(address: string): void {
+  /**
+   * Makes an unproven place for a newcomer whose address holds `fromAddress` unproven connections: closes
+   * the oldest unproven connection of the address holding the most, if that is more than the newcomer's
+   * address would hold with it. False when no address holds more (the newcomer is refused).
+   */
+  private evictFor(fromAddress: number): boolean {
+    let most: Set<string> | undefined;
+    for (const keys of this.unprovenByAddress.values()) if (!most || keys.size > most.size) most = keys;
+    if (!most || most.size <= fromAddress + 1) return false;
+    const oldest = most.values().next().value as string;
+    const h = this.held.get(oldest)!;
+    // Its place is free now, not at its close event, which comes later.
+    this.release(h);
+    this.evicted++;
+    h.socket.destroy();
+    return true;
+  }
+
+  /** Stops counting a connection, once: at its close, or when it is evicted. */
+  private release(h: Held): void {
+    if (h.released) return;
+    h.released = true;
+    clearTimeout(h.timer);
+    this.held.delete(h.key);
+    if (!h.injected) this.silent--;
+    if (!h.proven) this.forgetUnproven(h.address, h.key);
+  }
+
+  private forgetUnproven(address: string, key: string): void {
     this.unproven--;
-    const left = (this.unprovenByAddress.get(address) ?? 1) - 1;
-    if (left > 0) this.unprovenByAddress.set(address, left);
-    else this.unprovenByAddress.delete(address);
+    const keys = this.unprovenByAddress.get(address);
+    keys?.delete(key);
+    if (keys?.size === 0) this.unprovenByAddress.delete(address);
   }
 }
