@@ -124,6 +124,12 @@ export class AggregatorMetrics {
       out.push(`crowdfl_aggregator_connections_timed_out_total ${c.timedOut}`);
       family('crowdfl_aggregator_connections_evicted_total', 'counter', 'Unproven connections closed to make room for a newcomer from an address holding fewer unproven connections.');
       out.push(`crowdfl_aggregator_connections_evicted_total ${c.evicted}`);
+      family('crowdfl_aggregator_listening', 'gauge', 'Whether the listener is open (0 while it sheds a flood of connections).');
+      out.push(`crowdfl_aggregator_listening ${c.listening ? 1 : 0}`);
+      family('crowdfl_aggregator_listener_sheds_total', 'counter', 'Times the listener was closed because too many connections a second were turned away.');
+      out.push(`crowdfl_aggregator_listener_sheds_total ${c.sheds}`);
+      family('crowdfl_aggregator_listener_shed_seconds_total', 'counter', 'Seconds the listener has been closed to shed floods.');
+      out.push(`crowdfl_aggregator_listener_shed_seconds_total ${c.shedSeconds.toFixed(3)}`);
       family('crowdfl_aggregator_open_files_limit', 'gauge', "The process's open-file limit.");
       out.push(`crowdfl_aggregator_open_files_limit ${c.fdLimit}`);
       family('crowdfl_aggregator_open_files_reserved', 'gauge', 'File descriptors never given to connections (database, checkpoints, update blobs, logs).');

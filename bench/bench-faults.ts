@@ -115,7 +115,8 @@ async function main(): Promise<void> {
       `rounds/min ${f.baseline.roundsPerMinute.toFixed(1)} before, ${f.flood.roundsPerMinute.toFixed(1)} during (${(100 * rate).toFixed(0)}%), ` +
         `${f.after.roundsPerMinute.toFixed(1)} after; abandoned ${f.flood.abandoned}; RSS ${f.baseline.rssMiB.first.toFixed(0)} → max ${f.flood.rssMiB.max.toFixed(0)} → ` +
         `${f.after.rssMiB.last.toFixed(0)} MiB (${(100 * rssBack).toFixed(0)}% of baseline); ${f.turnedAwayPerSecond.toFixed(0)} connections turned away per s ` +
-        `(${f.refused} on arrival, ${f.evicted} evicted for newcomers, ${f.timedOut} at the hello timeout); at most ${f.maxUnprovenSeen} unproven held`,
+        `(${f.refused} on arrival, ${f.evicted} evicted for newcomers, ${f.timedOut} at the hello timeout); at most ${f.maxUnprovenSeen} unproven held; ` +
+        `listener closed ${f.sheds} times, ${f.shedSeconds.toFixed(0)} of ${f.flood.seconds.toFixed(0)} s`,
       '≥ 90% of the unloaded round rate, no abandoned round, RSS back within 10% of baseline',
       verdict(rate >= 0.9 && f.flood.abandoned === 0 && rssBack <= 1.1),
       `${((Date.now() - started) / 1000).toFixed(0)} s`,

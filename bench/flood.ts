@@ -44,6 +44,9 @@ export interface FloodFigures {
   timedOut: number;
   /** Unproven connections closed to make room for a newcomer from an address holding fewer. */
   evicted: number;
+  /** Times the listener closed to shed the flood, and the seconds it stayed closed. */
+  sheds: number;
+  shedSeconds: number;
   maxUnprovenSeen: number;
 }
 
@@ -139,6 +142,9 @@ export async function floodScenario(o: FloodOptions): Promise<FloodFigures> {
       refused: refusedTotal(during) - refusedTotal(before),
       timedOut: timedOut(during) - timedOut(before),
       evicted: evicted(during) - evicted(before),
+      sheds: metric(during, /^crowdfl_aggregator_listener_sheds_total (\d+)$/m) - metric(before, /^crowdfl_aggregator_listener_sheds_total (\d+)$/m),
+      shedSeconds:
+        metric(during, /^crowdfl_aggregator_listener_shed_seconds_total ([\d.]+)$/m) - metric(before, /^crowdfl_aggregator_listener_shed_seconds_total ([\d.]+)$/m),
       maxUnprovenSeen: maxUnproven,
     };
   } finally {

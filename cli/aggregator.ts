@@ -39,6 +39,8 @@ interface Options {
   maxUnprovenConnections: number;
   maxUnprovenPerAddress: number;
   helloTimeout: number;
+  shedAbove: number;
+  shedPause: number;
 }
 
 function positiveInteger(v: string): number {
@@ -132,6 +134,26 @@ export function register(program: Command): void {
       },
       DEFAULT_CONNECTION_LIMITS.helloTimeoutMs / 1000,
     )
+    .option(
+      '--shed-above <n>',
+      'stop listening for --shed-pause seconds when more than n connections a second are turned away (0: never)',
+      (v: string) => {
+        const n = Number(v);
+        if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError('expected a whole number ≥ 0');
+        return n;
+      },
+      DEFAULT_CONNECTION_LIMITS.shedAbovePerSecond,
+    )
+    .option(
+      '--shed-pause <seconds>',
+      'how long the listener stays closed each time it sheds a flood (connections already held are kept)',
+      (v: string) => {
+        const n = Number(v);
+        if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('expected a number of seconds > 0');
+        return n;
+      },
+      (DEFAULT_CONNECTION_LIMITS.shedPauseMs ?? 2000) / 1000,
+    )
     .option('--metrics-port <port>', 'serve Prometheus metrics (updates, rounds, round duration, model version) at http://HOST:PORT/metrics', parsePort)
     .addHelpText(
       'after',
@@ -187,6 +209,9 @@ export function register(program: Command): void {
             maxUnproven: opts.maxUnprovenConnections,
             maxUnprovenPerAddress: opts.maxUnprovenPerAddress,
             helloTimeoutMs: opts.helloTimeout * 1000,
+            shedAbovePerSecond: opts.shedAbove,
+            shedWindowMs: DEFAULT_CONNECTION_LIMITS.shedWindowMs,
+            shedPauseMs: opts.shedPause * 1000,
           },
         });
         metrics?.watchConnections(running.connections);

@@ -152,3 +152,38 @@ test('connections never take the file descriptors reserved for the store', async
   const limit = openFileLimit();
   t.true(limit === undefined || limit > 0);
 });
+
+test('when too many connections are turned away, the listener closes for a while; held connections stay, and it listens again', async (t) => {
+  // "More than 3 in the window": a window of an hour, so the count does not depend on how fast this machine is.
+  const shedding = { ...limits, maxUnprovenPerAddress: 2, shedAbovePerSecond: 3 / 3600, shedWindowMs: 3_600_000, shedPauseMs: 300 };
+  const { guard, port, handed } = await guarded(shedding);
+  const helloed = await open(port);
+  helloed.socket.write('x');
+  await until(() => handed.length === 1);
+  guard.prove(peerOf(helloed));
+  const held = [await open(port, '127.0.0.2'), await open(port, '127.0.0.2')];
+  await until(() => guard.stats().open === 3);
+  // Three turned away keep it listening; the fourth closes the listener.
+  for (let i = 0; i < 3; i++) await (await open(port, '127.0.0.2')).closed;
+  t.like(guard.stats(), { listening: true, sheds: 0 });
+  await (await open(port, '127.0.0.2')).closed;
+  await until(() => !guard.stats().listening);
+  t.like(guard.stats(), { sheds: 1, open: 3, refused: { 'unproven-per-address': 4 } });
+  // While it sheds, the kernel refuses new connections; the aggregator never sees them.
+  const refused = await new Promise<string>((resolve) => {
+    const s = connect({ port, host: '127.0.0.1', localAddress: '127.0.0.4' });
+    s.once('connect', () => resolve('connected'));
+    s.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message));
+  });
+  t.is(refused, 'ECONNREFUSED');
+  t.is(guard.stats().accepted, 3);
+  t.false(helloed.socket.destroyed, 'a proven connection is kept while the listener sheds');
+  t.false(held[0]!.socket.destroyed);
+  // Then it listens again, on the same port.
+  await until(() => guard.stats().listening);
+  const later = await open(port, '127.0.0.4');
+  await until(() => guard.stats().open === 4);
+  t.true(guard.stats().shedSeconds > 0);
+  for (const c of [helloed, ...held, later]) c.socket.destroy();
+  await guard.close();
+});
