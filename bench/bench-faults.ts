@@ -112,7 +112,10 @@ async function main(): Promise<void> {
     rows.push([
       `connection flood: 20,000 silent connections from 127.0.0.2 and 20,000 from 200 addresses for ${floodSeconds} s (each slot reopening 10 s after a close)` +
         (pin ? '; aggregator and node on CPU 0, flooders on CPU 1' : '; flooders sharing the CPUs with the aggregator'),
-      `rounds/min ${f.baseline.roundsPerMinute.toFixed(1)} before, ${f.flood.roundsPerMinute.toFixed(1)} during (${(100 * rate).toFixed(0)}%), ` +
+      `rounds/min ${f.baseline.roundsPerMinute.toFixed(1)} before, ${f.neighbour.roundsPerMinute.toFixed(1)} with a busy neighbour and no flood ` +
+        `(${(100 * (f.neighbour.roundsPerMinute / f.baseline.roundsPerMinute)).toFixed(0)}%), ` +
+        `${f.flood.roundsPerMinute.toFixed(1)} during the flood (${(100 * rate).toFixed(0)}% of before, ` +
+        `${(100 * (f.flood.roundsPerMinute / f.neighbour.roundsPerMinute)).toFixed(0)}% of the busy neighbour's), ` +
         `${f.after.roundsPerMinute.toFixed(1)} after; abandoned ${f.flood.abandoned}; RSS ${f.baseline.rssMiB.first.toFixed(0)} → max ${f.flood.rssMiB.max.toFixed(0)} → ` +
         `${f.after.rssMiB.last.toFixed(0)} MiB (${(100 * rssBack).toFixed(0)}% of baseline); ${f.turnedAwayPerSecond.toFixed(0)} connections turned away per s ` +
         `(${f.refused} on arrival, ${f.evicted} evicted for newcomers, ${f.timedOut} at the hello timeout); at most ${f.maxUnprovenSeen} unproven held; ` +

@@ -36,6 +36,12 @@ export interface PhaseFigures {
 
 export interface FloodFigures {
   baseline: PhaseFigures;
+  /**
+   * The control: a process spinning where the flooders will run (their CPU with --pin), no flood. On
+   * this VM two vCPUs share hardware, so a busy neighbour alone slows the aggregator and node; the
+   * flood's own cost is the flood phase against this one.
+   */
+  neighbour: PhaseFigures;
   flood: PhaseFigures;
   after: PhaseFigures;
   /** Connections the aggregator closed (refused on arrival, evicted, or at their hello timeout) per second of flood. */
@@ -114,6 +120,13 @@ export async function floodScenario(o: FloodOptions): Promise<FloodFigures> {
     };
     o.log(`baseline: ${o.baselineSeconds} s without load`);
     const baseline = await phase('baseline', o.baselineSeconds);
+    o.log(`busy neighbour: ${o.baselineSeconds} s with a process spinning${o.pin ? ` on CPU ${o.pin.flood}` : ''}, no flood`);
+    const spinner = o.pin
+      ? spawn('taskset', ['-c', String(o.pin.flood), process.execPath, '-e', 'for (;;) {}'], { stdio: 'ignore' })
+      : spawn(process.execPath, ['-e', 'for (;;) {}'], { stdio: 'ignore' });
+    workers.push(spinner);
+    const neighbour = await phase('busy neighbour', o.baselineSeconds);
+    spinner.kill('SIGKILL');
     const before = await scrape();
     // Each flood in 4 processes, so that no flooding process runs out of descriptors.
     const perWorker = Math.ceil(o.connections / 4);
@@ -136,6 +149,7 @@ export async function floodScenario(o: FloodOptions): Promise<FloodFigures> {
     const after = await phase('after', o.afterSeconds);
     return {
       baseline,
+      neighbour,
       flood,
       after,
       turnedAwayPerSecond: turnedAway / flood.seconds,
