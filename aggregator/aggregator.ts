@@ -226,6 +226,8 @@ async function startRun(o: AggregatorOptions, where: { database: string; runDir:
       }
       throw failure;
     } finally {
+      // Health checks say NOT_SERVING from here: the run takes no more work, it only tells nodes it is over.
+      server.setServing(false);
       // Give polling nodes a moment to hear that the experiment is over, and lingering ones up to lingerMs.
       await new Promise((r) => setTimeout(r, 300));
       const lingerUntil = Date.now() + (o.lingerMs ?? 0);

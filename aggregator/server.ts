@@ -7,7 +7,8 @@
 // arrive before the handlers are installed (serve) hear UNAVAILABLE, which nodes
 // retry.
 import * as grpc from '@grpc/grpc-js';
-import { loadProto, PROTOCOL_VERSION } from '../core/proto.js';
+import { ServerHealth } from '../core/grpc-health.js';
+import { loadProto, loadProtoDefinition, PROTOCOL_VERSION } from '../core/proto.js';
 import { ChunkAssembler, chunks, CodecError, DEFAULT_CHUNK_BYTES } from '../core/tensor-codec.js';
 import type { AggregatorHandlers } from '../proto/generated/crowdfl/v1/Aggregator.js';
 import type { ModelChunk } from '../proto/generated/crowdfl/v1/ModelChunk.js';
@@ -68,6 +69,11 @@ function timed<T>(method: string, observe: CallObserver | undefined, callback: g
 
 export interface RunningServer {
   port: number;
+  /**
+   * What the standard health service answers (core/grpc-health.ts): SERVING while the run takes
+   * calls, NOT_SERVING once its experiment has ended (while it lingers to tell nodes) and while closing.
+   */
+  setServing(serving: boolean): void;
   /** Connections held, refused and timed out, and the file-descriptor budget. */
   connections(): ConnectionStats;
   close(): Promise<void>;
@@ -114,6 +120,9 @@ export interface BoundServer {
   close(): Promise<void>;
 }
 
+/** The aggregator's service, as health checks and reflection name it. */
+export const AGGREGATOR_SERVICE = 'crowdfl.v1.Aggregator';
+
 const STARTING: Partial<grpc.StatusObject> = { code: grpc.status.UNAVAILABLE, details: 'the aggregator is starting; try again in a moment' };
 
 /** Binds the port, answering UNAVAILABLE until `serve` installs the handlers. */
@@ -147,6 +156,9 @@ export async function bindAggregatorServer(b: ServerBinding): Promise<BoundServe
     }) as grpc.UntypedHandleCall;
   }
   server.addService(service, dispatch);
+  // NOT_SERVING until `serve` installs the handlers (the run is being opened or recovered).
+  const health = new ServerHealth([AGGREGATOR_SERVICE], 'NOT_SERVING');
+  health.addTo(server, loadProtoDefinition());
   const host = b.host ?? '127.0.0.1';
   const requested = b.port ?? 0;
   // The guard accepts the connections and hands grpc-js those within bounds (TLS, when configured, starts there).
@@ -161,6 +173,7 @@ export async function bindAggregatorServer(b: ServerBinding): Promise<BoundServe
   });
   const close = () =>
     new Promise<void>((resolve) => {
+      health.set('NOT_SERVING');
       void guard.close();
       const force = setTimeout(() => {
         server.forceShutdown();
@@ -176,7 +189,8 @@ export async function bindAggregatorServer(b: ServerBinding): Promise<BoundServe
     serve: (o) => {
       const handlers = aggregatorHandlers(o, maxChunk, guard) as unknown as grpc.UntypedServiceImplementation;
       live = refusingUndecodable(service, handlers, (method, code) => o.onCall?.(method, code, 0));
-      return { port, close, connections: () => guard.stats() };
+      health.set('SERVING');
+      return { port, close, connections: () => guard.stats(), setServing: (serving) => health.set(serving ? 'SERVING' : 'NOT_SERVING') };
     },
     close,
   };

@@ -20,12 +20,16 @@ export const LOADER_OPTIONS: protoLoader.Options = {
 };
 
 let cached: ProtoGrpcType | undefined;
+let cachedDefinition: protoLoader.PackageDefinition | undefined;
+
+/** The parsed proto/crowdfl.proto (server reflection serves its descriptors). */
+export function loadProtoDefinition(): protoLoader.PackageDefinition {
+  cachedDefinition ??= protoLoader.loadSync(PROTO_PATH, LOADER_OPTIONS);
+  return cachedDefinition;
+}
 
 export function loadProto(): ProtoGrpcType {
-  if (!cached) {
-    const definition = protoLoader.loadSync(PROTO_PATH, LOADER_OPTIONS);
-    cached = grpc.loadPackageDefinition(definition) as unknown as ProtoGrpcType;
-  }
+  cached ??= grpc.loadPackageDefinition(loadProtoDefinition()) as unknown as ProtoGrpcType;
   return cached;
 }
 

@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { constants as h2, type IncomingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
+import { ServerHealth } from '../core/grpc-health.js';
 import { LOADER_OPTIONS } from '../core/proto.js';
 import type { ProtoGrpcType } from '../proto/generated/serving.js';
 import type { ModelServiceHandlers } from '../proto/generated/tensorflow/serving/ModelService.js';
@@ -20,11 +21,20 @@ import { rowsFromInputs, tensorFromRows } from './tensor.js';
 export const SERVING_PROTO_PATH = fileURLToPath(new URL('../../proto/serving.proto', import.meta.url));
 
 let cached: ProtoGrpcType | undefined;
+let cachedDefinition: protoLoader.PackageDefinition | undefined;
+
+function servingDefinition(): protoLoader.PackageDefinition {
+  cachedDefinition ??= protoLoader.loadSync(SERVING_PROTO_PATH, LOADER_OPTIONS);
+  return cachedDefinition;
+}
 
 export function loadServingProto(): ProtoGrpcType {
-  if (!cached) cached = grpc.loadPackageDefinition(protoLoader.loadSync(SERVING_PROTO_PATH, LOADER_OPTIONS)) as unknown as ProtoGrpcType;
+  cached ??= grpc.loadPackageDefinition(servingDefinition()) as unknown as ProtoGrpcType;
   return cached;
 }
+
+/** The services the serving port implements, as health checks and reflection name them. */
+export const SERVING_SERVICES = ['tensorflow.serving.PredictionService', 'tensorflow.serving.ModelService'] as const;
 
 export const GRPC_STATUS: Readonly<Record<ServingErrorKind, grpc.status>> = {
   invalid: grpc.status.INVALID_ARGUMENT,
@@ -193,6 +203,9 @@ export function startGrpcServing(registry: ModelRegistry, metrics: ServingMetric
   }
   server.addService(proto.tensorflow.serving.PredictionService.service, prediction);
   server.addService(proto.tensorflow.serving.ModelService.service, models);
+  // SERVING while the port is open: a model's own state is ModelService's to report (GetModelStatus).
+  const health = new ServerHealth(SERVING_SERVICES, 'SERVING');
+  health.addTo(server, servingDefinition());
   return new Promise((resolve, reject) => {
     server.bindAsync(`${options.host}:${options.port}`, grpc.ServerCredentials.createInsecure(), (err, port) => {
       if (err) {
@@ -203,6 +216,7 @@ export function startGrpcServing(registry: ModelRegistry, metrics: ServingMetric
         port,
         close: () =>
           new Promise<void>((done) => {
+            health.set('NOT_SERVING');
             const force = setTimeout(() => server.forceShutdown(), 2000);
             server.tryShutdown(() => {
               clearTimeout(force);

@@ -19,6 +19,7 @@ import { rawH2GrpcClient } from '../bench/raw-clients.js';
 import { grpcTimeoutMs, loadServingProto, OUTPUT_NAME, SERVING_PROTO_PATH } from '../serving/grpc.js';
 import { startServing, type ServeOptions, type Serving } from '../serving/serve.js';
 import { statusOf } from './support/grpc.js';
+import { healthClient } from './support/health.js';
 import { assertClose, coreProbabilities } from './support/inference.js';
 import { tempDir } from './support/fixtures.js';
 
@@ -115,6 +116,24 @@ test.serial('gRPC Predict equals core inference, from tensor_content or float_va
     t.regex(metrics, /crowdfl_serving_requests_total\{model="default",api="grpc",code="OK"\} 3/);
   } finally {
     c.close();
+    await serving.close();
+  }
+});
+
+test.serial('the serving port answers grpc.health.v1 and reflection for TF Serving\'s services', async (t) => {
+  const serving = await serve();
+  const client = healthClient(`127.0.0.1:${serving.grpcPort!}`);
+  try {
+    t.is(await client.check(''), 'SERVING');
+    for (const service of ['tensorflow.serving.PredictionService', 'tensorflow.serving.ModelService']) t.is(await client.check(service), 'SERVING');
+    t.like(await statusOf(client.check('crowdfl.v1.Aggregator')), { code: grpc.status.NOT_FOUND });
+    const services = await client.listServices();
+    for (const service of ['tensorflow.serving.PredictionService', 'tensorflow.serving.ModelService', 'grpc.health.v1.Health']) {
+      t.true(services.includes(service), `${service} in ${services.join(', ')}`);
+    }
+    t.true((await client.fileContaining('tensorflow.serving.PredictRequest')).length > 0);
+  } finally {
+    client.close();
     await serving.close();
   }
 });
