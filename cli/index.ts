@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // `crowdfl` — one file per subcommand, each thin: parse, then call the module that does the work.
-import { Command } from 'commander';
+import { Command, CommanderError } from 'commander';
 import { CROWDFL_VERSION } from '../core/version.js';
 import { register as registerAggregator } from './aggregator.js';
 import { register as registerCerts } from './certs.js';
@@ -16,8 +16,18 @@ import { register as registerRuns } from './runs.js';
 import { register as registerSimulate } from './simulate.js';
 import { register as registerValidate } from './validate.js';
 
+// `crowdfl runs show … | head`: the reader went away before we finished writing. That is not our
+// error; stop quietly instead of dying with a stack trace.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(0);
+  throw err;
+});
+
 const program = new Command();
 program
+  // Usage mistakes exit 2, as user errors in the actions do (cli/errors.ts): set before the
+  // subcommands are added, so that they inherit it.
+  .exitOverride()
   .name('crowdfl')
   .description('Federated learning on volunteer compute: a gRPC aggregator, TensorFlow.js trainer nodes.')
   .version(CROWDFL_VERSION)
@@ -46,4 +56,18 @@ registerKeys(program);
 registerCerts(program);
 registerValidate(program);
 registerServe(program);
-await program.parseAsync(process.argv);
+// An unknown command is refused even with --help after it, which would otherwise print the top-level
+// help and exit 0, so a script could not tell a missing command.
+const commands = program.commands.flatMap((c) => [c.name(), ...c.aliases()]);
+const first = process.argv.slice(2).find((a) => !a.startsWith('-'));
+if (first !== undefined && first !== 'help' && !commands.includes(first)) {
+  process.stderr.write(`crowdfl: unknown command '${first}'; the commands are ${commands.join(', ')} (run crowdfl --help for usage)\n`);
+  process.exit(2);
+}
+try {
+  await program.parseAsync(process.argv);
+} catch (err) {
+  // Commander has printed its message (or the help, or the version) already.
+  if (err instanceof CommanderError) process.exit(err.exitCode === 0 ? 0 : 2);
+  throw err;
+}

@@ -17,6 +17,21 @@ test('--help lists every subcommand and each has its own help', async (t) => {
   t.regex(aggHelp.stdout, /--experiment <file>/);
 });
 
+test('usage mistakes exit 2, an unknown command too, even with --help after it', async (t) => {
+  const unknown = await runCli(['nosuchcommand', '--help']);
+  t.is(unknown.code, 2);
+  t.regex(unknown.stderr, /^crowdfl: unknown command 'nosuchcommand'; the commands are simulate, aggregator, node,/);
+  t.is(unknown.stdout, '', 'no top-level help, which would read as success');
+  t.is((await runCli(['nosuchcommand'])).code, 2);
+  const badOption = await runCli(['runs', 'show', '--bogus']);
+  t.is(badOption.code, 2);
+  t.regex(badOption.stderr, /unknown option '--bogus'/);
+  const missingArgument = await runCli(['simulate']);
+  t.is(missingArgument.code, 2);
+  t.regex(missingArgument.stderr, /missing required argument 'experiment'/);
+  for (const fine of [['--help'], ['--version'], ['runs', '--help'], ['help', 'runs']]) t.is((await runCli(fine)).code, 0, fine.join(' '));
+});
+
 test('mistakes get a message that says what to do', async (t) => {
   const missing = await runCli(['simulate', '/nonexistent/experiment.json']);
   t.is(missing.code, 2);
@@ -82,6 +97,13 @@ test('an evaluator can list a run, see every verdict and catch a tampered checkp
   t.is(sim.code, 0, sim.stderr);
   t.regex(sim.stdout, /rounds committed : 2\/2/);
   t.regex(readFileSync(join(runsDir, 'r1', 'curves.svg'), 'utf8'), /^<svg/);
+
+  // `crowdfl runs show … | head`: the reader is gone before the first write; a quiet exit, no stack trace.
+  const piped = spawnCli(['runs', 'show', 'r1', '--runs-dir', runsDir, '--updates']);
+  piped.stdout!.destroy();
+  const pipedCode = await new Promise<number | null>((resolve) => piped.once('exit', resolve));
+  t.is(pipedCode, 0, piped.output());
+  t.notRegex(piped.output(), /EPIPE|at .*\.js:\d+/);
 
   const list = await runCli(['runs', 'list', '--runs-dir', runsDir]);
   t.regex(list.stdout, /r1 {2}2 rounds {2}final \d+\.\d+%/);
