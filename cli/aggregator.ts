@@ -18,6 +18,7 @@ import { InvalidArgumentError } from 'commander';
 import { parseChoice, parsePort } from './options.js';
 import { printSummary } from './summary.js';
 import { DEFAULT_CONNECTION_LIMITS } from '../aggregator/transport/connection-guard.js';
+import { lineLog, logFormatSchema, type LogFormat } from '../core/log.js';
 
 interface Options {
   experiment: string;
@@ -41,6 +42,7 @@ interface Options {
   helloTimeout: number;
   shedAbove: number;
   shedPause: number;
+  logFormat: LogFormat;
 }
 
 function positiveInteger(v: string): number {
@@ -154,6 +156,7 @@ export function register(program: Command): void {
       },
       (DEFAULT_CONNECTION_LIMITS.shedPauseMs ?? 2000) / 1000,
     )
+    .option('--log-format <format>', 'text: "TIME [aggregator] message" lines; json: one object per line, for log shippers', parseChoice(logFormatSchema), 'text')
     .option('--metrics-port <port>', 'serve Prometheus metrics (updates, rounds, round duration, model version) at http://HOST:PORT/metrics', parsePort)
     .addHelpText(
       'after',
@@ -166,13 +169,13 @@ export function register(program: Command): void {
         const experiment = opts.backend ? { ...parsed, backend: opts.backend } : parsed;
         const runId = opts.runId ?? newRunId(experiment.name);
         const runDir = resolve(opts.runsDir, runId);
-        const log = (msg: string) => process.stderr.write(`${msg}\n`);
+        const log = lineLog('aggregator', opts.logFormat);
         const admission = admissionPolicy(opts);
         const tls = tlsFiles(opts, log);
         const { identity, created } = loadOrCreateIdentity(opts.key, { create: true });
         log(`${created ? 'created' : 'using'} aggregator key ${opts.key}: ${publicKeyToString(identity.publicKey)} (fingerprint ${fingerprint(identity.publicKey)})`);
         const test = await testData(experiment.dataset, experiment.nodes, experiment.seed, { log });
-        const progress = new RunProgress(experiment.rounds);
+        const progress = new RunProgress(experiment.rounds, process.stderr, log);
         const metrics = opts.metricsPort === undefined ? undefined : new AggregatorMetrics();
         if (metrics && opts.metricsPort !== undefined) {
           const endpoint = await serveMetrics(metrics, opts.host, opts.metricsPort).catch((err: NodeJS.ErrnoException) => {

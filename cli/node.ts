@@ -6,6 +6,7 @@ import { backendPreferenceSchema } from '../core/backend.js';
 import { readLocalData } from '../datasets/local-dir.js';
 import type { Dataset } from '../core/dataset.js';
 import { runNode, type UpdateAdversary } from '../trainer/node.js';
+import { lineLog } from '../core/log.js';
 import { Rng } from '../core/rng.js';
 import { action, UsageError } from './errors.js';
 import { readPinnedKey } from './keys.js';
@@ -31,6 +32,7 @@ interface Flags {
   tlsKey?: string;
   exitWhenFinished?: boolean;
   quiet?: boolean;
+  logFormat?: string;
   minEpochFraction?: number;
   serve?: number;
   maxCores?: number;
@@ -63,6 +65,7 @@ function flagsAsConfig(f: Flags): Record<string, unknown> {
     serve: f.serve,
     exit_when_finished: f.exitWhenFinished,
     quiet: f.quiet,
+    log_format: f.logFormat,
     caps: {
       cores: f.maxCores,
       memory_mb: f.maxMemoryMb,
@@ -165,6 +168,7 @@ export function register(program: Command, hooks: NodeRunHooks = {}): void {
     .option('--days <days>', 'the days --hours applies to, e.g. "mon,tue,wed,thu,fri" (default every day)')
     .option('--idle-cpu-percent <p>', 'take work only while other processes use at most this % of the CPU', positiveNumber)
     .option('--quiet', 'log only errors')
+    .option('--log-format <format>', 'text (default): "TIME [NODE] message" lines; json: one object per line, for log shippers')
     .addOption(new Option('--vanish-probability <p>', 'fault injection: vanish mid-round with this probability per task').argParser(parseFraction).hideHelp())
     .addOption(new Option('--slowdown <x>', 'fault injection: take this many times as long per task').argParser(Number).hideHelp())
     .addOption(new Option('--fault-seed <n>', 'seed of the fault injection').argParser(Number).default(0).hideHelp())
@@ -232,7 +236,7 @@ async function runNodeCommand(flags: Flags, hooks: NodeRunHooks): Promise<void> 
   mkdirSync(stateDir, { recursive: true, mode: 0o700 });
   const { identity, created } = loadOrCreateIdentity(join(stateDir, 'key.json'), { create: true });
   const nodeId = nodeIdFromPublicKey(identity.publicKey);
-  const log = config.quiet ? () => {} : (msg: string) => process.stderr.write(`[${nodeId}] ${msg}\n`);
+  const log = config.quiet ? () => {} : lineLog(nodeId, config.log_format);
   if (created) log(`created this node's key in ${join(stateDir, 'key.json')} (fingerprint ${fingerprint(identity.publicKey)})`);
   const pins = readPins(stateDir);
   const explicit = config.aggregator_key ?? config.invitation;

@@ -7,6 +7,7 @@ import { startServing, type ModelSource } from '../serving/serve.js';
 import { action, UsageError } from './errors.js';
 import { parseChoice, parsePort } from './options.js';
 import { resolveRun } from './runs.js';
+import { lineLog, logFormatSchema, type LogFormat } from '../core/log.js';
 
 function positiveInt(value: string): number {
   const n = Number(value);
@@ -55,6 +56,7 @@ interface ServeCliOptions {
   follow: boolean;
   followIntervalMs: number;
   backend: BackendPreference;
+  logFormat: LogFormat;
 }
 
 export function register(program: Command): void {
@@ -79,6 +81,7 @@ export function register(program: Command): void {
     .option('--follow', "with --run: load each newly committed round while serving (hot swap, no dropped requests)", false)
     .option('--follow-interval-ms <ms>', 'how often --follow checks the run', positiveInt, 1000)
     .option('--backend <name>', 'auto|tensorflow|tensorflow-gpu|wasm|cpu', parseChoice(backendPreferenceSchema), 'auto' as BackendPreference)
+    .option('--log-format <format>', 'text: "TIME [crowdfl serve] message" lines; json: one object per line, for log shippers', parseChoice(logFormatSchema), 'text' as LogFormat)
     .action(
       action(async (opts: ServeCliOptions) => {
         if (opts.model.length + opts.run.length === 0) throw new UsageError('give --model DIR or --run RUN');
@@ -87,7 +90,7 @@ export function register(program: Command): void {
           ...opts.model.map((m) => splitNamed(m, opts.name)).map(({ name, path }) => ({ name, checkpoint: path })),
           ...opts.run.map((r) => splitNamed(r, opts.name)).map(({ name, path }) => ({ name, run: resolveRun(opts.runsDir, path) })),
         ];
-        const log = (msg: string): void => void process.stderr.write(`[crowdfl serve] ${msg}\n`);
+        const log = lineLog('crowdfl serve', opts.logFormat);
         await initBackend(opts.backend, { log });
         const serving = await startServing({
           sources,

@@ -20,6 +20,8 @@ export class RunProgress {
   constructor(
     private readonly totalRounds: number,
     private readonly out: NodeJS.WriteStream = process.stderr,
+    /** Where finished lines go when `out` is not a terminal (the process's log: timed, text or JSON). */
+    private readonly log?: (msg: string) => void,
   ) {
     this.live = Boolean(out.isTTY);
   }
@@ -31,7 +33,8 @@ export class RunProgress {
   }
 
   private line(text: string): void {
-    if (this.live) this.out.write(`\r\x1b[2K${text}\n${this.status}${this.clock()}`);
+    if (this.live) this.out.write(`\r\x1b[2K${new Date().toISOString()} ${text}\n${this.status}${this.clock()}`);
+    else if (this.log) this.log(text);
     else this.out.write(`${text}\n`);
   }
 

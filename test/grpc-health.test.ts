@@ -17,7 +17,7 @@ test('the aggregator answers grpc.health.v1 and reflection: serving during the r
   const port = await freePort();
   const aggregator = spawnCli([
     'aggregator', '--experiment', file, '--port', String(port), '--runs-dir', join(dir, 'runs'), '--run-id', 'health',
-    '--key', join(dir, 'key.json'), '--linger', '600', '--hello-timeout', '600',
+    '--key', join(dir, 'key.json'), '--linger', '600', '--hello-timeout', '600', '--log-format', 'json',
   ]);
   const client = healthClient(`127.0.0.1:${port}`);
   try {
@@ -44,6 +44,15 @@ test('the aggregator answers grpc.health.v1 and reflection: serving during the r
     t.deepEqual(watch.statuses.filter((s, i) => s !== watch.statuses[i - 1]).slice(-2), ['SERVING', 'NOT_SERVING']);
     watch.cancel();
     node.conn.close();
+    // --log-format json: every line the aggregator logged is one object with its time and source.
+    const lines = aggregator.output().split('\n').filter(Boolean);
+    t.true(lines.length >= 3, aggregator.output());
+    for (const line of lines) {
+      const entry = JSON.parse(line) as { time: string; source: string; msg: string };
+      t.regex(entry.time, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/, line);
+      t.is(entry.source, 'aggregator');
+    }
+    t.true(lines.some((l) => /listening on 127\.0\.0\.1/.test((JSON.parse(l) as { msg: string }).msg)));
   } finally {
     client.close();
     aggregator.kill('SIGKILL');

@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { z } from 'zod';
+import { logFormatSchema } from '../core/log.js';
 import { describeIssues } from '../core/user-error.js';
 import { backendPreferenceSchema } from '../core/backend.js';
 import { UserError } from '../core/user-error.js';
@@ -72,6 +73,7 @@ export const nodeConfigSchema = z
     serve: z.number().int().min(0).max(65535).optional(),
     exit_when_finished: z.boolean().default(false),
     quiet: z.boolean().default(false),
+    log_format: logFormatSchema.default('text'),
     caps: capsSchema.default({}),
     schedule: scheduleSchema.default({}),
   })
