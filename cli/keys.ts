@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { fingerprint, loadOrCreateIdentity, nodeIdFromPublicKey, publicKeyFromString, publicKeyToString } from '../core/signing/keys.js';
 import { createInvitation, parseInvitation } from '../core/signing/invitations.js';
 import { action, UsageError } from './errors.js';
@@ -41,16 +41,22 @@ export function register(program: Command): void {
   const keys = program.command('keys').description('Ed25519 identities of nodes and aggregators');
   keys
     .command('show')
-    .description('print the public key, its fingerprint and the node id derived from it (creating the key on first use)')
-    .option('--key <file>', 'key file', DEFAULT_NODE_KEY)
+    .description("print the public key and its fingerprint, and for a node's key the node id derived from it (creating the key on first use)")
+    .option('--key <file>', `key file (default: the node's, ${DEFAULT_NODE_KEY}; with --aggregator the aggregator's, ${DEFAULT_AGGREGATOR_KEY})`)
+    .option('--aggregator', "it is an aggregator's key: no node id is shown, since aggregators have none")
+    .addHelpText('after', '\nExamples:\n  crowdfl keys show                      # this machine\'s node key\n  crowdfl keys show --aggregator         # the key nodes pin (--aggregator-key)\n')
     .action(
-      action((opts: { key: string }) => {
-        const { identity, created } = loadOrCreateIdentity(opts.key, { create: true });
+      action((opts: { key?: string; aggregator?: boolean }) => {
+        const file = opts.key ?? (opts.aggregator ? DEFAULT_AGGREGATOR_KEY : DEFAULT_NODE_KEY);
+        // The default aggregator key file is an aggregator's key whether or not the flag says so.
+        const aggregator = opts.aggregator === true || file === DEFAULT_AGGREGATOR_KEY;
+        const { identity, created } = loadOrCreateIdentity(file, { create: true });
         const out = process.stdout;
-        if (created) out.write(`created ${opts.key} (mode 0600)\n`);
+        if (created) out.write(`created ${file} (mode 0600)\n`);
+        out.write(`key of      ${aggregator ? 'an aggregator' : 'a node'}\n`);
         out.write(`public key  ${publicKeyToString(identity.publicKey)}\n`);
         out.write(`fingerprint ${fingerprint(identity.publicKey)}\n`);
-        out.write(`node id     ${nodeIdFromPublicKey(identity.publicKey)}\n`);
+        if (!aggregator) out.write(`node id     ${nodeIdFromPublicKey(identity.publicKey)}\n`);
       }),
     );
 
@@ -60,13 +66,20 @@ export function register(program: Command): void {
     .option('--key <file>', "the aggregator's key file", DEFAULT_AGGREGATOR_KEY)
     .option('--uses <n>', 'how many nodes may join with it', (v) => Number(v), 1)
     .option('--expires <duration>', 'valid for, e.g. 90m, 12h, 7d', '7d')
-    .option('--experiment <run-id>', 'valid only for this run')
+    .option('--run <run-id>', 'valid only for this run (its id, as the aggregator printed it; not an experiment file)')
+    // Before --run it was called --experiment, though it takes a run id like --run everywhere else.
+    .addOption(new Option('--experiment <run-id>', 'the old name of --run').hideHelp())
     .action(
-      action((opts: { key: string; uses: number; expires: string; experiment?: string }) => {
+      action((opts: { key: string; uses: number; expires: string; run?: string; experiment?: string }) => {
         if (!Number.isInteger(opts.uses) || opts.uses < 1) throw new UsageError('--uses takes a whole number of at least 1');
+        if (opts.run !== undefined && opts.experiment !== undefined) throw new UsageError('give --run only (--experiment is its old name)');
+        if (opts.experiment?.endsWith('.json')) {
+          throw new UsageError(`--experiment ${opts.experiment}: an invitation is for a run, not an experiment file; give the run id with --run`);
+        }
+        const runId = opts.run ?? opts.experiment;
         const { identity } = loadOrCreateIdentity(opts.key, { create: true });
         const token = createInvitation(identity, {
-          experimentId: opts.experiment,
+          experimentId: runId,
           expiresAt: Date.now() + parseDuration(opts.expires),
           maxUses: opts.uses,
         });

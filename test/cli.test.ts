@@ -32,6 +32,23 @@ test('usage mistakes exit 2, an unknown command too, even with --help after it',
   for (const fine of [['--help'], ['--version'], ['runs', '--help'], ['help', 'runs']]) t.is((await runCli(fine)).code, 0, fine.join(' '));
 });
 
+test("keys show tells a node's key from an aggregator's; invite takes a run id with --run and refuses an experiment file", async (t) => {
+  const dir = tempDir('cli-keys');
+  const node = await runCli(['keys', 'show', '--key', join(dir, 'node.json')]);
+  t.is(node.code, 0, node.stderr);
+  t.regex(node.stdout, /^key of +a node$/m);
+  t.regex(node.stdout, /^node id +n-[0-9a-f]{20}$/m);
+  const aggregator = await runCli(['keys', 'show', '--aggregator', '--key', join(dir, 'aggregator.json')]);
+  t.regex(aggregator.stdout, /^key of +an aggregator$/m);
+  t.notRegex(aggregator.stdout, /node id/, 'an aggregator has no node id');
+  const invite = await runCli(['invite', '--key', join(dir, 'aggregator.json'), '--run', 'r1']);
+  t.is(invite.code, 0, invite.stderr);
+  t.regex(invite.stdout, /^crowdfl-invite:\S+\n$/);
+  const file = await runCli(['invite', '--key', join(dir, 'aggregator.json'), '--experiment', 'experiments/default.json']);
+  t.is(file.code, 2);
+  t.regex(file.stderr, /an invitation is for a run, not an experiment file; give the run id with --run/);
+});
+
 test('mistakes get a message that says what to do', async (t) => {
   const missing = await runCli(['simulate', '/nonexistent/experiment.json']);
   t.is(missing.code, 2);
