@@ -34,11 +34,18 @@ export function register(program: Command): void {
     .action(
       action((run: string, opts: { runsDir: string }) =>
         withStore(opts.runsDir, run, (store) => {
-          process.stdout.write('node id                  fingerprint          status   accepted  rejected  reputation  last seen\n');
+          // A node's standing is whether it may take part (admitted or banned); whether it is there now is
+          // "last seen", and once the run is over no node is.
+          const [runRow] = store.runRows();
+          if (runRow && runRow.status !== 'running') {
+            process.stdout.write(`run ${runRow.id} ${runRow.status}${runRow.finishedAt ? ` at ${new Date(runRow.finishedAt).toISOString()}` : ''}: no node takes part any more\n`);
+          }
+          process.stdout.write('node id                  fingerprint          standing accepted  rejected  reputation  last seen\n');
           for (const n of store.nodeRows()) {
             const fp = n.publicKey ? fingerprint(publicKeyFromString(n.publicKey)) : '-';
+            const standing = n.status === 'active' ? 'admitted' : n.status;
             process.stdout.write(
-              `${n.nodeId.padEnd(24)} ${fp.padEnd(20)} ${n.status.padEnd(8)} ${String(n.accepted).padStart(8)}  ${String(n.rejected).padStart(8)}  ${n.reputation.toFixed(3).padStart(10)}  ` +
+              `${n.nodeId.padEnd(24)} ${fp.padEnd(20)} ${standing.padEnd(8)} ${String(n.accepted).padStart(8)}  ${String(n.rejected).padStart(8)}  ${n.reputation.toFixed(3).padStart(10)}  ` +
                 `${new Date(n.lastSeen).toISOString()}${n.statusReason ? `  (${n.statusReason})` : ''}\n`,
             );
           }
@@ -57,7 +64,7 @@ export function register(program: Command): void {
           const row = store.node(nodeId);
           if (!row) throw new UsageError(`no node ${nodeId} in this run; \`crowdfl nodes list ${run}\` lists them`);
           const runId = runOfDirectory(store, resolveRun(opts.runsDir, run)).id;
-          process.stdout.write(`node ${nodeId} in run ${runId}: ${row.status}${row.statusReason ? ` (${row.statusReason})` : ''}, reputation ${row.reputation.toFixed(3)}\n`);
+          process.stdout.write(`node ${nodeId} in run ${runId}: ${row.status === 'active' ? 'admitted' : row.status}${row.statusReason ? ` (${row.statusReason})` : ''}, reputation ${row.reputation.toFixed(3)}\n`);
           process.stdout.write(formatTotals(nodeContribution(store, runId, nodeId)));
         }),
       ),

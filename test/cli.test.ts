@@ -133,7 +133,8 @@ test('an evaluator can list a run, see every verdict and catch a tampered checkp
   const nodes = await runCli(['nodes', 'list', 'r1', '--runs-dir', runsDir]);
   const ids = nodes.stdout.match(/n-[0-9a-f]{20}/g) ?? [];
   t.is(ids.length, 3);
-  t.is(nodes.stdout.match(/ active +2 +0 +1\.000 /g)?.length, 3, nodes.stdout);
+  t.is(nodes.stdout.match(/ admitted +2 +0 +1\.000 /g)?.length, 3, nodes.stdout);
+  t.regex(nodes.stdout, /^run r1 finished at \d{4}-\d\d-\d\dT[\d:.]+Z: no node takes part any more$/m, 'after the run, no node reads as taking part');
   const ban = await runCli(['nodes', 'ban', 'r1', ids[0]!, '--reason', 'sent poisoned updates', '--runs-dir', runsDir]);
   t.is(ban.code, 0, ban.stderr);
   t.regex((await runCli(['nodes', 'list', 'r1', '--runs-dir', runsDir])).stdout, /banned .*\(sent poisoned updates\)/);
