@@ -8,7 +8,7 @@ import { DEFAULT_CROSS_BACKEND_TOLERANCE, type BackendPreference } from '../core
 import { loadOrCreateIdentity, nodeIdFromPublicKey } from '../core/signing/keys.js';
 import { ACCURACY_CHART, roundChartSvg } from './plot.js';
 import { loadRun, type ReportRound, type RunReport } from './report.js';
-import { nodeKeyFile, nodeName, simulate } from './simulate.js';
+import { nodeDir, nodeKeyFile, nodeName, simulate } from './simulate.js';
 import { newRunId } from '../aggregator/run-id.js';
 import { strategyNamed } from '../aggregator/strategies/registry.js';
 import { UserError } from '../core/user-error.js';
@@ -78,6 +78,14 @@ function recordedBackend(run: RecordedRun): BackendPreference {
  * under new ids, be given other task seeds and be aggregated in another order.
  */
 function checkNodeKeys(run: RecordedRun, log: (msg: string) => void): void {
+  // No nodes/ at all: the aggregator served nodes that ran elsewhere, with their own keys and data.
+  if (!existsSync(dirname(nodeDir(run.dir, 0)))) {
+    throw new RerunError(
+      `${run.dir} was not simulated here: it has no nodes/ directory, so its nodes' keys and data are on their own machines. ` +
+        'rerun repeats runs of `crowdfl simulate` (and `npm start`); to check this run, use `crowdfl replay` on it, which verifies ' +
+        'every signature and recomputes every round from the stored updates',
+    );
+  }
   const ids = new Set(run.nodeIds);
   for (let i = 0; i < run.experiment.nodes; i++) {
     const file = nodeKeyFile(run.dir, i);

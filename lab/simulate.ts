@@ -46,7 +46,7 @@ export function nodeName(index: number): string {
   return `node-${String(index).padStart(3, '0')}`;
 }
 
-function nodeDir(runDir: string, index: number): string {
+export function nodeDir(runDir: string, index: number): string {
   return join(runDir, 'nodes', nodeName(index));
 }
 

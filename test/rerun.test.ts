@@ -44,6 +44,9 @@ test.before(async () => {
   // Copied before the test below edits the original.
   cpSync(join(runsDir, 'original'), join(dir, 'keyless', 'original'), { recursive: true });
   rmSync(join(dir, 'keyless', 'original', 'nodes', 'node-001', 'state', 'key.json'));
+  // As a run served to nodes on other machines looks: no nodes/ directory.
+  cpSync(join(runsDir, 'original'), join(dir, 'served', 'original'), { recursive: true });
+  rmSync(join(dir, 'served', 'original', 'nodes'), { recursive: true });
 });
 
 test.serial('a rerun repeats every round of the original to the bit, and an edited accuracy is named by its round', async (t) => {
@@ -84,4 +87,8 @@ test('a missing run, or one whose node keys are gone, is a clear error, exit 2, 
       "a rerun needs the original nodes' keys, since a node's id picks its training seeds\n",
   );
   t.deepEqual(readdirSync(join(dir, 'keyless')), ['original']);
+  const served = await runCli(['rerun', 'original', '--runs-dir', join(dir, 'served')]);
+  t.is(served.code, 2);
+  t.regex(served.stderr, /was not simulated here: it has no nodes\/ directory.*to check this run, use `crowdfl replay` on it/);
+  t.deepEqual(readdirSync(join(dir, 'served')), ['original']);
 });
