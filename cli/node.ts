@@ -7,6 +7,7 @@ import { readLocalData } from '../datasets/local-dir.js';
 import type { Dataset } from '../core/dataset.js';
 import { runNode, type UpdateAdversary } from '../trainer/node.js';
 import { lineLog } from '../core/log.js';
+import type { ContributionTotals } from '../core/contribution-totals.js';
 import { Rng } from '../core/rng.js';
 import { action, UsageError } from './errors.js';
 import { readPinnedKey } from './keys.js';
@@ -189,7 +190,8 @@ export function register(program: Command, hooks: NodeRunHooks = {}): void {
     .description("what this node contributed: rounds, updates credited by the aggregator's signed records, rejections and why, compute time")
     .option('--state-dir <dir>', 'the node\'s state directory', DEFAULT_STATE_DIR)
     .option('--json', 'print the totals as JSON')
-    .action(action((opts: { stateDir: string; json?: boolean }) => printStatus(opts.stateDir, opts.json ?? false)));
+    .option('--run <run-id>', 'only this run (the ledger keeps every run the node took part in)')
+    .action(action((opts: { stateDir: string; json?: boolean; run?: string }) => printStatus(opts.stateDir, opts.json ?? false, opts.run)));
 
   for (const [name, pause] of [['pause', true], ['resume', false]] as const) {
     node
@@ -313,19 +315,37 @@ async function runNodeCommand(flags: Flags, hooks: NodeRunHooks): Promise<void> 
   process.exit(0);
 }
 
-function printStatus(stateDir: string, json: boolean): void {
+function printStatus(stateDir: string, json: boolean, run: string | undefined): void {
   const keyFile = join(stateDir, 'key.json');
   if (!existsSync(keyFile)) throw new UsageError(`no node in ${stateDir} (no key.json); pass the node's --state-dir`);
   const { identity } = loadOrCreateIdentity(keyFile);
   const nodeId = nodeIdFromPublicKey(identity.publicKey);
-  const { entries, problems } = new Ledger(join(stateDir, LEDGER_FILE)).read();
+  const { entries: all, problems } = new Ledger(join(stateDir, LEDGER_FILE)).read();
+  // The ledger's `experiment` is the run id (what the aggregator's tasks carry as experiment_id).
+  const runs = [...new Set(all.map((e) => e.experiment))];
+  if (run !== undefined && !runs.includes(run)) {
+    throw new UsageError(`--run ${run}: this node's ledger has no task of that run${runs.length ? `; it has ${runs.join(', ')}` : ' (it has none yet)'}`);
+  }
+  const entries = run === undefined ? all : all.filter((e) => e.experiment === run);
   const t = contributionTotals(entries);
+  const perRun = new Map(runs.filter((r) => run === undefined || r === run).map((r) => [r, contributionTotals(all.filter((e) => e.experiment === r))]));
   const pid = runningPid(stateDir);
   const paused = existsSync(join(stateDir, PAUSE_FILE));
+  const plainTotals = (x: ContributionTotals) => Object.fromEntries(Object.entries(x).map(([k, v]) => [k, v instanceof Map ? Object.fromEntries(v) : v]));
   if (json) {
-    const plain = Object.fromEntries(Object.entries(t).map(([k, v]) => [k, v instanceof Map ? Object.fromEntries(v) : v]));
-    process.stdout.write(`${JSON.stringify({ node_id: nodeId, running: pid !== undefined, paused, ...plain, ledger_problems: problems }, null, 2)}\n`);
+    const out = { node_id: nodeId, running: pid !== undefined, paused, ...plainTotals(t), runs: Object.fromEntries([...perRun].map(([r, x]) => [r, plainTotals(x)])), ledger_problems: problems };
+    process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
     return;
   }
   process.stdout.write(formatStatus(nodeId, t, { running: pid !== undefined, paused, problems }));
+  if (perRun.size > 1 || run !== undefined) {
+    process.stdout.write(`\n${run === undefined ? 'per run' : `run ${run} only`}:\n  run                                   tasks  kept  down-weighted  not selected  rejected  compute\n`);
+    for (const [r, x] of perRun) {
+      const rejected = [...x.rejected.values()].reduce((a, b) => a + b, 0);
+      process.stdout.write(
+        `  ${r.padEnd(36)} ${String(x.tasks).padStart(6)} ${String(x.kept).padStart(5)} ${String(x.downWeighted).padStart(14)} ${String(x.notSelected).padStart(13)} ` +
+          `${String(rejected).padStart(9)}  ${x.computeSeconds.toFixed(1)} s\n`,
+      );
+    }
+  }
 }

@@ -49,6 +49,34 @@ test("keys show tells a node's key from an aggregator's; invite takes a run id w
   t.regex(file.stderr, /an invitation is for a run, not an experiment file; give the run id with --run/);
 });
 
+test('node status breaks its totals down per run, and --run shows one run', async (t) => {
+  const state = tempDir('cli-status');
+  await runCli(['keys', 'show', '--key', join(state, 'key.json')]);
+  const base = (run: string, task: string) => ({ at: 1, aggregator: 'ab12', experiment: run, round: 1, task });
+  const submitted = (run: string, task: string) => ({
+    event: 'submitted', ...base(run, task), examples: 100, examples_trained: 100, compute_seconds: 2, update_digest: 'd', accepted: true, message: '',
+  });
+  const outcome = (run: string, task: string, verdict: string) => ({ event: 'outcome', ...base(run, task), verdict, reason: '', weight: 0.5, confirmed: true });
+  const ledger = [
+    submitted('run-a', 't1'), outcome('run-a', 't1', 'kept'),
+    submitted('run-b', 't2'), outcome('run-b', 't2', 'kept'),
+    submitted('run-b', 't3'), outcome('run-b', 't3', 'rejected'),
+  ];
+  writeFileSync(join(state, 'ledger.jsonl'), ledger.map((e) => JSON.stringify(e)).join('\n') + '\n');
+  const all = await runCli(['node', 'status', '--state-dir', state]);
+  t.is(all.code, 0, all.stderr);
+  t.regex(all.stdout, /^per run:$/m);
+  t.regex(all.stdout, /^ {2}run-a +1 +1 +0 +0 +0 {2}2\.0 s$/m);
+  t.regex(all.stdout, /^ {2}run-b +2 +1 +0 +0 +1 {2}4\.0 s$/m);
+  const one = await runCli(['node', 'status', '--state-dir', state, '--run', 'run-b', '--json']);
+  const json = JSON.parse(one.stdout) as { tasks: number; kept: number; runs: Record<string, { tasks: number }> };
+  t.like(json, { tasks: 2, kept: 1 });
+  t.deepEqual(Object.keys(json.runs), ['run-b']);
+  const none = await runCli(['node', 'status', '--state-dir', state, '--run', 'run-z']);
+  t.is(none.code, 2);
+  t.regex(none.stderr, /--run run-z: this node's ledger has no task of that run; it has run-a, run-b/);
+});
+
 test('mistakes get a message that says what to do', async (t) => {
   const missing = await runCli(['simulate', '/nonexistent/experiment.json']);
   t.is(missing.code, 2);
