@@ -7,6 +7,7 @@ import { startAggregator } from '../aggregator/aggregator.js';
 import { generateIdentity } from '../core/signing/keys.js';
 import { channelCredentials, createClientCertificate, createDeploymentCertificates, type ClientTlsFiles, type ServerTlsFiles } from '../core/tls.js';
 import { federatedData } from '../datasets/index.js';
+import { writeLocalData } from '../datasets/local-dir.js';
 import { runCli } from './support/cli.js';
 import { tempDir, tinyExperiment } from './support/fixtures.js';
 import { joinAs } from './support/grpc.js';
@@ -62,4 +63,36 @@ test('the aggregator refuses plaintext off loopback unless forced', async (t) =>
   const certs = await runCli(['certs', 'create', '--out', join(dir, 'certs'), '--host', 'aggregator.example.org']);
   t.is(certs.code, 0, certs.stderr);
   t.regex(certs.stdout, /server certificate valid for: aggregator\.example\.org/);
+});
+
+test('a node stops with the flag and the file when TLS cannot work, instead of retrying as if the aggregator were down', async (t) => {
+  const dir = tempDir('tls-node');
+  createDeploymentCertificates(join(dir, 'certs'), ['localhost', '127.0.0.1']);
+  createDeploymentCertificates(join(dir, 'other'), ['localhost', '127.0.0.1']);
+  const experiment = tinyExperiment();
+  const { partitions } = await federatedData(experiment.dataset, experiment.nodes, experiment.seed);
+  writeLocalData(join(dir, 'data'), partitions[0]!);
+  const node = (port: number, ...flags: string[]) =>
+    runCli(['node', '--aggregator', `127.0.0.1:${port}`, '--data', join(dir, 'data'), '--state-dir', join(dir, `state-${flags.length}`), ...flags]);
+  const tlsAggregator = await serve({ cert: join(dir, 'certs', 'server.crt'), key: join(dir, 'certs', 'server.key') });
+  try {
+    const plaintext = await node(tlsAggregator.port);
+    t.is(plaintext.code, 2, plaintext.stderr);
+    t.regex(plaintext.stderr, /the aggregator at 127\.0\.0\.1:\d+ speaks TLS: pass --tls-ca FILE/);
+    t.notRegex(plaintext.stderr, /retrying in/);
+    const wrongCa = join(dir, 'other', 'ca.crt');
+    const untrusted = await node(tlsAggregator.port, '--tls-ca', wrongCa);
+    t.is(untrusted.code, 2, untrusted.stderr);
+    t.true(untrusted.stderr.includes(`presents a TLS certificate that --tls-ca ${wrongCa} does not verify (certificate signature failure)`), untrusted.stderr);
+  } finally {
+    await tlsAggregator.stop();
+  }
+  const plain = await startAggregator({ experiment, runDir: tempDir('tls-plain-run'), runId: 'plain', test: (await federatedData(experiment.dataset, experiment.nodes, experiment.seed)).test, identity: generateIdentity() });
+  try {
+    const notTls = await node(plain.port, '--tls-ca', join(dir, 'certs', 'ca.crt'));
+    t.is(notTls.code, 2, notTls.stderr);
+    t.regex(notTls.stderr, /does not speak TLS \(its answer is not a TLS handshake\): drop --tls-ca/);
+  } finally {
+    await plain.stop();
+  }
 });

@@ -14,6 +14,7 @@ import { AggregatorConnection, isTransient, retryAfterMs } from './client.js';
 import { fingerprint, nodeIdFromPublicKey, type Identity } from '../core/signing/keys.js';
 import { taskProblem, tooSlowForDeadline } from './task-check.js';
 import { channelCredentials, type ClientTlsFiles } from '../core/tls.js';
+import { TransportMismatch, transportMismatch } from './transport-mismatch.js';
 import { trainingThreads, trainLocally } from './training/local-training.js';
 import { SOFTWARE } from '../core/version.js';
 import type { DeclineKind__Output as DeclineKind } from '../proto/generated/crowdfl/v1/DeclineKind.js';
@@ -206,6 +207,8 @@ export async function runNode(o: NodeOptions): Promise<{ tasksDone: number }> {
         const details = (err as { details?: string }).details;
         throw details ? new AggregatorRefusal(`the aggregator at ${o.aggregator} refused this node: ${details}`) : err;
       }
+      const mismatch = await transportMismatch(err, o.aggregator, o.tls);
+      if (mismatch) throw new TransportMismatch(mismatch);
       // A busy aggregator says when to come back (pace steering); otherwise the node's own backoff decides.
       const asked = retryAfterMs(err);
       const wait = asked ?? backoff.next();
