@@ -23,6 +23,15 @@ process.stdout.on('error', (err: NodeJS.ErrnoException) => {
   throw err;
 });
 
+// grpc-js sets the TLS server name to the aggregator's address even when that is an IP address, which
+// Node warns about (DEP0123) on every connection. The certificate is still checked against the IP (its
+// subjectAltName); only the warning, which says nothing a user can act on, is dropped.
+const emitWarning = process.emitWarning.bind(process) as (...args: unknown[]) => void;
+process.emitWarning = ((warning: string | Error, ...rest: unknown[]) => {
+  const code = typeof rest[0] === 'object' && rest[0] !== null ? (rest[0] as { code?: string }).code : rest[1];
+  if (code !== 'DEP0123') emitWarning(warning, ...rest);
+}) as typeof process.emitWarning;
+
 const program = new Command();
 program
   // Usage mistakes exit 2, as user errors in the actions do (cli/errors.ts): set before the
