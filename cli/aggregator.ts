@@ -175,7 +175,7 @@ export function register(program: Command): void {
         const { identity, created } = loadOrCreateIdentity(opts.key, { create: true });
         log(`${created ? 'created' : 'using'} aggregator key ${opts.key}: ${publicKeyToString(identity.publicKey)} (fingerprint ${fingerprint(identity.publicKey)})`);
         const test = await testData(experiment.dataset, experiment.nodes, experiment.seed, { log });
-        const progress = new RunProgress(experiment.rounds, process.stderr, log);
+        const progress = new RunProgress(experiment.rounds, process.stderr, log, experiment.selection.nodes_per_round);
         const metrics = opts.metricsPort === undefined ? undefined : new AggregatorMetrics();
         if (metrics && opts.metricsPort !== undefined) {
           const endpoint = await serveMetrics(metrics, opts.host, opts.metricsPort).catch((err: NodeJS.ErrnoException) => {

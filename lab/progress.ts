@@ -22,14 +22,20 @@ export class RunProgress {
     private readonly out: NodeJS.WriteStream = process.stderr,
     /** Where finished lines go when `out` is not a terminal (the process's log: timed, text or JSON). */
     private readonly log?: (msg: string) => void,
+    /** The experiment's nodes per round, so a round that starts with fewer says so. */
+    private readonly nodesPerRound?: number,
   ) {
     this.live = Boolean(out.isTTY);
   }
 
+  /** Seconds the committed rounds took, from their start: the time spent waiting for nodes is not a round's. */
+  private roundSeconds = 0;
+  /** The last "waiting for nodes" count shown, so a log gets a line per change, not one per check. */
+  private lastWaiting = '';
+
   private eta(): string {
     if (this.committed === 0) return '?';
-    const perRound = (Date.now() - this.started) / 1000 / this.committed;
-    return formatDuration(perRound * (this.totalRounds - this.committed));
+    return formatDuration((this.roundSeconds / this.committed) * (this.totalRounds - this.committed));
   }
 
   private line(text: string): void {
@@ -45,11 +51,23 @@ export class RunProgress {
 
   handle = (e: EngineEvent): void => {
     switch (e.type) {
-      case 'waiting-for-nodes':
-        this.setStatus(`waiting for nodes: ${e.connected}/${e.needed} connected`);
+      case 'waiting-for-nodes': {
+        const more = e.needed - e.connected;
+        const text = `waiting for ${more} more node${more === 1 ? '' : 's'}: ${e.connected} of ${e.needed} connected`;
+        this.setStatus(text);
+        if (!this.live && text !== this.lastWaiting) this.line(text);
+        this.lastWaiting = text;
         break;
+      }
       case 'round-started':
         this.roundStarted = Date.now();
+        this.lastWaiting = '';
+        if (this.nodesPerRound !== undefined && e.selected < this.nodesPerRound) {
+          this.line(
+            `round ${e.round} runs with ${e.selected} of ${this.nodesPerRound} nodes: only ${e.selected} were connected and idle ` +
+              'when the selection grace period ended (or every connected node was already taking part)',
+          );
+        }
         this.setStatus(`round ${e.round}/${this.totalRounds}: training on ${e.selected} nodes…`);
         if (this.live && !this.ticker) this.ticker = setInterval(() => this.setStatus(this.status), 1000);
         break;
@@ -60,6 +78,7 @@ export class RunProgress {
       case 'round-committed': {
         this.committed++;
         const r = e.record;
+        this.roundSeconds += r.seconds;
         const bar = '#'.repeat(Math.round((20 * this.committed) / this.totalRounds)).padEnd(20, '.');
         this.line(
           `[${bar}] round ${String(r.round).padStart(3)}/${this.totalRounds}  acc ${(r.accuracy * 100).toFixed(2)}%  ` +

@@ -93,7 +93,7 @@ export async function simulate(o: SimulateOptions): Promise<RunSummary & { run_d
 
   // A simulation's aggregator gets a key of its own, which every node pins.
   const { identity } = loadOrCreateIdentity(join(runDir, 'aggregator-key.json'), { create: true });
-  const progress = o.progress === false ? undefined : new RunProgress(experiment.rounds);
+  const progress = o.progress === false ? undefined : new RunProgress(experiment.rounds, process.stderr, undefined, experiment.selection.nodes_per_round);
   const aggregator = await startAggregator({
     experiment,
     runDir,
