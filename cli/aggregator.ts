@@ -15,7 +15,7 @@ import { fingerprint, loadOrCreateIdentity, publicKeyFromString, publicKeyToStri
 import type { AdmissionPolicy } from '../aggregator/nodes/joining.js';
 import { isLoopback, type ServerTlsFiles } from '../core/tls.js';
 import { InvalidArgumentError } from 'commander';
-import { parseChoice, parsePort } from './options.js';
+import { parseChoice, parsePort, parseSeconds, parseWhole } from './options.js';
 import { printSummary } from './summary.js';
 import { DEFAULT_CONNECTION_LIMITS } from '../aggregator/transport/connection-guard.js';
 import { lineLog, logFormatSchema, type LogFormat } from '../core/log.js';
@@ -43,12 +43,6 @@ interface Options {
   shedAbove: number;
   shedPause: number;
   logFormat: LogFormat;
-}
-
-function positiveInteger(v: string): number {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('expected a whole number ≥ 1');
-  return n;
 }
 
 function tlsFiles(opts: Options, log: (msg: string) => void): ServerTlsFiles | undefined {
@@ -111,49 +105,33 @@ export function register(program: Command): void {
     .option(
       '--linger <seconds>',
       'after the last round, stay up this long (at most) until every registered node has heard the run is over',
-      (v: string) => {
-        const n = Number(v);
-        if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError('expected a number of seconds ≥ 0');
-        return n;
-      },
+      parseSeconds(true),
       0,
     )
-    .option('--max-connections <n>', 'connections held at once (also bounded by the open-file limit less a reserve for the store)', positiveInteger, DEFAULT_CONNECTION_LIMITS.maxConnections)
-    .option('--max-unproven-connections <n>', 'connections held at once that have not yet shown a session (said hello)', positiveInteger, DEFAULT_CONNECTION_LIMITS.maxUnproven)
+    .option('--max-connections <n>', 'connections held at once (also bounded by the open-file limit less a reserve for the store)', parseWhole(1), DEFAULT_CONNECTION_LIMITS.maxConnections)
+    .option('--max-unproven-connections <n>', 'connections held at once that have not yet shown a session (said hello)', parseWhole(1), DEFAULT_CONNECTION_LIMITS.maxUnproven)
     .option(
       '--max-unproven-per-address <n>',
       'of those, from one address (proven connections have no per-address bound: volunteers may share one behind a NAT)',
-      positiveInteger,
+      parseWhole(1),
       DEFAULT_CONNECTION_LIMITS.maxUnprovenPerAddress,
     )
     .option(
       '--hello-timeout <seconds>',
       'close a connection that has not shown a session this long after it opened',
-      (v: string) => {
-        const n = Number(v);
-        if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('expected a number of seconds > 0');
-        return n;
-      },
+      parseSeconds(),
       DEFAULT_CONNECTION_LIMITS.helloTimeoutMs / 1000,
     )
     .option(
       '--shed-above <n>',
       'stop listening for --shed-pause seconds when more than n connections a second are turned away (0: never)',
-      (v: string) => {
-        const n = Number(v);
-        if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError('expected a whole number ≥ 0');
-        return n;
-      },
+      parseWhole(0),
       DEFAULT_CONNECTION_LIMITS.shedAbovePerSecond,
     )
     .option(
       '--shed-pause <seconds>',
       'how long the listener stays closed each time it sheds a flood (connections already held are kept)',
-      (v: string) => {
-        const n = Number(v);
-        if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('expected a number of seconds > 0');
-        return n;
-      },
+      parseSeconds(),
       (DEFAULT_CONNECTION_LIMITS.shedPauseMs ?? 2000) / 1000,
     )
     .option('--log-format <format>', 'text: "TIME [aggregator] message" lines; json: one object per line, for log shippers', parseChoice(logFormatSchema), 'text')

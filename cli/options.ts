@@ -25,6 +25,26 @@ export function parsePoints(value: string): number {
   return n / 100;
 }
 
+/** A number of seconds, above 0 or (with `allowZero`) at least 0. */
+export function parseSeconds(allowZero = false): (value: string) => number {
+  return (value: string) => {
+    const n = Number(value);
+    if (value.trim() === '' || !Number.isFinite(n) || n < 0 || (!allowZero && n === 0)) {
+      throw new InvalidArgumentError(`expected a number of seconds ${allowZero ? '≥ 0' : '> 0'}`);
+    }
+    return n;
+  };
+}
+
+/** A whole number of at least `min`. */
+export function parseWhole(min: number): (value: string) => number {
+  return (value: string) => {
+    const n = Number(value);
+    if (value.trim() === '' || !Number.isInteger(n) || n < min) throw new InvalidArgumentError(`expected a whole number ≥ ${min}`);
+    return n;
+  };
+}
+
 export function parsePort(value: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError('a port is a whole number from 0 to 65535');
